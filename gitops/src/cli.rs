@@ -479,3 +479,64 @@ fn connect(args: &TargetArgs, credentials: &Credentials) -> Result<Host, Connect
         runtime,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{Arg, ArgAction, Args, Command};
+
+    use super::*;
+
+    /// The flags the CLI defines around ours; clap's debug_assert fails on any clash.
+    fn host_command(name: &'static str) -> Command {
+        Command::new("mlctl").subcommand(
+            Command::new(name)
+                .arg(Arg::new("NAME"))
+                .arg(Arg::new("to").long("to"))
+                .arg(Arg::new("full").long("full").action(ArgAction::SetTrue))
+                .arg(Arg::new("wait").long("wait").action(ArgAction::SetTrue))
+                .arg(Arg::new("gitops").long("gitops").action(ArgAction::SetTrue))
+                .arg(Arg::new("namespace").short('n').long("namespace"))
+                .arg(Arg::new("context").long("context"))
+                .arg(Arg::new("kubeconfig").long("kubeconfig")),
+        )
+    }
+
+    #[test]
+    fn flags_flatten_into_the_cli_commands_without_clashes() {
+        let promote = host_command("promote").mut_subcommand("promote", PromoteArgs::augment_args);
+        promote.clone().debug_assert();
+        let rollback =
+            host_command("rollback").mut_subcommand("rollback", RollbackArgs::augment_args);
+        rollback.debug_assert();
+        let matches = promote
+            .try_get_matches_from([
+                "mlctl",
+                "promote",
+                "search-ranker",
+                "--gitops",
+                "--repo",
+                "acme/gitops",
+                "--path",
+                "m.yaml",
+                "--model",
+                "search-ranker",
+                "--version",
+                "2026-12-01.1",
+                "--uri",
+                "s3://b/k",
+                "--no-sha256",
+            ])
+            .unwrap();
+        let sub = matches.subcommand_matches("promote").unwrap();
+        let args = <PromoteArgs as clap::FromArgMatches>::from_arg_matches(sub).unwrap();
+        assert_eq!(args.model_version.as_deref(), Some("2026-12-01.1"));
+        assert!(args.target.no_sha256);
+        assert_eq!(digest_change(&args.target).unwrap(), DigestChange::Remove);
+    }
+
+    #[test]
+    fn credentials_never_show_the_token() {
+        let shown = format!("{:?}", Credentials::with_token("ghp_secret"));
+        assert!(!shown.contains("ghp_secret"), "{shown}");
+    }
+}

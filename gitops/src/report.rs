@@ -36,6 +36,12 @@ pub struct MetricComparison {
     pub ties: Option<u64>,
     #[serde(default)]
     pub pass: Option<bool>,
+    /// Holm–Bonferroni adjusted p-value (what the gate decides on).
+    #[serde(default)]
+    pub p_holm: Option<f64>,
+    /// The non-inferiority margin of the gate rule.
+    #[serde(default)]
+    pub min_delta: Option<f64>,
 }
 
 /// A report as read from disk: the parsed verdict, the digest of the exact bytes, and
@@ -151,8 +157,8 @@ pub fn render_markdown(report: &GateReport, subject: &Subject) -> String {
         md.push_str("The report has no metric comparison.\n");
         return md;
     }
-    md.push_str("| metric | baseline | candidate | Δ | 95% CI of Δ | p (randomization) | p (t-test) | wins / losses / ties | verdict |\n");
-    md.push_str("|---|---:|---:|---:|---|---:|---:|---|---|\n");
+    md.push_str("| metric | baseline | candidate | Δ | 95% CI of Δ | margin | p (randomization) | p (t-test) | p (Holm) | wins / losses / ties | verdict |\n");
+    md.push_str("|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|\n");
     for (metric, c) in &report.comparison {
         let ci = c.ci95.map_or_else(
             || "–".to_string(),
@@ -169,12 +175,14 @@ pub fn render_markdown(report: &GateReport, subject: &Subject) -> String {
         };
         let _ = writeln!(
             md,
-            "| {metric} | {:.4} | {:.4} | {:+.4} | {ci} | {} | {} | {wlt} | {verdict} |",
+            "| {metric} | {:.4} | {:.4} | {:+.4} | {ci} | {} | {} | {} | {} | {wlt} | {verdict} |",
             c.baseline,
             c.candidate,
             c.delta,
+            opt(c.min_delta, |m| format!("{m:+.4}")),
             opt(c.p_randomization, |p| format!("{p:.4}")),
             opt(c.p_ttest, |p| format!("{p:.4}")),
+            opt(c.p_holm, |p| format!("{p:.4}")),
         );
     }
     md
@@ -198,7 +206,7 @@ mod tests {
             },
         );
         assert!(md.starts_with("### ✅ Gate passed — `m` v2 (prod)"), "{md}");
-        assert!(md.contains("| ndcg@10 | 0.4100 | 0.4200 | +0.0100 | [+0.0020, +0.0180] | 0.0120 | 0.0100 | 120 / 80 / 300 | pass |"), "{md}");
+        assert!(md.contains("| ndcg@10 | 0.4100 | 0.4200 | +0.0100 | [+0.0020, +0.0180] | – | 0.0120 | 0.0100 | – | 120 / 80 / 300 | pass |"), "{md}");
         assert_eq!(
             status_description(&report),
             "gate passed: ndcg@10 +0.0100 (0.4100 → 0.4200)"

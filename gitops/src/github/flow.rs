@@ -327,11 +327,8 @@ pub async fn open_change(api: &Api, spec: &ChangeSpec<'_>) -> Result<Outcome, Fl
             &crate::change::comment_body(&marker, &report.markdown),
         )
         .await?;
-        let head_sha = if api.dry_run {
-            head.clone()
-        } else {
-            str_field(&pr, "/head/sha").map_or(head.clone(), str::to_string)
-        };
+        // Our own view of the branch head: an adopted PR's listing predates our commit.
+        let head_sha = head.clone();
         let target_url = str_field(&pr, "/html_url").unwrap_or_default().to_string();
         set_status(
             api,

@@ -475,7 +475,9 @@ fn connect(args: &TargetArgs, credentials: &Credentials) -> Result<Host, Connect
         ..RetryPolicy::default()
     };
     Ok(Host::GitHub {
-        api: Box::new(Api::new(crab, owner, name, args.dry_run, policy)),
+        api: Box::new(
+            Api::new(crab, owner, name, args.dry_run, policy).as_app(args.app_id.is_some()),
+        ),
         runtime,
     })
 }

@@ -91,6 +91,8 @@ pub struct Api {
     pub owner: String,
     pub repo: String,
     pub dry_run: bool,
+    /// Authenticated as a GitHub App installation: check runs are available.
+    pub as_app: bool,
     policy: RetryPolicy,
 }
 
@@ -164,8 +166,15 @@ impl Api {
             owner: owner.to_string(),
             repo: repo.to_string(),
             dry_run,
+            as_app: false,
             policy,
         }
+    }
+
+    /// Marks the client as a GitHub App installation (enables check runs).
+    pub fn as_app(mut self, as_app: bool) -> Api {
+        self.as_app = as_app;
+        self
     }
 
     /// `/repos/{owner}/{repo}` + `rest`.

@@ -339,6 +339,9 @@ pub async fn open_change(api: &Api, spec: &ChangeSpec<'_>) -> Result<Outcome, Fl
             &target_url,
         )
         .await?;
+        if api.as_app {
+            upsert_check_run(api, &head_sha, spec, report).await?;
+        }
         if let Some(source) = &spec.source {
             set_status(
                 api,
@@ -427,6 +430,72 @@ async fn upsert_comment(api: &Api, number: u64, marker: &str, body: &str) -> Res
     Ok(())
 }
 
+/// The commit-status state and check-run conclusion for the gate verdict.
+fn gate_state(report: &crate::report::LoadedReport) -> &'static str {
+    if report.report.pass {
+        "success"
+    } else {
+        "failure"
+    }
+}
+
+/// GitHub caps a check run's summary at 65535 characters.
+const CHECK_SUMMARY_LIMIT: usize = 65_000;
+
+/// A completed check run carrying the report (GitHub Apps only: tokens cannot create them).
+async fn upsert_check_run(
+    api: &Api,
+    sha: &str,
+    spec: &ChangeSpec<'_>,
+    report: &crate::report::LoadedReport,
+) -> Result<(), ApiError> {
+    let name = spec.status_context();
+    let conclusion = gate_state(report);
+    let title = crate::report::status_description(&report.report);
+    let summary: String = report.markdown.chars().take(CHECK_SUMMARY_LIMIT).collect();
+    let path = api.repo_path(&format!(
+        "/commits/{sha}/check-runs?check_name={}",
+        encode(&name)
+    ));
+    let existing = api.get(&path, "list check runs").await?.and_then(|r| {
+        r.get("check_runs")
+            .and_then(Value::as_array)
+            .and_then(|runs| runs.first().cloned())
+    });
+    let output = json!({"title": title, "summary": summary});
+    match existing {
+        Some(run)
+            if str_field(&run, "/conclusion") == Some(conclusion)
+                && str_field(&run, "/output/summary") == Some(summary.as_str()) =>
+        {
+            eprintln!("check run {name} is up to date");
+        }
+        Some(run) => {
+            let id = run.get("id").and_then(Value::as_u64).unwrap_or_default();
+            let body = json!({"status": "completed", "conclusion": conclusion, "output": output});
+            api.write(
+                Method::PATCH,
+                &api.repo_path(&format!("/check-runs/{id}")),
+                &body,
+                "update the gate check run",
+            )
+            .await?;
+        }
+        None => {
+            let body = json!({"name": name, "head_sha": sha, "status": "completed",
+                "conclusion": conclusion, "output": output});
+            api.write(
+                Method::POST,
+                &api.repo_path("/check-runs"),
+                &body,
+                "create the gate check run",
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 async fn set_status(
     api: &Api,
     repo_prefix: &str,
@@ -436,11 +505,7 @@ async fn set_status(
     target_url: &str,
 ) -> Result<(), ApiError> {
     let context = spec.status_context();
-    let state = if report.report.pass {
-        "success"
-    } else {
-        "failure"
-    };
+    let state = gate_state(report);
     let description = crate::report::status_description(&report.report);
     let current = api
         .get(

@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 
 pub const OWNER: &str = "acme";
 pub const REPO: &str = "gitops";
+pub const INSTALLATION_TOKEN: &str = "ghs_installation_token";
+pub const INSTALLATION_ID: u64 = 42;
 
 #[derive(Debug, Clone)]
 pub struct Pull {
@@ -36,6 +38,15 @@ pub struct Comment {
     pub id: u64,
     pub issue: u64,
     pub body: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckRun {
+    pub id: u64,
+    pub name: String,
+    pub head_sha: String,
+    pub conclusion: String,
+    pub summary: String,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +78,7 @@ pub struct State {
     pub pulls: Vec<Pull>,
     pub comments: Vec<Comment>,
     pub statuses: Vec<Status>,
+    pub check_runs: Vec<CheckRun>,
     pub faults: VecDeque<Fault>,
     /// (method, path) of every request received.
     pub log: Vec<(String, String)>,
@@ -184,6 +196,15 @@ impl State {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k, v.replace("%3A", ":").replace("%2F", "/")))
             .collect();
+        if path.starts_with("/app/installations/")
+            && path.ends_with("/access_tokens")
+            && method == "POST"
+        {
+            return (
+                201,
+                json!({"token": INSTALLATION_TOKEN, "expires_at": "2099-01-01T00:00:00Z", "permissions": {"contents": "write", "pull_requests": "write", "issues": "write", "statuses": "write", "checks": "write"}, "repository_selection": "selected"}),
+            );
+        }
         let prefix = format!("/repos/{OWNER}/{REPO}");
         let Some(rest) = path.strip_prefix(&prefix) else {
             if let Some(rest) = path.strip_prefix("/repos/") {
@@ -402,6 +423,38 @@ impl State {
             }
             ("GET", ["commits", sha, "status"]) => {
                 (200, self.status_list(&format!("{OWNER}/{REPO}"), sha))
+            }
+            ("GET", ["installation"]) => (200, json!({"id": INSTALLATION_ID, "app_id": 1})),
+            ("GET", ["commits", sha, "check-runs"]) => {
+                let name = q.get("check_name").cloned().unwrap_or_default();
+                let runs: Vec<Value> = self
+                    .check_runs
+                    .iter()
+                    .filter(|r| r.head_sha == *sha && (name.is_empty() || r.name == name))
+                    .map(|r| json!({"id": r.id, "name": r.name, "head_sha": r.head_sha, "status": "completed",
+                        "conclusion": r.conclusion, "output": {"title": "", "summary": r.summary}}))
+                    .collect();
+                (200, json!({"total_count": runs.len(), "check_runs": runs}))
+            }
+            ("POST", ["check-runs"]) => {
+                let run = CheckRun {
+                    id: 5000 + self.check_runs.len() as u64,
+                    name: body["name"].as_str().unwrap().into(),
+                    head_sha: body["head_sha"].as_str().unwrap().into(),
+                    conclusion: body["conclusion"].as_str().unwrap().into(),
+                    summary: body["output"]["summary"].as_str().unwrap().into(),
+                };
+                self.check_runs.push(run.clone());
+                (201, json!({"id": run.id, "name": run.name}))
+            }
+            ("PATCH", ["check-runs", id]) => {
+                let id: u64 = id.parse().unwrap();
+                let Some(run) = self.check_runs.iter_mut().find(|r| r.id == id) else {
+                    return not_found;
+                };
+                run.conclusion = body["conclusion"].as_str().unwrap().into();
+                run.summary = body["output"]["summary"].as_str().unwrap().into();
+                (200, json!({"id": id}))
             }
             ("POST", ["statuses", sha]) => self.add_status(&format!("{OWNER}/{REPO}"), sha, body),
             _ => not_found,

@@ -1,0 +1,698 @@
+//! `RankingModel`: a learning-to-rank model that must be served, and how a new
+//! revision of it reaches users (canary steps, metric analysis, rollback).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscalerBehavior, MetricSpec};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Conditions, DURATION_MAX_LEN, DURATION_RULE};
+
+/// Desired state of a RankingModel: which model revision to serve, on which
+/// runtime, at what scale, depending on which feature pipelines, and how a new
+/// revision is rolled out.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mlctl.io",
+    version = "v1alpha1",
+    kind = "RankingModel",
+    plural = "rankingmodels",
+    singular = "rankingmodel",
+    shortname = "rm",
+    category = "mlctl",
+    namespaced,
+    status = "RankingModelStatus",
+    derive = "PartialEq",
+    cel,
+    doc = "RankingModel serves a learning-to-rank model (LightGBM, XGBoost, ONNX) and rolls out new revisions of it through canary steps with metric analysis and automatic rollback. Short name: rm.",
+    validation = Rule::new("!has(self.metadata.name) || (size(self.metadata.name) <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))").message("metadata.name must be at most 52 characters of lower-case letters, digits and '-', starting with a letter and ending with a letter or digit (it names the Services <name>-stable and <name>-canary)"),
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Stable", type_ = "string", json_path = ".status.stable.version", description = "Version serving stable traffic"),
+    printcolumn(name = "Canary", type_ = "string", json_path = ".status.canary.version", description = "Version under canary, if any"),
+    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canary.weight", description = "Percent of traffic sent to the canary"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Progressing, Paused, Healthy or Degraded"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the model serves at full capacity"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Desired", type_ = "string", json_path = ".spec.model.version", priority = 1, description = "Version requested in the spec"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas", priority = 1, description = "Serving pods"),
+    printcolumn(name = "Available", type_ = "integer", json_path = ".status.readyReplicas", priority = 1, description = "Ready serving pods")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("set either spec.replicas or spec.autoscaling, not both: with autoscaling the HorizontalPodAutoscaler owns the replica count (kubectl scale only works without autoscaling)"),
+    validation = Rule::new("!has(self.features) || self.features.all(f, self.features.filter(g, g.pipeline == f.pipeline).size() == 1)").message("spec.features lists a pipeline twice: each feature pipeline may appear once (merge the feature lists)"),
+)]
+pub struct RankingModelSpec {
+    /// The model revision to serve. Changing it starts a rollout.
+    pub model: ModelSource,
+    /// The serving container. A change of image, args or env is a new revision
+    /// and goes through the same rollout as a model change.
+    pub runtime: Runtime,
+    /// Number of serving pods when `autoscaling` is not set (default 1). Mutually
+    /// exclusive with `autoscaling`; `kubectl scale rm/NAME` sets this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("spec.replicas must be 0 or more"))]
+    pub replicas: Option<i32>,
+    /// Horizontal autoscaling of the stable revision (autoscaling/v2). Mutually
+    /// exclusive with `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    /// Feature pipelines this model reads from. A rollout does not start (or
+    /// continue) while one of them is stale, failing or on another schema.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub features: Vec<FeatureDependency>,
+    /// How a new revision is rolled out. Without it a new revision replaces the
+    /// old one as soon as it is available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// A model artifact and its identity.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSource {
+    /// Version label of the model, e.g. `2026-11-20.3`: 1-63 lower-case letters,
+    /// digits, '-' and '.', starting and ending with a letter or digit.
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$')").message("spec.model.version must be 1-63 characters of lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (e.g. 2026-11-20.3)"))]
+    pub version: String,
+    /// Where the artifact is: `s3://`, `gs://`, `http(s)://` or `pvc://<claim>/<path>`.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^(s3|gs|https?|pvc)://.+$')").message("spec.model.uri must start with s3://, gs://, http://, https:// or pvc:// (e.g. s3://models/ranker/2026-11-20.3/model.txt)"))]
+    pub uri: String,
+    /// Artifact format, which tells the runtime how to load it.
+    pub format: ModelFormat,
+    /// Optional SHA-256 of the artifact (64 hex characters); the storage
+    /// initializer refuses an artifact that does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-fA-F0-9]{64}$')").message("spec.model.sha256 must be 64 hex characters (the output of sha256sum)"))]
+    pub sha256: Option<String>,
+}
+
+/// Model artifact formats.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// LightGBM text or binary model.
+    Lightgbm,
+    /// XGBoost JSON or binary model.
+    Xgboost,
+    /// ONNX graph.
+    Onnx,
+    /// Anything the runtime image understands.
+    Custom,
+}
+
+impl ModelFormat {
+    /// The lower-case name used in manifests and in `MODEL_FORMAT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelFormat::Lightgbm => "lightgbm",
+            ModelFormat::Xgboost => "xgboost",
+            ModelFormat::Onnx => "onnx",
+            ModelFormat::Custom => "custom",
+        }
+    }
+}
+
+/// The serving container of every revision.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Runtime {
+    /// Container image of the serving runtime.
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+    /// Port the runtime listens on for ranking requests (default 8080).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("spec.runtime.port must be between 1 and 65535"))]
+    pub port: Option<i32>,
+    /// Entrypoint override; the image's entrypoint when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments to the runtime.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment variables. `MODEL_PATH`, `MODEL_VERSION`, `MODEL_FORMAT`
+    /// and `MODEL_NAME` are always set by the operator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// CPU and memory requests and limits of the serving container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// HTTP path of the readiness probe (default `/ready`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("spec.runtime.readinessPath must start with '/'"))]
+    pub readiness_path: Option<String>,
+    /// HTTP path of the liveness probe (default `/healthz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("spec.runtime.livenessPath must start with '/'"))]
+    pub liveness_path: Option<String>,
+    /// Image pull policy: Always, IfNotPresent or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+}
+
+/// Image pull policies.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Always pull.
+    Always,
+    /// Pull when the image is not on the node.
+    IfNotPresent,
+    /// Never pull.
+    Never,
+}
+
+/// Horizontal autoscaling of the stable revision.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("spec.autoscaling.minReplicas must be less than or equal to maxReplicas"),
+)]
+pub struct Autoscaling {
+    /// Lower bound of the replica count (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.autoscaling.minReplicas must be at least 1"))]
+    pub min_replicas: Option<i32>,
+    /// Upper bound of the replica count.
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.autoscaling.maxReplicas must be at least 1"))]
+    pub max_replicas: i32,
+    /// Target average CPU utilisation in percent of requests (default 80 when no
+    /// `metrics` are given).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetCPUUtilizationPercentage"
+    )]
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.autoscaling.targetCPUUtilizationPercentage must be at least 1"))]
+    pub target_cpu_utilization_percentage: Option<i32>,
+    /// Further metrics, as in a HorizontalPodAutoscaler (autoscaling/v2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricSpec>,
+    /// Scaling behaviour, as in a HorizontalPodAutoscaler (autoscaling/v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+}
+
+/// A dependency on a FeaturePipeline.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureDependency {
+    /// Name of the FeaturePipeline in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub pipeline: String,
+    /// Schema version of the pipeline's features that this model was trained on.
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.features[].schemaVersion must be 1 or more"))]
+    pub schema_version: i64,
+    /// How old the features may be before the model is considered at risk, e.g.
+    /// `2h`. Defaults to the pipeline's own freshness objective.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("spec.features[].maxStaleness must be a duration such as 30s, 5m or 1h30m"))]
+    pub max_staleness: Option<String>,
+    /// Feature names the model reads; each must exist in the pipeline's schema.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 512))]
+    pub features: Vec<String>,
+    /// `Rollouts` (default): stale or incompatible features block new rollouts
+    /// but not the first deployment. `Strict`: they block the first deployment too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<FeatureGate>,
+}
+
+/// When feature readiness blocks a model.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeatureGate {
+    /// Block rollouts of new revisions only.
+    Rollouts,
+    /// Block the first deployment too.
+    Strict,
+}
+
+/// How a new revision is rolled out.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.steps) || self.steps.all(s, !has(s.analysis) || s.analysis.metrics.all(m, has(self.analysis) && ((has(self.analysis.metrics) && self.analysis.metrics.exists(x, x.name == m)) || (has(self.analysis.templates) && self.analysis.templates.exists(x, x.name == m)))))").message("a rollout step's analysis names a metric that is not defined: add it to spec.rollout.analysis.templates (or metrics)"),
+)]
+pub struct Rollout {
+    /// Canary steps, executed in order. After the last step the canary becomes
+    /// stable at 100%.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub steps: Vec<RolloutStep>,
+    /// How traffic is split between stable and canary (default: replica ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_routing: Option<TrafficRouting>,
+    /// Background analysis during the whole canary, and metric templates that
+    /// analysis steps refer to by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<RolloutAnalysis>,
+    /// Seconds the canary may take to become ready before the rollout is
+    /// aborted (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("spec.rollout.progressDeadlineSeconds must be 0 or more"))]
+    pub progress_deadline_seconds: Option<i32>,
+    /// Seconds the previous stable keeps running after a promotion, so that a
+    /// quick rollback needs no new pods (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("spec.rollout.scaleDownDelaySeconds must be 0 or more"))]
+    pub scale_down_delay_seconds: Option<i32>,
+    /// Seconds an aborted canary keeps running for inspection (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("spec.rollout.abortScaleDownDelaySeconds must be 0 or more"))]
+    pub abort_scale_down_delay_seconds: Option<i32>,
+}
+
+/// One canary step: exactly one of `setWeight`, `pause` or `analysis`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1").message("each spec.rollout.steps[] entry must set exactly one of setWeight, pause or analysis"),
+)]
+pub struct RolloutStep {
+    /// Percent of traffic to send to the canary (1-100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("setWeight must be between 1 and 100 (percent of traffic sent to the canary)"))]
+    pub set_weight: Option<i32>,
+    /// Wait for a duration, or (without one) until promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStep>,
+    /// Run the named metrics to a verdict before continuing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStep>,
+}
+
+/// A pause step.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStep {
+    /// How long to wait, e.g. `5m`. Without it the rollout waits for
+    /// `mlctl promote` (the `mlctl.io/promote` annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("pause.duration must be a duration such as 30s, 5m or 1h30m (omit it to pause until promoted)"))]
+    pub duration: Option<String>,
+}
+
+/// An analysis step.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStep {
+    /// Names of metrics from `rollout.analysis.templates` (or `metrics`) to run.
+    #[schemars(length(min = 1, max = 16))]
+    pub metrics: Vec<String>,
+}
+
+/// How traffic is split: exactly one kind.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("[has(self.replicaRatio), has(self.gatewayAPI), has(self.istio)].filter(x, x).size() == 1").message("spec.rollout.trafficRouting must set exactly one of replicaRatio, gatewayAPI or istio"),
+)]
+pub struct TrafficRouting {
+    /// Split by the ratio of canary to stable pods behind the `<model>` Service.
+    /// Works everywhere; the split is approximate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_ratio: Option<ReplicaRatio>,
+    /// Set backend weights on a Gateway API HTTPRoute.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "gatewayAPI"
+    )]
+    pub gateway_api: Option<GatewayApiRouting>,
+    /// Set route weights on an Istio VirtualService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<IstioRouting>,
+}
+
+/// Replica-ratio routing has no settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ReplicaRatio {}
+
+/// Gateway API routing.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiRouting {
+    /// Name of the HTTPRoute (same namespace) whose backendRefs point at
+    /// `<model>-stable` and `<model>-canary`.
+    #[schemars(length(min = 1, max = 253))]
+    pub http_route: String,
+}
+
+/// Istio routing.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioRouting {
+    /// The VirtualService whose routes are weighted.
+    pub virtual_service: IstioVirtualService,
+}
+
+/// An Istio VirtualService reference.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioVirtualService {
+    /// Name of the VirtualService (same namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Named HTTP routes to weight; all routes when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+}
+
+/// Metric analysis of a rollout.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("(has(self.metrics) ? self.metrics.map(m, m.name) : []).all(n, (has(self.metrics) ? self.metrics.filter(m, m.name == n).size() : 0) + (has(self.templates) ? self.templates.filter(m, m.name == n).size() : 0) == 1) && (has(self.templates) ? self.templates.map(m, m.name) : []).all(n, (has(self.metrics) ? self.metrics.filter(m, m.name == n).size() : 0) + self.templates.filter(m, m.name == n).size() == 1)").message("spec.rollout.analysis metric names must be unique across metrics and templates"),
+)]
+pub struct RolloutAnalysis {
+    /// Metrics measured in the background during the whole canary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub metrics: Vec<AnalysisMetric>,
+    /// Metrics measured only by analysis steps that name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub templates: Vec<AnalysisMetric>,
+}
+
+/// One measured metric and the rules that turn measurements into a verdict.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.successCondition) || has(self.failureCondition)").message("an analysis metric needs a successCondition or a failureCondition, e.g. successCondition: \"result < 0.05\""),
+)]
+pub struct AnalysisMetric {
+    /// Name of the metric, unique within the rollout.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Where measurements come from: exactly one provider.
+    pub provider: MetricProvider,
+    /// Time between measurements (default `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("interval must be a duration such as 30s, 5m or 1h30m"))]
+    pub interval: Option<String>,
+    /// Wait before the first measurement (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("initialDelay must be a duration such as 30s, 5m or 1h30m"))]
+    pub initial_delay: Option<String>,
+    /// Number of measurements; 0 means until the canary ends (background) or 1
+    /// (steps). Default 0 for background metrics, 1 for step analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("count must be 0 or more"))]
+    pub count: Option<i32>,
+    /// Expression over `result` that makes a measurement Successful, e.g.
+    /// `result < 0.05`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub success_condition: Option<String>,
+    /// Expression over `result` that makes a measurement Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub failure_condition: Option<String>,
+    /// Failed measurements tolerated before the analysis fails (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("failureLimit must be 0 or more"))]
+    pub failure_limit: Option<i32>,
+    /// Consecutive failed measurements tolerated (default: no separate limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("consecutiveFailureLimit must be 0 or more"))]
+    pub consecutive_failure_limit: Option<i32>,
+    /// Inconclusive measurements tolerated before the rollout pauses (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("inconclusiveLimit must be 0 or more"))]
+    pub inconclusive_limit: Option<i32>,
+    /// Consecutive provider errors tolerated before the analysis errs (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("consecutiveErrorLimit must be 0 or more"))]
+    pub consecutive_error_limit: Option<i32>,
+}
+
+/// A measurement provider: exactly one kind.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("[has(self.prometheus), has(self.web)].filter(x, x).size() == 1").message("each analysis metric's provider must set exactly one of prometheus or web"),
+)]
+pub struct MetricProvider {
+    /// An instant PromQL query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusProvider>,
+    /// An HTTP GET returning JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebProvider>,
+}
+
+/// Prometheus instant query.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusProvider {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://.+$')").message("prometheus.address must be an http:// or https:// URL"))]
+    pub address: String,
+    /// PromQL returning one number. `{{model}}`, `{{namespace}}`, `{{version}}`
+    /// and `{{track}}` are substituted.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// Request timeout (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("prometheus.timeout must be a duration such as 10s"))]
+    pub timeout: Option<String>,
+}
+
+/// HTTP GET returning JSON.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WebProvider {
+    /// URL to GET; the same placeholders as for Prometheus are substituted.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://.+$')").message("web.url must be an http:// or https:// URL"))]
+    pub url: String,
+    /// JSON path to the number in the response, e.g. `$.data.ndcg`.
+    #[schemars(length(min = 1, max = 512))]
+    pub json_path: String,
+    /// Extra request headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Request timeout (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("web.timeout must be a duration such as 10s"))]
+    pub timeout: Option<String>,
+}
+
+/// Observed state of a RankingModel, written only by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RankingModelStatus {
+    /// Pending, Progressing, Paused, Healthy or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The revision serving stable traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<StableRevision>,
+    /// The revision under canary, if a rollout is running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryRevision>,
+    /// Previous revisions kept running for a quick rollback until their
+    /// scale-down time (`scaleDownDelaySeconds` after they stopped serving).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring: Vec<RetiringRevision>,
+    /// Recent analysis measurements and verdicts (bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
+    /// The last revisions served, newest first (bounded); `mlctl rollback` uses it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+    /// Ready, Progressing, FeaturesReady, AnalysisHealthy.
+    #[serde(default, skip_serializing_if = "Conditions::is_empty")]
+    pub conditions: Conditions,
+    /// Serving pods of the stable revision (the scale subresource reads this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Ready serving pods of all revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Label selector of the serving pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Request annotations (`mlctl.io/promote`, …) already acted on, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub handled_requests: BTreeMap<String, String>,
+    /// Human-readable summary of what the operator is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Rollout phases.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing is serving yet.
+    Pending,
+    /// A revision is being deployed or a canary is advancing.
+    Progressing,
+    /// A canary waits for a person (pause without duration, inconclusive analysis).
+    Paused,
+    /// The desired revision serves all traffic at full capacity.
+    Healthy,
+    /// The last rollout failed or the model cannot be served.
+    Degraded,
+}
+
+impl Phase {
+    /// The name shown in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Healthy => "Healthy",
+            Phase::Degraded => "Degraded",
+        }
+    }
+}
+
+/// The revision serving stable traffic.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StableRevision {
+    /// Model version.
+    pub version: String,
+    /// Model URI.
+    pub uri: String,
+    /// Revision hash (model, runtime image, args, env).
+    pub revision: String,
+    /// When it became stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+}
+
+/// A revision that no longer serves and is removed at `scaleDownAt`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiringRevision {
+    /// Model version.
+    pub version: String,
+    /// Revision hash.
+    pub revision: String,
+    /// When its Deployment is scaled down and deleted.
+    pub scale_down_at: Time,
+}
+
+/// The revision under canary.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryRevision {
+    /// Model version.
+    pub version: String,
+    /// Model URI.
+    pub uri: String,
+    /// Revision hash.
+    pub revision: String,
+    /// Percent of traffic currently sent to the canary.
+    pub weight: i32,
+    /// Index of the current step in `spec.rollout.steps`.
+    pub step_index: i32,
+    /// When the current step started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// When the canary started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+}
+
+/// Analysis state of the current canary.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// One entry per metric being measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricStatus>,
+}
+
+/// Measurements and verdict of one metric.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricStatus {
+    /// Metric name.
+    pub name: String,
+    /// Running, Successful, Failed, Inconclusive or Error.
+    pub phase: String,
+    /// Counts of measurements by outcome.
+    #[serde(default)]
+    pub successful: i32,
+    /// Failed measurements.
+    #[serde(default)]
+    pub failed: i32,
+    /// Inconclusive measurements.
+    #[serde(default)]
+    pub inconclusive: i32,
+    /// Errors.
+    #[serde(default)]
+    pub errors: i32,
+    /// Consecutive errors.
+    #[serde(default)]
+    pub consecutive_errors: i32,
+    /// Consecutive failures.
+    #[serde(default)]
+    pub consecutive_failures: i32,
+    /// The most recent measurements, newest last (bounded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<Measurement>,
+}
+
+/// One measurement.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Measurement {
+    /// Successful, Failed, Inconclusive or Error.
+    pub outcome: String,
+    /// The measured value, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Why, for errors and inconclusive results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was taken.
+    pub at: Time,
+}
+
+/// A revision that was served.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Model version.
+    pub version: String,
+    /// Model URI.
+    pub uri: String,
+    /// Model SHA-256, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Revision hash.
+    pub revision: String,
+    /// Promoted, Aborted, Superseded or RolledBack.
+    pub outcome: String,
+    /// When the outcome happened.
+    pub at: Time,
+}

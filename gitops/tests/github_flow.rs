@@ -149,8 +149,28 @@ fn promotion_opens_one_pr_with_report_and_a_rerun_writes_nothing() {
         );
     });
     let before = writes(&stub);
+    let kinds: Vec<String> = before
+        .iter()
+        .map(|(m, p)| format!("{m} {}", p.split('/').nth(4).unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "POST git",
+            "PUT contents",
+            "POST pulls",
+            "POST issues",
+            "POST issues",
+            "POST statuses",
+            "POST statuses"
+        ],
+        "one write per missing thing"
+    );
+    let requests = stub.with(|s| s.log.len());
     assert_eq!(run_promote_with(&args, &credentials()), 0);
     assert_eq!(writes(&stub), before, "the re-run wrote something");
+    let rerun_requests = stub.with(|s| s.log.len()) - requests;
+    eprintln!("requests: first run {requests}, re-run {rerun_requests} (reads only)");
 }
 
 #[test]
@@ -459,4 +479,34 @@ fn rollback_opens_a_forward_pr_to_the_previous_passing_version() {
         run_rollback_with(&rollback_args(&stub), Some("v39"), &credentials()),
         1
     );
+}
+
+#[test]
+fn a_branch_created_by_a_parallel_run_is_used() {
+    let stub = seeded("v40");
+    stub.with(|s| {
+        // The branch appears between our read and our create: GitHub answers 422.
+        s.faults.push_back(Fault::new(
+            "POST",
+            &format!("/repos/{OWNER}/{REPO}/git/refs"),
+            422,
+            "Reference already exists",
+        ));
+        s.faults.push_back(Fault::new(
+            "GET",
+            &format!("/repos/{OWNER}/{REPO}/git/ref/heads/{BRANCH}"),
+            404,
+            "Not Found",
+        ));
+        let base = s.refs["main"].clone();
+        s.refs.insert(BRANCH.into(), base);
+    });
+    assert_eq!(
+        run_promote_with(&promote_args(&stub, "v41", None), &credentials()),
+        0
+    );
+    stub.with(|s| {
+        assert_eq!(s.pulls.len(), 1);
+        assert!(s.file(BRANCH, PATH).unwrap().contains("\"v41\""));
+    });
 }

@@ -189,14 +189,22 @@ pub async fn open_change(api: &Api, spec: &ChangeSpec<'_>) -> Result<Outcome, Fl
         Some(sha) => sha,
         None => {
             let body = json!({"ref": format!("refs/heads/{branch}"), "sha": base_sha});
-            api.write(
-                Method::POST,
-                &api.repo_path("/git/refs"),
-                &body,
-                &format!("create branch {branch}"),
-            )
-            .await?;
-            base_sha.clone()
+            let created = api
+                .write(
+                    Method::POST,
+                    &api.repo_path("/git/refs"),
+                    &body,
+                    &format!("create branch {branch}"),
+                )
+                .await;
+            match created {
+                Ok(_) => base_sha.clone(),
+                // A parallel run created it first ("Reference already exists"): use theirs.
+                Err(error) if error.is_unprocessable() => branch_head(api, &branch)
+                    .await?
+                    .ok_or(FlowError::Api(error))?,
+                Err(error) => return Err(error.into()),
+            }
         }
     };
     let on_branch = if api.dry_run && head == base_sha {

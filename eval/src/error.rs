@@ -26,12 +26,14 @@ pub enum EvalError {
         line: usize,
         reason: String,
     },
-    #[error("{}:{line}: document `{docid}` is retrieved twice for query `{qid}`{}", path.display(),
+    #[error("{}:{line}: document `{docid}` is {what} twice for query `{qid}`{}", path.display(),
         first_line.map(|l| format!(" (first at line {l})")).unwrap_or_default())]
     DuplicateDocument {
         path: PathBuf,
         line: usize,
         first_line: Option<usize>,
+        /// "judged" (qrels) or "retrieved" (run).
+        what: &'static str,
         qid: String,
         docid: String,
     },

@@ -4,7 +4,8 @@
 use std::cmp::Ordering;
 
 use crate::metric::{self, Gain, MetricSpec, QueryJudgments};
-use crate::parse::{JudgedQuery, Qrels, Retrieved, Run, rank_in_trec_order};
+use crate::parse::{FxHashMap, FxHashSet, Judgment, Qrels, Retrieved, Run, trec_order};
+use crate::threads;
 
 /// What to do with a judged query (see the `--missing-queries` and `--no-relevant` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,10 +56,18 @@ impl Evaluation {
     }
 }
 
-/// A run retrieved the same document twice for a query.
+/// Where a document occurs twice for one query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DuplicateIn {
+    Qrels,
+    /// Index into the `runs` given to [`evaluate`].
+    Run(usize),
+}
+
+/// A document judged twice, or retrieved twice by a run, for one query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DuplicateDocument {
-    pub run: usize,
+    pub file: DuplicateIn,
     pub qid: Vec<u8>,
     pub docid: Vec<u8>,
 }
@@ -82,142 +91,197 @@ pub fn compare_qids(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
+/// What one judged query yields: whether it has a relevant document, and per run
+/// either `None` (absent from the run) or one score per metric.
+struct QueryOutcome {
+    has_relevant: bool,
+    per_run: Vec<Option<Vec<f64>>>,
+}
+
 /// Evaluates `runs` (one, or baseline and candidate) on the same query set: the judged
 /// queries that survive the policies for every run, so that scores can be paired.
+/// Queries a run retrieves for but nobody judged are ignored.
 pub fn evaluate(
     qrels: &Qrels<'_>,
-    runs: &mut [Run<'_>],
+    runs: &[Run<'_>],
     metrics: &[MetricSpec],
     settings: &Settings,
 ) -> Result<Vec<Evaluation>, DuplicateDocument> {
-    let judgments: Vec<QueryJudgments> = qrels
-        .queries
-        .iter()
-        .map(|q| {
-            QueryJudgments::from_labels(q.rels.values().copied(), settings.relevance_threshold)
-        })
-        .collect();
+    let outcomes = score_in_parallel(qrels, runs, metrics, settings)?;
     let mut selected: Vec<usize> = (0..qrels.queries.len())
         .filter(|&q| {
-            let has_relevant = judgments[q].num_relevant > 0;
-            let in_all_runs = runs.iter().all(|r| r.per_query[q].is_some());
-            (has_relevant || settings.no_relevant == QueryPolicy::Zero)
+            let o = &outcomes[q];
+            let in_all_runs = o.per_run.iter().all(Option::is_some);
+            (o.has_relevant || settings.no_relevant == QueryPolicy::Zero)
                 && (in_all_runs || settings.missing_queries == QueryPolicy::Zero)
         })
         .collect();
-    selected.sort_by(|&a, &b| compare_qids(qrels.queries[a].qid, qrels.queries[b].qid));
+    selected.sort_by(|&a, &b| compare_qids(qrels.queries[a].0, qrels.queries[b].0));
     let qids: Vec<String> = selected
         .iter()
-        .map(|&q| String::from_utf8_lossy(qrels.queries[q].qid).into_owned())
+        .map(|&q| String::from_utf8_lossy(qrels.queries[q].0).into_owned())
         .collect();
-
-    let mut evaluations = Vec::with_capacity(runs.len());
-    for (run_index, run) in runs.iter_mut().enumerate() {
-        let flat = score_all(qrels, &judgments, run, metrics, settings).map_err(|(q, docid)| {
-            DuplicateDocument {
-                run: run_index,
-                qid: qrels.queries[q].qid.to_vec(),
-                docid: docid.to_vec(),
+    let evaluations = (0..runs.len())
+        .map(|r| {
+            let scores = (0..metrics.len())
+                .map(|m| {
+                    selected
+                        .iter()
+                        // A query missing from the run scores 0 (policy `zero`).
+                        .map(|&q| outcomes[q].per_run[r].as_ref().map_or(0.0, |s| s[m]))
+                        .collect()
+                })
+                .collect();
+            Evaluation {
+                qids: qids.clone(),
+                metrics: metrics.to_vec(),
+                scores,
             }
-        })?;
-        let n = metrics.len();
-        let scores = (0..n)
-            .map(|m| selected.iter().map(|&q| flat[q * n + m]).collect())
-            .collect();
-        evaluations.push(Evaluation {
-            qids: qids.clone(),
-            metrics: metrics.to_vec(),
-            scores,
-        });
-    }
+        })
+        .collect();
     Ok(evaluations)
 }
 
-/// Scores every judged query of one run into a flat `query * metrics + metric` array,
-/// splitting the queries across the available cores.
-fn score_all<'a>(
-    qrels: &Qrels<'_>,
-    judgments: &[QueryJudgments],
-    run: &mut Run<'a>,
-    metrics: &[MetricSpec],
-    settings: &Settings,
-) -> Result<Vec<f64>, (usize, &'a [u8])> {
-    let n_metrics = metrics.len();
-    let n_queries = run.per_query.len();
-    let mut flat = vec![0.0; n_queries * n_metrics];
-    if n_queries == 0 || n_metrics == 0 {
-        return Ok(flat);
-    }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let chunk = n_queries.div_ceil(threads).max(64);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = run
-            .per_query
-            .chunks_mut(chunk)
-            .zip(flat.chunks_mut(chunk * n_metrics))
-            .enumerate()
-            .map(|(c, (docs, out))| {
-                let first = c * chunk;
-                scope.spawn(move || {
-                    let mut labels = Vec::new();
-                    for (i, docs) in docs.iter_mut().enumerate() {
-                        let q = first + i;
-                        let Some(docs) = docs else { continue };
-                        let row = &mut out[i * n_metrics..(i + 1) * n_metrics];
-                        score_query(
-                            docs,
-                            &qrels.queries[q],
-                            &judgments[q],
-                            metrics,
-                            settings,
-                            &mut labels,
-                            row,
-                        )
-                        .map_err(|docid| (q, docid))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| match h.join() {
-            Ok(result) => result,
-            // A panic in a worker is a bug; re-raise it rather than hide it.
-            Err(payload) => std::panic::resume_unwind(payload),
-        })
-    })?;
-    Ok(flat)
+/// How deep the ranking must be sorted: the largest cutoff, or everything when a
+/// metric has none.
+fn ranking_depth(metrics: &[MetricSpec]) -> Option<usize> {
+    metrics
+        .iter()
+        .try_fold(0, |depth, m| m.cutoff.map(|k| depth.max(k)))
 }
 
-fn score_query<'a>(
-    docs: &mut [Retrieved<'a>],
-    judged: &JudgedQuery<'_>,
-    judgments: &QueryJudgments,
+/// Scores every judged query against every run, splitting the queries across the cores.
+fn score_in_parallel(
+    qrels: &Qrels<'_>,
+    runs: &[Run<'_>],
     metrics: &[MetricSpec],
     settings: &Settings,
-    labels: &mut Vec<i32>,
-    out: &mut [f64],
-) -> Result<(), &'a [u8]> {
-    if let Some(docid) = rank_in_trec_order(docs) {
-        return Err(docid);
+) -> Result<Vec<QueryOutcome>, DuplicateDocument> {
+    let depth = ranking_depth(metrics);
+    let chunk = qrels.queries.len().div_ceil(threads::cores()).max(64);
+    let chunks: Vec<_> = qrels.queries.chunks(chunk).collect();
+    let results = threads::map_parallel(&chunks, |queries| {
+        let mut scratch = Scratch::default();
+        queries
+            .iter()
+            .map(|(qid, judged)| scratch.score_query(qid, judged, runs, metrics, settings, depth))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let mut outcomes = Vec::with_capacity(qrels.queries.len());
+    for result in results {
+        outcomes.extend(result?);
     }
-    labels.clear();
-    // Unjudged documents are non-relevant, exactly like a label of 0.
-    labels.extend(
-        docs.iter()
-            .map(|d| judged.rels.get(d.docid).copied().unwrap_or(0)),
-    );
-    for (slot, &spec) in out.iter_mut().zip(metrics) {
-        *slot = metric::compute(
-            spec,
-            settings.gain,
+    Ok(outcomes)
+}
+
+/// Per-thread buffers reused across queries, so scoring does not allocate per query.
+#[derive(Default)]
+struct Scratch<'q, 'r> {
+    judged: FxHashMap<&'q [u8], Judgment>,
+    ranked: Vec<(Retrieved<'r>, i32)>,
+    seen: Vec<bool>,
+    unjudged: FxHashSet<&'r [u8]>,
+    labels: Vec<i32>,
+}
+
+impl<'q, 'r> Scratch<'q, 'r> {
+    fn score_query(
+        &mut self,
+        qid: &[u8],
+        judged: &[(&'q [u8], i32)],
+        runs: &[Run<'r>],
+        metrics: &[MetricSpec],
+        settings: &Settings,
+        depth: Option<usize>,
+    ) -> Result<QueryOutcome, DuplicateDocument> {
+        let duplicate = |file, docid: &[u8]| DuplicateDocument {
+            file,
+            qid: qid.to_vec(),
+            docid: docid.to_vec(),
+        };
+        self.judged.clear();
+        for (slot, &(docid, label)) in judged.iter().enumerate() {
+            let judgment = Judgment {
+                label,
+                slot: slot as u32,
+            };
+            if self.judged.insert(docid, judgment).is_some() {
+                return Err(duplicate(DuplicateIn::Qrels, docid));
+            }
+        }
+        let judgments = QueryJudgments::from_labels(
+            judged.iter().map(|&(_, label)| label),
             settings.relevance_threshold,
-            labels,
-            judgments,
         );
+        let mut per_run = Vec::with_capacity(runs.len());
+        for (r, run) in runs.iter().enumerate() {
+            let Some(docs) = run.get(qid) else {
+                per_run.push(None);
+                continue;
+            };
+            let labels = self
+                .rank(docs, depth)
+                .map_err(|docid| duplicate(DuplicateIn::Run(r), docid))?;
+            let scores = metrics
+                .iter()
+                .map(|&spec| {
+                    metric::compute(
+                        spec,
+                        settings.gain,
+                        settings.relevance_threshold,
+                        labels,
+                        &judgments,
+                    )
+                })
+                .collect();
+            per_run.push(Some(scores));
+        }
+        Ok(QueryOutcome {
+            has_relevant: judgments.num_relevant > 0,
+            per_run,
+        })
     }
-    Ok(())
+
+    /// Labels of the top `depth` documents in trec_eval order (0 for unjudged ones), or
+    /// the docid that the run retrieves twice. Needs `self.judged` filled for the query.
+    fn rank(&mut self, docs: &[Retrieved<'r>], depth: Option<usize>) -> Result<&[i32], &'r [u8]> {
+        self.ranked.clear();
+        self.seen.clear();
+        self.seen.resize(self.judged.len(), false);
+        self.unjudged.clear();
+        for doc in docs {
+            // One lookup gives the label and, through the judged slot, duplicate detection;
+            // only unjudged documents need a set of their own.
+            let label = match self.judged.get(doc.docid) {
+                Some(j) => {
+                    if std::mem::replace(&mut self.seen[j.slot as usize], true) {
+                        return Err(doc.docid);
+                    }
+                    j.label
+                }
+                None => {
+                    if !self.unjudged.insert(doc.docid) {
+                        return Err(doc.docid);
+                    }
+                    // Unjudged documents are non-relevant, exactly like a label of 0.
+                    0
+                }
+            };
+            self.ranked.push((*doc, label));
+        }
+        let by_trec_order =
+            |a: &(Retrieved<'_>, i32), b: &(Retrieved<'_>, i32)| trec_order(&a.0, &b.0);
+        if let Some(depth) = depth.filter(|&d| d > 0 && d < self.ranked.len()) {
+            // Only the top `depth` matter: select them in linear time, sort just those.
+            self.ranked.select_nth_unstable_by(depth - 1, by_trec_order);
+            self.ranked.truncate(depth);
+        }
+        self.ranked.sort_unstable_by(by_trec_order);
+        self.labels.clear();
+        self.labels
+            .extend(self.ranked.iter().map(|(_, label)| *label));
+        Ok(&self.labels)
+    }
 }
 
 #[cfg(test)]
@@ -230,9 +294,9 @@ mod tests {
 
     fn p10(settings: Settings) -> (Vec<String>, Vec<f64>) {
         let qrels = parse_qrels(QRELS).unwrap();
-        let mut runs = vec![parse_run(RUN, &qrels).unwrap()];
+        let runs = vec![parse_run(RUN).unwrap()];
         let metrics = ["p@1".parse().unwrap()];
-        let e = evaluate(&qrels, &mut runs, &metrics, &settings)
+        let e = evaluate(&qrels, &runs, &metrics, &settings)
             .unwrap()
             .remove(0);
         (e.qids, e.scores[0].clone())
@@ -255,28 +319,46 @@ mod tests {
         assert_eq!(p10(s).0, ["1", "10"]);
     }
 
-    #[test]
-    fn duplicate_documents_are_reported() {
-        let qrels = parse_qrels(QRELS).unwrap();
-        let mut runs = vec![
-            parse_run(RUN, &qrels).unwrap(),
-            parse_run(b"3 Q0 c 1 1 t\n3 Q0 c 2 0 t\n", &qrels).unwrap(),
-        ];
-        let err = evaluate(
+    fn duplicate(qrels: &[u8], runs: &[&[u8]]) -> DuplicateDocument {
+        let qrels = parse_qrels(qrels).unwrap();
+        let runs: Vec<_> = runs.iter().map(|r| parse_run(r).unwrap()).collect();
+        evaluate(
             &qrels,
-            &mut runs,
+            &runs,
             &["p@1".parse().unwrap()],
             &Settings::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+    }
+
+    #[test]
+    fn duplicate_documents_are_reported() {
+        let twice_unjudged = b"3 Q0 c 1 1 t\n3 Q0 u 2 0 t\n3 Q0 u 2 0 t\n";
         assert_eq!(
-            err,
+            duplicate(QRELS, &[RUN, twice_unjudged]),
             DuplicateDocument {
-                run: 1,
+                file: DuplicateIn::Run(1),
                 qid: b"3".to_vec(),
-                docid: b"c".to_vec()
+                docid: b"u".to_vec()
             }
         );
+        // A judged document retrieved twice, with different scores.
+        let twice_judged = b"3 Q0 c 1 1 t\n3 Q0 x 2 5 t\n3 Q0 c 2 0 t\n";
+        assert_eq!(duplicate(QRELS, &[twice_judged]).docid, b"c");
+        // A document judged twice.
+        assert_eq!(
+            duplicate(b"7 0 a 1\n7 0 b 1\n7 0 a 0\n", &[]).file,
+            DuplicateIn::Qrels
+        );
+    }
+
+    #[test]
+    fn depth_is_the_largest_cutoff_unless_a_metric_is_uncut() {
+        let m = |names: &[&str]| -> Vec<MetricSpec> {
+            names.iter().map(|n| n.parse().unwrap()).collect()
+        };
+        assert_eq!(ranking_depth(&m(&["p@5", "ndcg@20"])), Some(20));
+        assert_eq!(ranking_depth(&m(&["p@5", "rr"])), None);
     }
 
     #[test]

@@ -5,9 +5,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::EvalError;
-use crate::evaluate::{Evaluation, Settings, evaluate};
+use crate::evaluate::{DuplicateIn, Evaluation, Settings, evaluate};
 use crate::metric::MetricSpec;
 use crate::parse::{ParseError, duplicate_lines, parse_qrels, parse_run};
+use crate::threads;
 
 /// Reads a whole file, transparently decompressing gzip.
 pub fn read_input(path: &Path) -> Result<Vec<u8>, EvalError> {
@@ -35,55 +36,50 @@ fn malformed(path: &Path) -> impl Fn(ParseError) -> EvalError + '_ {
     }
 }
 
-/// Reads the files concurrently, parses them and evaluates every run on the same
-/// query set (see [`evaluate`]).
+/// Reads and parses the qrels and every run concurrently, then evaluates every run on
+/// the same query set (see [`evaluate`]).
 pub fn load_and_evaluate(
     qrels_path: &Path,
     run_paths: &[PathBuf],
     metrics: &[MetricSpec],
     settings: &Settings,
 ) -> Result<Vec<Evaluation>, EvalError> {
-    let (qrels_buf, run_bufs) = std::thread::scope(|s| {
-        let runs: Vec<_> = run_paths
-            .iter()
-            .map(|p| s.spawn(move || read_input(p)))
-            .collect();
-        let qrels = read_input(qrels_path);
-        let runs: Result<Vec<Vec<u8>>, EvalError> = runs
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
-            })
-            .collect();
-        (qrels, runs)
-    });
-    let (qrels_buf, run_bufs) = (qrels_buf?, run_bufs?);
-    let qrels = parse_qrels(&qrels_buf).map_err(malformed(qrels_path))?;
-    let mut runs = std::thread::scope(|s| {
-        let handles: Vec<_> = run_bufs
+    let paths: Vec<&Path> = std::iter::once(qrels_path)
+        .chain(run_paths.iter().map(PathBuf::as_path))
+        .collect();
+    let mut run_bufs = threads::map_parallel(&paths, |p| read_input(p))
+        .into_iter()
+        .collect::<Result<Vec<Vec<u8>>, _>>()?;
+    let qrels_buf = run_bufs.remove(0);
+    let (qrels, runs) = std::thread::scope(|s| {
+        let runs: Vec<_> = run_bufs
             .iter()
             .zip(run_paths)
-            .map(|(buf, path)| {
-                let qrels = &qrels;
-                s.spawn(move || parse_run(buf, qrels).map_err(malformed(path)))
-            })
+            .map(|(buf, path)| s.spawn(move || parse_run(buf).map_err(malformed(path))))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })?;
-    evaluate(&qrels, &mut runs, metrics, settings).map_err(|dup| {
-        let path = run_paths[dup.run].clone();
-        let lines = duplicate_lines(&run_bufs[dup.run], &dup.qid, &dup.docid);
+        let qrels = parse_qrels(&qrels_buf).map_err(malformed(qrels_path));
+        let runs: Result<Vec<_>, EvalError> = runs.into_iter().map(threads::join).collect();
+        (qrels, runs)
+    });
+    let (qrels, runs) = (qrels?, runs?);
+    evaluate(&qrels, &runs, metrics, settings).map_err(|dup| {
+        let (path, lines, what) = match dup.file {
+            DuplicateIn::Qrels => (
+                qrels_path,
+                duplicate_lines::<4>(&qrels_buf, &dup.qid, &dup.docid),
+                "judged",
+            ),
+            DuplicateIn::Run(r) => (
+                &*run_paths[r],
+                duplicate_lines::<6>(&run_bufs[r], &dup.qid, &dup.docid),
+                "retrieved",
+            ),
+        };
         EvalError::DuplicateDocument {
-            path,
+            path: path.to_path_buf(),
             line: lines.get(1).copied().unwrap_or(0),
             first_line: lines.first().copied(),
+            what,
             qid: String::from_utf8_lossy(&dup.qid).into_owned(),
             docid: String::from_utf8_lossy(&dup.docid).into_owned(),
         }

@@ -12,5 +12,6 @@ pub mod output;
 pub mod parse;
 pub mod rng;
 pub mod stats;
+mod threads;
 
 pub use error::EvalError;

@@ -148,15 +148,21 @@ fn fmt_p(p: f64) -> String {
 }
 
 fn rule_text(c: &Comparison) -> String {
+    let d = c.rule.min_delta;
+    let margin = if d < 0.0 {
+        format!("- {}", -d)
+    } else {
+        format!("+ {d}")
+    };
     if c.rule.require_improvement {
         format!(
-            "improvement: above baseline {:+} (α = {})",
-            c.rule.min_delta, c.rule.alpha
+            "improvement: above baseline {margin} (α = {})",
+            c.rule.alpha
         )
     } else {
         format!(
-            "non-inferiority: not below baseline {:+} (α = {})",
-            c.rule.min_delta, c.rule.alpha
+            "non-inferiority: not below baseline {margin} (α = {})",
+            c.rule.alpha
         )
     }
 }

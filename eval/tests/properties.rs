@@ -60,9 +60,9 @@ fn run_eval(qrels: &[String], run: &[String], settings: &Settings) -> Evaluation
     let qrels_text = qrels.join("\n");
     let run_text = run.join("\n");
     let parsed_qrels = parse_qrels(qrels_text.as_bytes()).unwrap();
-    let mut runs = vec![parse_run(run_text.as_bytes(), &parsed_qrels).unwrap()];
+    let runs = vec![parse_run(run_text.as_bytes()).unwrap()];
     let metrics: Vec<MetricSpec> = METRICS.iter().map(|m| m.parse().unwrap()).collect();
-    evaluate(&parsed_qrels, &mut runs, &metrics, settings)
+    evaluate(&parsed_qrels, &runs, &metrics, settings)
         .unwrap()
         .remove(0)
 }

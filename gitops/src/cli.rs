@@ -18,7 +18,10 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_GATE_FAILED: i32 = 10;
 
 /// Where the manifest lives and how to reach it (shared by promote and rollback).
+// `group(skip)`: clap names a derived group after the struct, and the CLI's own
+// argument structs are also called PromoteArgs/RollbackArgs, which would clash.
 #[derive(Debug, Clone, Default, Args)]
+#[group(skip)]
 pub struct TargetArgs {
     /// GitHub repository holding the manifests (OWNER/REPO); the change is a pull request.
     #[arg(long, value_name = "OWNER/REPO", conflicts_with = "git")]
@@ -72,6 +75,7 @@ pub struct TargetArgs {
 
 /// GitOps flags of `mlctl promote`.
 #[derive(Debug, Clone, Default, Args)]
+#[group(skip)]
 pub struct PromoteArgs {
     #[command(flatten)]
     pub target: TargetArgs,
@@ -106,6 +110,7 @@ pub struct PromoteArgs {
 
 /// GitOps flags of `mlctl rollback`.
 #[derive(Debug, Clone, Default, Args)]
+#[group(skip)]
 pub struct RollbackArgs {
     #[command(flatten)]
     pub target: TargetArgs,
@@ -484,56 +489,90 @@ fn connect(args: &TargetArgs, credentials: &Credentials) -> Result<Host, Connect
 
 #[cfg(test)]
 mod tests {
-    use clap::{Arg, ArgAction, Args, Command};
+    use clap::{CommandFactory, Parser};
 
     use super::*;
 
-    /// The flags the CLI defines around ours; clap's debug_assert fails on any clash.
-    fn host_command(name: &'static str) -> Command {
-        Command::new("mlctl").subcommand(
-            Command::new(name)
-                .arg(Arg::new("NAME"))
-                .arg(Arg::new("to").long("to"))
-                .arg(Arg::new("full").long("full").action(ArgAction::SetTrue))
-                .arg(Arg::new("wait").long("wait").action(ArgAction::SetTrue))
-                .arg(Arg::new("gitops").long("gitops").action(ArgAction::SetTrue))
-                .arg(Arg::new("namespace").short('n').long("namespace"))
-                .arg(Arg::new("context").long("context"))
-                .arg(Arg::new("kubeconfig").long("kubeconfig")),
-        )
+    /// A copy of how the CLI wraps our flags, down to its struct names (clap derives a group
+    /// named after each struct, so same-named structs clash unless ours skip the group).
+    mod host {
+        #[derive(Debug, clap::Parser)]
+        pub struct Cli {
+            #[command(subcommand)]
+            pub command: Command,
+        }
+
+        #[derive(Debug, clap::Subcommand)]
+        pub enum Command {
+            Promote(PromoteArgs),
+            Rollback(RollbackArgs),
+        }
+
+        #[derive(Debug, clap::Args)]
+        pub struct PromoteArgs {
+            #[arg(long)]
+            pub gitops: bool,
+            #[arg(long)]
+            pub full: bool,
+            #[arg(long)]
+            pub wait: bool,
+            #[arg(short = 'n', long)]
+            pub namespace: Option<String>,
+            #[arg(long)]
+            pub context: Option<String>,
+            #[arg(long)]
+            pub kubeconfig: Option<String>,
+            #[command(flatten)]
+            pub gitops_args: super::PromoteArgs,
+        }
+
+        #[derive(Debug, clap::Args)]
+        pub struct RollbackArgs {
+            #[arg(long)]
+            pub to: Option<String>,
+            #[arg(long)]
+            pub gitops: bool,
+            #[arg(long)]
+            pub wait: bool,
+            #[command(flatten)]
+            pub gitops_args: super::RollbackArgs,
+        }
     }
 
     #[test]
     fn flags_flatten_into_the_cli_commands_without_clashes() {
-        let promote = host_command("promote").mut_subcommand("promote", PromoteArgs::augment_args);
-        promote.clone().debug_assert();
-        let rollback =
-            host_command("rollback").mut_subcommand("rollback", RollbackArgs::augment_args);
-        rollback.debug_assert();
-        let matches = promote
-            .try_get_matches_from([
-                "mlctl",
-                "promote",
-                "search-ranker",
-                "--gitops",
-                "--repo",
-                "acme/gitops",
-                "--path",
-                "m.yaml",
-                "--model",
-                "search-ranker",
-                "--version",
-                "2026-12-01.1",
-                "--uri",
-                "s3://b/k",
-                "--no-sha256",
-            ])
-            .unwrap();
-        let sub = matches.subcommand_matches("promote").unwrap();
-        let args = <PromoteArgs as clap::FromArgMatches>::from_arg_matches(sub).unwrap();
+        host::Cli::command().debug_assert();
+        let cli = host::Cli::try_parse_from([
+            "mlctl",
+            "promote",
+            "--gitops",
+            "--repo",
+            "acme/gitops",
+            "--path",
+            "m.yaml",
+            "--model",
+            "search-ranker",
+            "--version",
+            "2026-12-01.1",
+            "--uri",
+            "s3://b/k",
+            "--no-sha256",
+        ])
+        .unwrap();
+        let host::Command::Promote(promote) = cli.command else {
+            panic!("not promote")
+        };
+        let args = promote.gitops_args;
         assert_eq!(args.model_version.as_deref(), Some("2026-12-01.1"));
-        assert!(args.target.no_sha256);
         assert_eq!(digest_change(&args.target).unwrap(), DigestChange::Remove);
+        let cli = host::Cli::try_parse_from([
+            "mlctl", "rollback", "--gitops", "--to", "v1", "--git", "/r",
+        ])
+        .unwrap();
+        let host::Command::Rollback(rollback) = cli.command else {
+            panic!("not rollback")
+        };
+        assert_eq!(rollback.gitops_args.target.git.as_deref(), Some("/r"));
     }
 
     #[test]

@@ -510,3 +510,21 @@ fn a_branch_created_by_a_parallel_run_is_used() {
         assert!(s.file(BRANCH, PATH).unwrap().contains("\"v41\""));
     });
 }
+
+#[test]
+fn github_enterprise_api_url_keeps_its_path() {
+    let stub = seeded("v40");
+    let mut args = promote_args(&stub, "v41", None);
+    args.target.api_url = Some(format!("{}/api/v3/", stub.url));
+    assert_eq!(run_promote_with(&args, &credentials()), 0);
+    stub.with(|s| {
+        assert!(
+            s.log
+                .iter()
+                .all(|(_, path)| path.starts_with("/api/v3/repos/")),
+            "{:?}",
+            s.log
+        );
+        assert_eq!(s.pulls.len(), 1);
+    });
+}

@@ -253,8 +253,10 @@ impl Api {
                 });
             }
             let message = github_message(&body_json);
-            if let Some(delay) = retry_delay(status, &headers, &message, attempt, &self.policy) {
-                if delay > self.policy.max_wait || attempt + 1 >= self.policy.max_attempts {
+            let retry = retry_delay(status, &headers, &message, attempt, &self.policy);
+            let exhausted = attempt + 1 >= self.policy.max_attempts;
+            if let Some(delay) = retry.filter(|_| !exhausted || !status.is_server_error()) {
+                if delay > self.policy.max_wait || exhausted {
                     return Err(ApiError::RateLimited {
                         what: what.to_string(),
                         wait_secs: delay.as_secs(),
@@ -295,6 +297,54 @@ mod tests {
             map.insert(*name, value.parse().unwrap());
         }
         map
+    }
+
+    #[test]
+    fn errors_name_the_fix() {
+        let what = || "open the pull request".to_string();
+        let cases = [
+            (
+                ApiError::Unauthorized { what: what() }.to_string(),
+                "GITHUB_TOKEN",
+            ),
+            (
+                ApiError::Forbidden {
+                    what: what(),
+                    message: "Resource not accessible".into(),
+                }
+                .to_string(),
+                "pull requests",
+            ),
+            (ApiError::NotFound { what: what() }.to_string(), "--repo"),
+            (
+                ApiError::Conflict {
+                    what: what(),
+                    message: "sha mismatch".into(),
+                }
+                .to_string(),
+                "re-run",
+            ),
+            (
+                ApiError::RateLimited {
+                    what: what(),
+                    wait_secs: 3600,
+                }
+                .to_string(),
+                "--max-retry-wait",
+            ),
+        ];
+        for (message, fix) in cases {
+            assert!(
+                message.contains(fix) && message.contains("open the pull request"),
+                "{message}"
+            );
+        }
+        let body = serde_json::json!({"message": "Validation Failed",
+            "errors": [{"message": "A pull request already exists for acme:x."}]});
+        assert_eq!(
+            github_message(&body),
+            "Validation Failed: A pull request already exists for acme:x."
+        );
     }
 
     #[test]

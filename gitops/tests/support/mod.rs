@@ -190,6 +190,8 @@ impl State {
     }
 
     fn handle(&mut self, method: &str, target: &str, body: &Value) -> (u16, Value) {
+        // GitHub Enterprise Server serves the same API under /api/v3.
+        let target = target.strip_prefix("/api/v3").unwrap_or(target);
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let q: BTreeMap<&str, String> = query
             .split('&')

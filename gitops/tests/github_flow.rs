@@ -528,3 +528,53 @@ fn github_enterprise_api_url_keeps_its_path() {
         assert_eq!(s.pulls.len(), 1);
     });
 }
+
+#[test]
+fn a_dropped_connection_on_a_read_is_retried() {
+    let stub = seeded("v40");
+    stub.with(|s| {
+        s.faults.push_back(Fault::new(
+            "GET",
+            &format!("/repos/{OWNER}/{REPO}/contents/"),
+            0,
+            "",
+        ));
+    });
+    assert_eq!(
+        run_promote_with(&promote_args(&stub, "v41", None), &credentials()),
+        0
+    );
+    stub.with(|s| {
+        assert!(s.faults.is_empty());
+        assert_eq!(s.pulls.len(), 1);
+    });
+}
+
+#[test]
+fn manifests_over_one_megabyte_are_read_through_the_blob_api() {
+    let stub = StubGitHub::start();
+    // A large multi-document file: the model is the last document.
+    let filler: String = (0..12_000)
+        .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\ndata: {{k: \"{i:080}\"}}\n"))
+        .collect();
+    let big = format!("{filler}---\n{}", manifest("v40"));
+    assert!(big.len() > support::LARGE_FILE);
+    stub.with(|s| {
+        s.commit(
+            "main",
+            BTreeMap::from([(PATH.to_string(), big.clone())]),
+            "initial",
+        );
+    });
+    assert_eq!(
+        run_promote_with(&promote_args(&stub, "v41", None), &credentials()),
+        0
+    );
+    stub.with(|s| {
+        assert!(s.log.iter().any(|(_, p)| p.contains("/git/blobs/")));
+        assert_eq!(
+            s.file(BRANCH, PATH).unwrap(),
+            big.replace("\"v40\"", "\"v41\"").replace("v40/", "v41/")
+        );
+    });
+}

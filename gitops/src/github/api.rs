@@ -229,14 +229,30 @@ impl Api {
                 what: what.to_string(),
                 source,
             };
-            let response = match method {
+            let sent = match method {
                 Method::GET => self.crab._get(path).await,
                 Method::POST => self.crab._post(path, body).await,
                 Method::PATCH => self.crab._patch(path, body).await,
                 Method::PUT => self.crab._put(path, body).await,
                 _ => self.crab._delete(path, body).await,
-            }
-            .map_err(transport)?;
+            };
+            let response = match sent {
+                Ok(response) => response,
+                // A dropped connection: reads are safe to repeat; a write may have landed,
+                // so it is left to the next run, which finds what exists.
+                Err(_) if method == Method::GET && attempt + 1 < self.policy.max_attempts => {
+                    let delay =
+                        Duration::from_millis(200).saturating_mul(2u32.saturating_pow(attempt));
+                    eprintln!(
+                        "connection to GitHub failed; retrying in {}ms",
+                        delay.as_millis()
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                    continue;
+                }
+                Err(source) => return Err(transport(source)),
+            };
             let status = response.status();
             let headers = response.headers().clone();
             let bytes = response

@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 
 pub const OWNER: &str = "acme";
 pub const REPO: &str = "gitops";
+/// Files larger than this come without content from the contents endpoint (GitHub: 1 MB).
+pub const LARGE_FILE: usize = 1024 * 1024;
 pub const INSTALLATION_TOKEN: &str = "ghs_installation_token";
 pub const INSTALLATION_ID: u64 = 42;
 
@@ -241,6 +243,22 @@ impl State {
                     None => not_found,
                 }
             }
+            ("GET", ["git", "blobs", sha]) => {
+                let content = self
+                    .commits
+                    .values()
+                    .flat_map(|(files, _, _)| files.values())
+                    .find(|c| blob_sha(c) == *sha)
+                    .cloned();
+                match content {
+                    Some(content) => (
+                        200,
+                        json!({"sha": sha, "size": content.len(), "encoding": "base64",
+                        "content": base64::engine::general_purpose::STANDARD.encode(content.as_bytes())}),
+                    ),
+                    None => not_found,
+                }
+            }
             ("POST", ["git", "refs"]) => {
                 let name = body["ref"]
                     .as_str()
@@ -261,6 +279,11 @@ impl State {
                 let file = file.join("/");
                 let git_ref = q.get("ref").cloned().unwrap_or_else(|| "main".into());
                 match self.file(&git_ref, &file) {
+                    // GitHub omits the content of files over 1 MB ("encoding": "none").
+                    Some(content) if content.len() > LARGE_FILE => (
+                        200,
+                        json!({"type": "file", "encoding": "none", "size": content.len(), "path": file, "content": "", "sha": blob_sha(&content)}),
+                    ),
                     Some(content) => {
                         let b64 =
                             base64::engine::general_purpose::STANDARD.encode(content.as_bytes());
@@ -588,6 +611,8 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                 .iter()
                 .position(|f| f.method == method && target.starts_with(&f.path_prefix));
             match fault.and_then(|i| s.faults.remove(i)) {
+                // Status 0: drop the connection without an answer.
+                Some(f) if f.status == 0 => return,
                 Some(f) => (f.status, f.headers, f.body),
                 None => {
                     let (status, reply) = s.handle(&method, &target, &body);

@@ -136,6 +136,12 @@ pub(crate) fn retry_delay(
     None
 }
 
+/// Says why and how long, then waits (progress goes to stderr).
+async fn pause(reason: &str, delay: Duration) {
+    eprintln!("{reason}; retrying in {:.1}s", delay.as_secs_f64());
+    tokio::time::sleep(delay).await;
+}
+
 fn github_message(body: &Value) -> String {
     let mut message = body
         .get("message")
@@ -243,11 +249,7 @@ impl Api {
                 Err(_) if method == Method::GET && attempt + 1 < self.policy.max_attempts => {
                     let delay =
                         Duration::from_millis(200).saturating_mul(2u32.saturating_pow(attempt));
-                    eprintln!(
-                        "connection to GitHub failed; retrying in {}ms",
-                        delay.as_millis()
-                    );
-                    tokio::time::sleep(delay).await;
+                    pause("the connection to GitHub failed", delay).await;
                     attempt += 1;
                     continue;
                 }
@@ -278,11 +280,7 @@ impl Api {
                         wait_secs: delay.as_secs(),
                     });
                 }
-                eprintln!(
-                    "GitHub answered {status} ({message}); retrying in {}s",
-                    delay.as_secs()
-                );
-                tokio::time::sleep(delay).await;
+                pause(&format!("GitHub answered {status} ({message})"), delay).await;
                 attempt += 1;
                 continue;
             }

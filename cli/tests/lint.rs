@@ -1,5 +1,8 @@
 //! `mlctl lint` as a user runs it: the binary, real files, exit codes.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

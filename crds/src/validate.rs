@@ -162,11 +162,12 @@ pub fn validate_document(doc: &Value) -> Outcome {
     problems.extend(structural);
     // CEL rules only make sense on a structurally valid object (the API
     // server also refuses such objects before their rules could matter).
-    if !blocking && obj.get("spec").is_some() {
-        if let Err(errors) = kube::core::cel::Validator::new().validate(&schema, &pruned, None) {
-            for e in errors.into_vec() {
-                problems.push(problem(&normalize_path(&e.field_path), e.message));
-            }
+    if !blocking
+        && obj.get("spec").is_some()
+        && let Err(errors) = kube::core::cel::Validator::new().validate(&schema, &pruned, None)
+    {
+        for e in errors.into_vec() {
+            problems.push(problem(&normalize_path(&e.field_path), e.message));
         }
     }
     Outcome::Checked {

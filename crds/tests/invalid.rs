@@ -2,6 +2,9 @@
 //! by the offline validator with the message its first line expects. The e2e
 //! suite runs the same table through a real API server.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 
 use mlctl_crds::validate::{Outcome, validate_document};

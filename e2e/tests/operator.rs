@@ -1,0 +1,607 @@
+//! The operator against the real local control plane. Each test runs its own
+//! `mlctl-operator` process, authenticated with a token of the Helm chart's
+//! ServiceAccount and bound only by the chart's own RBAC (rendered with
+//! `helm template`), so a missing permission fails the test.
+
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::config::Kubeconfig;
+use kube::runtime::wait::conditions::is_crd_established;
+use kube::runtime::watcher;
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use mlctl_crds::rankingmodel::Phase;
+use mlctl_crds::{FeaturePipeline, RankingModel};
+use mlctl_e2e::{
+    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, helm, kubectl, require_e2e,
+    service_account_token, wait_for, wait_for_deletion, wait_for_list, workspace_root,
+};
+
+const LONG: Duration = Duration::from_secs(120);
+
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [RankingModel::crd(), FeaturePipeline::crd()] {
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("mlctl-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("installing CRD {name}: {e}"));
+        wait_for(&api, &name, is_crd_established(), DEFAULT_TIMEOUT).await;
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn operator_binary() -> PathBuf {
+    let path = std::env::var_os("MLCTL_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/mlctl-operator"));
+    assert!(
+        path.is_file(),
+        "{} does not exist: build it first (`cargo build -p mlctl-operator`; make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A running operator process, killed when dropped.
+struct Operator {
+    child: Child,
+    identity: String,
+    log: PathBuf,
+    metrics_port: u16,
+}
+
+impl Operator {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await
+        else {
+            return String::new();
+        };
+        let _ = s
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        out
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The chart's ServiceAccount and RBAC for a release watching `ns` only.
+async fn install_chart_rbac(client: &Client, ns: &str) -> String {
+    let release = "mlctl-operator";
+    let out = Command::new(helm())
+        .args(["template", release])
+        .arg(workspace_root().join("charts/mlctl-operator"))
+        .args([
+            "--namespace",
+            ns,
+            "--set",
+            &format!("watchNamespaces={{{ns}}}"),
+        ])
+        .args(["--show-only", "templates/serviceaccount.yaml"])
+        .args(["--show-only", "templates/rbac.yaml"])
+        .output()
+        .expect("run helm template");
+    assert!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(yaml.contains("kind: Role"), "{yaml}");
+    apply_yaml(client, ns, &yaml).await;
+    release.to_string()
+}
+
+/// A kubeconfig that authenticates as the chart's ServiceAccount.
+async fn service_account_kubeconfig(client: &Client, ns: &str, sa: &str) -> PathBuf {
+    let token = service_account_token(client, ns, sa).await;
+    let admin = std::env::var_os("KUBECONFIG").expect("KUBECONFIG is set by e2e/run");
+    let mut config = Kubeconfig::read_from(PathBuf::from(admin)).expect("read kubeconfig");
+    for user in &mut config.auth_infos {
+        user.auth_info = Some(
+            serde_json::from_value(serde_json::json!({ "token": token })).expect("token auth"),
+        );
+    }
+    let dir = target_dir().join("e2e-operator");
+    std::fs::create_dir_all(&dir).expect("create dir");
+    let path = dir.join(format!("{ns}.kubeconfig"));
+    std::fs::write(&path, serde_yaml_ng::to_string(&config).expect("serialize")).expect("write");
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start_operator(ns: &TestNamespace, kubeconfig: &PathBuf, identity: &str) -> Operator {
+    let dir = target_dir().join("e2e-operator");
+    std::fs::create_dir_all(&dir).expect("create dir");
+    let log = dir.join(format!("{}-{identity}.log", ns.name()));
+    let file = std::fs::File::create(&log).expect("create log");
+    let metrics_port = free_port();
+    let child = Command::new(operator_binary())
+        .args(["--namespaces", ns.name(), "--lease-namespace", ns.name()])
+        .args(["--identity", identity, "--log-format", "text"])
+        .args([
+            "--lease-duration-seconds",
+            "4",
+            "--lease-retry-seconds",
+            "1",
+        ])
+        .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+        .arg("--storage-initializer-image=ghcr.io/mlctl/storage-initializer:0.1.0")
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info,mlctl_operator=debug")
+        .stdout(Stdio::from(file.try_clone().expect("clone log")))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("start mlctl-operator");
+    Operator {
+        child,
+        identity: identity.to_string(),
+        log,
+        metrics_port,
+    }
+}
+
+/// A namespace with the CRDs, the chart's RBAC and one operator running.
+async fn setup(prefix: &str) -> (Client, TestNamespace, Operator, PathBuf) {
+    let client = client().await;
+    install_crds(&client).await;
+    let mut ns = TestNamespace::new(&client, prefix).await;
+    let sa = install_chart_rbac(&client, ns.name()).await;
+    let kubeconfig = service_account_kubeconfig(&client, ns.name(), &sa).await;
+    let operator = start_operator(&ns, &kubeconfig, "a");
+    ns.dump_log_on_failure(operator.log.clone());
+    (client, ns, operator, kubeconfig)
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(workspace_root().join("examples").join(name)).expect("read example")
+}
+
+fn phase_is(phase: Phase) -> impl Fn(Option<&RankingModel>) -> bool {
+    move |m: Option<&RankingModel>| {
+        m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+            s.phase == Some(phase) && s.observed_generation == m.and_then(|m| m.metadata.generation)
+        })
+    }
+}
+
+fn stable_version_is(version: &'static str) -> impl Fn(Option<&RankingModel>) -> bool {
+    move |m: Option<&RankingModel>| {
+        m.and_then(|m| m.status.as_ref())
+            .and_then(|s| s.stable.as_ref())
+            .is_some_and(|s| s.version == version)
+    }
+}
+
+fn stable_deployment(model: &RankingModel) -> String {
+    let revision = &model
+        .status
+        .as_ref()
+        .and_then(|s| s.stable.as_ref())
+        .expect("a stable revision")
+        .revision;
+    format!("{}-{revision}", model.name_any())
+}
+
+#[tokio::test]
+async fn a_basic_model_is_served_by_ready_pods_behind_its_services() {
+    require_e2e!();
+    let (client, ns, _operator, _) = setup("rm-basic").await;
+    apply_yaml(&client, ns.name(), &example("rankingmodel-basic.yaml")).await;
+    let models: Api<RankingModel> = ns.api();
+    let model = wait_for(&models, "search-ranker", phase_is(Phase::Healthy), LONG).await;
+    let status = model.status.clone().expect("status");
+    assert_eq!(status.replicas, Some(3));
+    assert_eq!(status.ready_replicas, Some(3));
+    assert!(status.conditions.is_true("Ready"), "{status:?}");
+    assert_eq!(status.history[0].version, "2026-11-20.3");
+
+    let deployments: Api<Deployment> = ns.api();
+    let name = stable_deployment(&model);
+    let d = deployments.get(&name).await.expect("the stable Deployment");
+    assert_eq!(
+        d.status.as_ref().and_then(|s| s.available_replicas),
+        Some(3)
+    );
+    assert_eq!(
+        d.labels().get("mlctl.io/track").map(String::as_str),
+        Some("stable")
+    );
+    let pods: Api<Pod> = ns.api();
+    let listed = pods
+        .list(&ListParams::default().labels("mlctl.io/model=search-ranker"))
+        .await
+        .expect("list pods");
+    assert_eq!(listed.items.len(), 3);
+    for pod in &listed.items {
+        assert!(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some(),
+            "scheduled"
+        );
+        assert_eq!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Running")
+        );
+    }
+
+    let services: Api<Service> = ns.api();
+    for svc in [
+        "search-ranker",
+        "search-ranker-stable",
+        "search-ranker-canary",
+    ] {
+        services
+            .get(svc)
+            .await
+            .unwrap_or_else(|e| panic!("service {svc}: {e}"));
+    }
+    let slices: Api<EndpointSlice> = ns.api();
+    wait_for_list(
+        &slices,
+        watcher::Config::default().labels("kubernetes.io/service-name=search-ranker"),
+        |slices: &[EndpointSlice]| {
+            slices
+                .iter()
+                .flat_map(|s| s.endpoints.iter())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .count()
+                == 3
+        },
+        DEFAULT_TIMEOUT,
+    )
+    .await;
+
+    let out = Command::new(kubectl())
+        .args(["get", "rm", "-n", ns.name()])
+        .output()
+        .expect("kubectl get rm");
+    let table = String::from_utf8_lossy(&out.stdout);
+    for column in ["STABLE", "CANARY", "WEIGHT", "PHASE", "READY", "AGE"] {
+        assert!(table.contains(column), "{table}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("search-ranker"))
+        .expect("a row");
+    assert!(
+        row.contains("2026-11-20.3") && row.contains("Healthy") && row.contains("True"),
+        "{table}"
+    );
+    ns.finish().await;
+}
+
+#[tokio::test]
+async fn with_autoscaling_the_hpa_targets_the_stable_deployment_and_owns_replicas() {
+    require_e2e!();
+    let (client, ns, _operator, _) = setup("rm-hpa").await;
+    apply_yaml(&client, ns.name(), &example("rankingmodel-canary.yaml")).await;
+    let models: Api<RankingModel> = ns.api();
+    let model = wait_for(&models, "product-ranker", phase_is(Phase::Healthy), LONG).await;
+    let name = stable_deployment(&model);
+    let hpas: Api<HorizontalPodAutoscaler> = ns.api();
+    let hpa = hpas.get("product-ranker").await.expect("the HPA");
+    let spec = hpa.spec.expect("spec");
+    assert_eq!(spec.scale_target_ref.name, name);
+    assert_eq!(spec.min_replicas, Some(3));
+    assert_eq!(spec.max_replicas, 12);
+
+    let deployments: Api<Deployment> = ns.api();
+    let d = deployments.get(&name).await.expect("deployment");
+    assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(3));
+    let ours = d
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| m.manager.as_deref() == Some("mlctl-operator"))
+        .expect("mlctl-operator manages fields");
+    let fields = serde_json::to_string(&ours.fields_v1).expect("json");
+    assert!(fields.contains("f:template"), "{fields}");
+    assert!(
+        !fields.contains("f:replicas"),
+        "the operator must not own replicas: {fields}"
+    );
+    ns.finish().await;
+}
+
+#[tokio::test]
+async fn a_version_change_switches_services_when_available_and_retires_the_old_revision() {
+    require_e2e!();
+    let (client, ns, _operator, _) = setup("rm-version").await;
+    let manifest = example("rankingmodel-basic.yaml").replace(
+        "  replicas: 3",
+        "  replicas: 2\n  rollout:\n    scaleDownDelaySeconds: 8",
+    );
+    apply_yaml(&client, ns.name(), &manifest).await;
+    let models: Api<RankingModel> = ns.api();
+    let first = wait_for(&models, "search-ranker", phase_is(Phase::Healthy), LONG).await;
+    let old = stable_deployment(&first);
+
+    let patch = serde_json::json!({"spec": {"model": {"version": "2026-11-21.1", "uri": "s3://models/search-ranker/2026-11-21.1/model.txt"}}});
+    models
+        .patch(
+            "search-ranker",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("change version");
+    let second = wait_for(
+        &models,
+        "search-ranker",
+        stable_version_is("2026-11-21.1"),
+        LONG,
+    )
+    .await;
+    let new = stable_deployment(&second);
+    assert_ne!(old, new);
+
+    let deployments: Api<Deployment> = ns.api();
+    let d = deployments.get(&new).await.expect("new deployment");
+    assert_eq!(
+        d.status.as_ref().and_then(|s| s.available_replicas),
+        Some(2),
+        "traffic moved only to an available revision"
+    );
+    let services: Api<Service> = ns.api();
+    let revision = new.trim_start_matches("search-ranker-").to_string();
+    for svc in ["search-ranker", "search-ranker-stable"] {
+        let s = services.get(svc).await.expect("service");
+        let selector = s.spec.and_then(|s| s.selector).expect("selector");
+        assert_eq!(selector.get("mlctl.io/revision"), Some(&revision), "{svc}");
+    }
+    // The old revision stays warm during the delay, then goes.
+    let retiring = deployments.get_opt(&old).await.expect("get old");
+    assert!(
+        retiring.is_some(),
+        "the previous revision must outlive the switch for the delay"
+    );
+    wait_for_deletion(&deployments, &old, DEFAULT_TIMEOUT).await;
+    let status = models
+        .get("search-ranker")
+        .await
+        .expect("model")
+        .status
+        .expect("status");
+    assert_eq!(status.history[0].version, "2026-11-21.1");
+    assert_eq!(status.history[1].version, "2026-11-20.3");
+    assert!(status.retiring.is_empty());
+    ns.finish().await;
+}
+
+#[tokio::test]
+async fn kubectl_scale_scales_the_model_and_delete_collects_everything() {
+    require_e2e!();
+    let (client, ns, _operator, _) = setup("rm-scale").await;
+    apply_yaml(&client, ns.name(), &example("rankingmodel-basic.yaml")).await;
+    let models: Api<RankingModel> = ns.api();
+    let model = wait_for(&models, "search-ranker", phase_is(Phase::Healthy), LONG).await;
+    let name = stable_deployment(&model);
+    let out = Command::new(kubectl())
+        .args([
+            "scale",
+            "rm/search-ranker",
+            "--replicas",
+            "5",
+            "-n",
+            ns.name(),
+        ])
+        .output()
+        .expect("kubectl scale");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deployments: Api<Deployment> = ns.api();
+    wait_for(
+        &deployments,
+        &name,
+        |d: Option<&Deployment>| {
+            d.and_then(|d| d.status.as_ref())
+                .and_then(|s| s.ready_replicas)
+                == Some(5)
+        },
+        LONG,
+    )
+    .await;
+    wait_for(
+        &models,
+        "search-ranker",
+        |m: Option<&RankingModel>| {
+            m.and_then(|m| m.status.as_ref()).and_then(|s| s.replicas) == Some(5)
+        },
+        LONG,
+    )
+    .await;
+
+    models
+        .delete("search-ranker", &DeleteParams::foreground())
+        .await
+        .expect("delete model");
+    wait_for_deletion(&deployments, &name, LONG).await;
+    let services: Api<Service> = ns.api();
+    for svc in [
+        "search-ranker",
+        "search-ranker-stable",
+        "search-ranker-canary",
+    ] {
+        wait_for_deletion(&services, svc, LONG).await;
+    }
+    let pdbs: Api<PodDisruptionBudget> = ns.api();
+    wait_for_deletion(&pdbs, "search-ranker", LONG).await;
+    ns.finish().await;
+}
+
+#[tokio::test]
+async fn a_steady_model_causes_no_writes() {
+    require_e2e!();
+    let (client, ns, operator, _) = setup("rm-steady").await;
+    apply_yaml(&client, ns.name(), &example("rankingmodel-basic.yaml")).await;
+    let models: Api<RankingModel> = ns.api();
+    wait_for(&models, "search-ranker", phase_is(Phase::Healthy), LONG).await;
+    let snapshot = || async {
+        let mut versions = Vec::new();
+        let m = models.get("search-ranker").await.expect("model");
+        versions.push(("model".to_string(), m.resource_version()));
+        let d: Api<Deployment> = ns.api();
+        for o in d.list(&ListParams::default()).await.expect("list").items {
+            versions.push((o.name_any(), o.resource_version()));
+        }
+        let s: Api<Service> = ns.api();
+        for o in s.list(&ListParams::default()).await.expect("list").items {
+            versions.push((o.name_any(), o.resource_version()));
+        }
+        let p: Api<PodDisruptionBudget> = ns.api();
+        for o in p.list(&ListParams::default()).await.expect("list").items {
+            versions.push((o.name_any(), o.resource_version()));
+        }
+        versions
+    };
+    let reconciles = |text: String| -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with("mlctl_reconciles_total{kind=\"rankingmodel\"}"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+    };
+    let before = snapshot().await;
+    let reconciles_before = reconciles(operator.metrics().await);
+    // An observation window, not a synchronisation: nothing may change in it.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let after = snapshot().await;
+    assert_eq!(before, after, "the operator wrote during a steady state");
+    assert!(reconciles_before.is_some(), "metrics are served");
+    ns.finish().await;
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_standby_takes_over() {
+    require_e2e!();
+    let (client, mut ns, first, kubeconfig) = setup("rm-leader").await;
+    let second = start_operator(&ns, &kubeconfig, "b");
+    ns.dump_log_on_failure(second.log.clone());
+    let mut operators = [first, second];
+    apply_yaml(&client, ns.name(), &example("rankingmodel-basic.yaml")).await;
+    let models: Api<RankingModel> = ns.api();
+    wait_for(&models, "search-ranker", phase_is(Phase::Healthy), LONG).await;
+    let leases: Api<Lease> = ns.api();
+    let lease = leases
+        .get("mlctl-operator")
+        .await
+        .expect("the leader lease");
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a holder");
+    let leader = operators
+        .iter()
+        .position(|o| o.identity == holder)
+        .expect("the holder is one of the two operators");
+    let standby = 1 - leader;
+    let leader_metrics = operators[leader].metrics().await;
+    let standby_metrics = operators[standby].metrics().await;
+    assert!(
+        leader_metrics.contains("mlctl_leader 1"),
+        "{leader_metrics}"
+    );
+    assert!(
+        standby_metrics.contains("mlctl_leader 0"),
+        "{standby_metrics}"
+    );
+    assert!(
+        !standby_metrics.contains("mlctl_reconciles_total{"),
+        "the standby must not reconcile: {standby_metrics}"
+    );
+    let standby_identity = operators[standby].identity.clone();
+    operators[leader].kill();
+    wait_for(
+        &leases,
+        "mlctl-operator",
+        |l: Option<&Lease>| {
+            l.and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.holder_identity.as_deref())
+                == Some(standby_identity.as_str())
+        },
+        DEFAULT_TIMEOUT,
+    )
+    .await;
+    let patch = serde_json::json!({"spec": {"model": {"version": "2026-11-22.1"}}});
+    models
+        .patch(
+            "search-ranker",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("change version");
+    wait_for(
+        &models,
+        "search-ranker",
+        stable_version_is("2026-11-22.1"),
+        LONG,
+    )
+    .await;
+    ns.finish().await;
+}
+
+#[tokio::test]
+async fn generated_pods_are_admitted_under_restricted_pod_security() {
+    require_e2e!();
+    let client = client().await;
+    install_crds(&client).await;
+    let mut ns = TestNamespace::with_pod_security(&client, "rm-restricted", "restricted").await;
+    let sa = install_chart_rbac(&client, ns.name()).await;
+    let kubeconfig = service_account_kubeconfig(&client, ns.name(), &sa).await;
+    let operator = start_operator(&ns, &kubeconfig, "a");
+    ns.dump_log_on_failure(operator.log.clone());
+    apply_yaml(&client, ns.name(), &example("rankingmodel-basic.yaml")).await;
+    let models: Api<RankingModel> = ns.api();
+    wait_for(&models, "search-ranker", phase_is(Phase::Healthy), LONG).await;
+    let pods: Api<Pod> = ns.api();
+    let listed = pods.list(&ListParams::default()).await.expect("pods");
+    assert_eq!(listed.items.len(), 3, "all pods admitted");
+    ns.finish().await;
+}

@@ -1,0 +1,3 @@
+//! Controllers, one per kind.
+
+pub mod rankingmodel;

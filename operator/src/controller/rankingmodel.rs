@@ -1,0 +1,403 @@
+//! The RankingModel reconciler: the thin I/O shell around [`crate::rollout`]
+//! and [`crate::render`]. Read what exists, decide, apply only what changed,
+//! write status only when it changed, publish the transitions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::core::object::HasStatus;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource, ResourceExt};
+use mlctl_crds::RankingModel;
+use mlctl_crds::rankingmodel::RankingModelStatus;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::render::{self, FIELD_MANAGER, INITIAL_REPLICAS_MANAGER, ModelRef, Track};
+use crate::rollout::{self, ObservedDeployment, Transition, set_condition};
+use crate::telemetry::Metrics;
+
+/// Shared state of the RankingModel controller.
+pub struct Context {
+    /// API client.
+    pub client: kube::Client,
+    /// Rendering settings.
+    pub render: render::RenderConfig,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+const KIND: &str = "rankingmodel";
+
+/// Reconciles one RankingModel. An object that does not deserialize (schema
+/// drift, a hand-edited status) gets a Warning event and is left alone; the
+/// watch and every other object carry on.
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<RankingModel>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let started = Instant::now();
+    ctx.metrics.reconciles(KIND);
+    let model = match &guard.0 {
+        Ok(model) => model,
+        Err(invalid) => {
+            ctx.metrics.reconcile_error(KIND, "invalid_object");
+            warn!(name = ?invalid.metadata.name, error = %invalid.error, "cannot read RankingModel");
+            let reference = ObjectReference {
+                api_version: Some(mlctl_crds::API_VERSION.into()),
+                kind: Some("RankingModel".into()),
+                name: invalid.metadata.name.clone(),
+                namespace: invalid.metadata.namespace.clone(),
+                uid: invalid.metadata.uid.clone(),
+                ..ObjectReference::default()
+            };
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "InvalidObject".into(),
+                note: Some(
+                    format!("the operator cannot read this object: {}", invalid.error)
+                        .chars()
+                        .take(1000)
+                        .collect(),
+                ),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+                warn!(error = %e, "could not publish event");
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let result = reconcile_inner(model, &ctx).await;
+    ctx.metrics.reconcile_duration(KIND, started.elapsed());
+    match result {
+        Err(e) if e.is_invalid_request() => {
+            // The API server refused a child rendered from this spec (e.g. an
+            // autoscaler metric it cannot accept): say so where the user
+            // looks, and wait for the spec to change.
+            ctx.metrics.reconcile_error(KIND, &e.metric_label());
+            report_invalid(model, &ctx, &e.to_string()).await?;
+            Ok(Action::await_change())
+        }
+        other => other,
+    }
+}
+
+/// The requeue policy on errors: back off, never hot-loop.
+pub fn error_policy(
+    _model: Arc<DeserializeGuard<RankingModel>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.reconcile_error(KIND, &error.metric_label());
+    warn!(%error, "reconcile failed");
+    Action::requeue(Duration::from_secs(15))
+}
+
+fn now_seconds() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+async fn list_owned<K>(api: &Api<K>, name: &str, uid: &str) -> Result<Vec<K>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let selector = format!("{}={name}", render::MODEL_LABEL);
+    let list = api.list(&ListParams::default().labels(&selector)).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|o| owned_by(o.meta(), uid))
+        .collect())
+}
+
+fn observe(d: &Deployment) -> Option<ObservedDeployment> {
+    let labels = d.metadata.labels.as_ref()?;
+    let revision = labels.get(render::REVISION_LABEL)?.clone();
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = d.status.clone().unwrap_or_default();
+    let current = status.observed_generation >= d.metadata.generation;
+    let available = current
+        && status.updated_replicas.unwrap_or(0) >= desired
+        && status.available_replicas.unwrap_or(0) >= desired
+        && status.ready_replicas.unwrap_or(0) >= desired
+        && status.replicas.unwrap_or(0) == desired;
+    Some(ObservedDeployment {
+        name: d.metadata.name.clone()?,
+        revision,
+        track: labels.get(render::TRACK_LABEL).cloned(),
+        desired,
+        replicas: status.replicas.unwrap_or(0),
+        ready: status.ready_replicas.unwrap_or(0),
+        available,
+    })
+}
+
+/// Applies `desired` (stamped with its hash) unless the observed object
+/// already carries that hash. Returns whether it wrote.
+async fn apply_if_changed<K>(
+    api: &Api<K>,
+    desired: &K,
+    observed: Option<&K>,
+    meta: impl FnOnce(&mut K) -> &mut ObjectMeta,
+) -> Result<bool>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let stamped = render::stamp_hash(desired, meta);
+    let want = render::applied_hash(stamped.meta()).map(str::to_string);
+    if observed.is_some_and(|o| render::applied_hash(o.meta()).map(str::to_string) == want) {
+        return Ok(false);
+    }
+    let name = stamped.name_any();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&stamped),
+    )
+    .await?;
+    debug!(%name, "applied");
+    Ok(true)
+}
+
+async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> {
+    let mref = ModelRef::from_model(model).ok_or(Error::MissingMetadata("uid"))?;
+    if model.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = mref.namespace.as_str();
+    let uid = mref.owner.uid.clone();
+    let client = ctx.client.clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+
+    let observed_deployments = list_owned(&deployments, &mref.name, &uid).await?;
+    let observed: Vec<ObservedDeployment> =
+        observed_deployments.iter().filter_map(observe).collect();
+    let current = model.status().cloned().unwrap_or_default();
+    let decision = rollout::decide(
+        &model.spec,
+        &current,
+        &rollout::Context {
+            name: &mref.name,
+            generation: model.metadata.generation,
+            now: now_seconds(),
+            observed: &observed,
+        },
+    );
+
+    // Deployments of the desired revisions.
+    for plan in &decision.apply {
+        let desired = render::deployment(&mref, &model.spec, &ctx.render, plan);
+        let name = desired.name_any();
+        let existing = observed_deployments.iter().find(|d| d.name_any() == name);
+        let wrote = apply_if_changed(&deployments, &desired, existing, |d| &mut d.metadata).await?;
+        if wrote && existing.is_none() && model.spec.autoscaling.is_some() {
+            // The autoscaler will own `replicas`; the main field manager must
+            // never mention it, so the initial size is set by a second one.
+            set_initial_replicas(&deployments, &name, plan.replicas.unwrap_or(1)).await?;
+        }
+    }
+    for (name, track) in &decision.relabel {
+        relabel(&deployments, name, *track).await?;
+    }
+    for name in &decision.delete {
+        info!(deployment = %name, "deleting");
+        match deployments.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    // Services.
+    let observed_services = list_owned(&services, &mref.name, &uid).await?;
+    for svc in render::services(&mref, &decision.services) {
+        let existing = observed_services
+            .iter()
+            .find(|s| s.name_any() == svc.name_any());
+        apply_if_changed(&services, &svc, existing, |s| &mut s.metadata).await?;
+    }
+
+    // Autoscaler.
+    let observed_hpa = list_owned(&hpas, &mref.name, &uid).await?;
+    match (&model.spec.autoscaling, &decision.autoscaler_target) {
+        (Some(a), Some(target)) => {
+            let hpa = render::autoscaler(&mref, a, target);
+            apply_if_changed(&hpas, &hpa, observed_hpa.first(), |h| &mut h.metadata).await?;
+        }
+        _ => {
+            for h in &observed_hpa {
+                hpas.delete(&h.name_any(), &DeleteParams::background())
+                    .await?;
+            }
+        }
+    }
+
+    // Disruption budget.
+    let observed_pdb = list_owned(&pdbs, &mref.name, &uid).await?;
+    match &decision.disruption_budget {
+        Some(revision) => {
+            let pdb = render::disruption_budget(&mref, revision);
+            apply_if_changed(&pdbs, &pdb, observed_pdb.first(), |p| &mut p.metadata).await?;
+        }
+        None => {
+            for p in &observed_pdb {
+                pdbs.delete(&p.name_any(), &DeleteParams::background())
+                    .await?;
+            }
+        }
+    }
+
+    if decision.status != current {
+        write_status(&ctx.client, &mref, &decision.status).await?;
+    }
+    for t in &decision.events {
+        publish(ctx, model, t).await;
+        if t.reason == "Promoted" {
+            ctx.metrics.rollout_outcome("promoted");
+        } else if t.reason == "Superseded" {
+            ctx.metrics.rollout_outcome("superseded");
+        } else if t.reason == "ProgressDeadlineExceeded" {
+            ctx.metrics.rollout_outcome("aborted");
+        }
+    }
+    Ok(match decision.requeue_after {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    })
+}
+
+async fn set_initial_replicas(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<()> {
+    let patch = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas},
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(INITIAL_REPLICAS_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn relabel(api: &Api<Deployment>, name: &str, track: Track) -> Result<()> {
+    let patch = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {render::TRACK_LABEL: track.as_str()}},
+    });
+    match api
+        .patch(
+            name,
+            &PatchParams::apply(&format!("{FIELD_MANAGER}-track")).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn write_status(
+    client: &kube::Client,
+    mref: &ModelRef,
+    status: &RankingModelStatus,
+) -> Result<()> {
+    let api: Api<RankingModel> = Api::namespaced(client.clone(), &mref.namespace);
+    let patch = serde_json::json!({
+        "apiVersion": mlctl_crds::API_VERSION,
+        "kind": "RankingModel",
+        "metadata": {"name": mref.name},
+        "status": status,
+    });
+    api.patch_status(
+        &mref.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, model: &RankingModel, t: &Transition) {
+    let event = Event {
+        type_: if t.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: t.reason.to_string(),
+        note: Some(t.message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &model.object_ref(&())).await {
+        // Events are best effort: losing one must not fail the reconcile.
+        warn!(error = %e, reason = t.reason, "could not publish event");
+    }
+}
+
+/// Marks the model as not Ready because of its spec, once (no churn).
+async fn report_invalid(model: &RankingModel, ctx: &Context, message: &str) -> Result<()> {
+    let Some(mref) = ModelRef::from_model(model) else {
+        return Ok(());
+    };
+    let mut status = model.status().cloned().unwrap_or_default();
+    let before = status.clone();
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        "False",
+        "InvalidSpec",
+        message,
+        model.metadata.generation,
+        now_seconds(),
+    );
+    status.observed_generation = model.metadata.generation;
+    status.phase = Some(mlctl_crds::rankingmodel::Phase::Degraded);
+    if status != before {
+        write_status(&ctx.client, &mref, &status).await?;
+        publish(
+            ctx,
+            model,
+            &Transition {
+                warning: true,
+                reason: "InvalidSpec",
+                message: message.to_string(),
+            },
+        )
+        .await;
+    }
+    Ok(())
+}

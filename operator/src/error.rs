@@ -1,0 +1,50 @@
+//! Typed errors of the operator, each with a label for the failure counter.
+
+/// An error of one reconcile or of the operator's runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    /// The object lacks metadata the API server always sets (name, namespace, uid).
+    #[error("object lacks metadata.{0}")]
+    MissingMetadata(&'static str),
+    /// Serialising an object failed.
+    #[error("serialising {what}: {source}")]
+    Serialize {
+        /// What was being serialised.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Kube(e)
+    }
+}
+
+impl Error {
+    /// The `reason` label of `mlctl_reconcile_errors_total`.
+    pub fn metric_label(&self) -> String {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => {
+                format!("api_{}", status.reason.to_lowercase())
+            }
+            Error::Kube(_) => "kube_client".into(),
+            Error::MissingMetadata(_) => "missing_metadata".into(),
+            Error::Serialize { .. } => "serialize".into(),
+        }
+    }
+
+    /// Whether the API server refused what we sent as invalid: retrying the
+    /// same request cannot help, the spec has to change.
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 422 || s.code == 400)
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

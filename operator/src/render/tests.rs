@@ -1,0 +1,252 @@
+use super::*;
+use mlctl_crds::RankingModelSpec;
+use mlctl_crds::rankingmodel::{ModelFormat, ModelSource, Runtime};
+
+fn model() -> ModelRef {
+    ModelRef {
+        name: "ranker".into(),
+        namespace: "search".into(),
+        owner: OwnerReference {
+            api_version: "mlctl.io/v1alpha1".into(),
+            kind: "RankingModel".into(),
+            name: "ranker".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        },
+    }
+}
+
+fn spec(uri: &str) -> RankingModelSpec {
+    RankingModelSpec {
+        model: ModelSource {
+            version: "2026-11-20.3".into(),
+            uri: uri.into(),
+            format: ModelFormat::Xgboost,
+            sha256: Some("AB".repeat(32)),
+        },
+        runtime: Runtime {
+            image: "runtime:1".into(),
+            port: Some(9000),
+            ..Runtime::default()
+        },
+        replicas: Some(2),
+        autoscaling: None,
+        features: vec![],
+        rollout: None,
+    }
+}
+
+fn config() -> RenderConfig {
+    RenderConfig {
+        storage_initializer_image: "init:1".into(),
+    }
+}
+
+fn plan(replicas: Option<i32>) -> RevisionPlan {
+    RevisionPlan {
+        revision: "abc123def0".into(),
+        track: Track::Canary,
+        replicas,
+    }
+}
+
+#[test]
+fn the_deployment_carries_identity_labels_and_model_env() {
+    let d = deployment(
+        &model(),
+        &spec("s3://b/m/model.json"),
+        &config(),
+        &plan(Some(2)),
+    );
+    assert_eq!(d.metadata.name.as_deref(), Some("ranker-abc123def0"));
+    let labels = d.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels[TRACK_LABEL], "canary");
+    assert_eq!(labels[VERSION_LABEL], "2026-11-20.3");
+    for key in [
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/version",
+        "app.kubernetes.io/component",
+        "app.kubernetes.io/managed-by",
+        MODEL_LABEL,
+    ] {
+        assert!(labels.contains_key(key), "missing label {key}");
+    }
+    let spec = d.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.as_ref().unwrap();
+    let pod_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert!(
+        !pod_labels.contains_key(TRACK_LABEL),
+        "a track change must not restart pods"
+    );
+    let c = &pod.containers[0];
+    let env: BTreeMap<_, _> = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(env["MODEL_PATH"], "/mnt/models/model.json");
+    assert_eq!(env["MODEL_VERSION"], "2026-11-20.3");
+    assert_eq!(env["MODEL_FORMAT"], "xgboost");
+    assert_eq!(env["MODEL_NAME"], "ranker");
+    assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 9000);
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.image.as_deref(), Some("init:1"));
+    let init_env: Vec<_> = init
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(init_env.contains(&"MODEL_SHA256"));
+    let sha = &init
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "MODEL_SHA256")
+        .unwrap();
+    assert_eq!(sha.value.as_deref(), Some("ab".repeat(32).as_str()));
+}
+
+#[test]
+fn pods_meet_the_restricted_pod_security_level() {
+    let d = deployment(
+        &model(),
+        &spec("s3://b/m/model.txt"),
+        &config(),
+        &plan(Some(1)),
+    );
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let psc = pod.security_context.unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let all = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten());
+    for c in all {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..]),
+            "{}",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn autoscaled_deployments_carry_no_replicas() {
+    let d = deployment(
+        &model(),
+        &spec("s3://b/m/model.txt"),
+        &config(),
+        &plan(None),
+    );
+    assert_eq!(d.spec.unwrap().replicas, None);
+}
+
+#[test]
+fn pvc_artifacts_are_mounted_not_downloaded() {
+    let d = deployment(
+        &model(),
+        &spec("pvc://models/ranker/v3/model.txt"),
+        &config(),
+        &plan(Some(1)),
+    );
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    assert!(pod.init_containers.is_none());
+    let vol = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "model")
+        .unwrap();
+    let claim = vol.persistent_volume_claim.unwrap();
+    assert_eq!(claim.claim_name, "models");
+    assert_eq!(claim.read_only, Some(true));
+    assert_eq!(
+        artifact_source("pvc://models/ranker/v3/model.txt"),
+        ArtifactSource::Claim {
+            claim: "models".into(),
+            model_path: "/mnt/models/ranker/v3/model.txt".into()
+        }
+    );
+}
+
+#[test]
+fn artifact_paths_follow_the_uri() {
+    let path = |uri| match artifact_source(uri) {
+        ArtifactSource::Download { model_path } => model_path,
+        ArtifactSource::Claim { model_path, .. } => model_path,
+    };
+    assert_eq!(
+        path("https://h/x/model.onnx?sig=1"),
+        "/mnt/models/model.onnx"
+    );
+    assert_eq!(path("s3://bucket/dir/"), "/mnt/models");
+    assert_eq!(path("gs://bucket"), "/mnt/models");
+}
+
+#[test]
+fn services_select_by_revision() {
+    let s = services(
+        &model(),
+        &ServiceTargets {
+            stable: "s1".into(),
+            canary: "c1".into(),
+        },
+    );
+    let names: Vec<_> = s.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+    assert_eq!(names, ["ranker", "ranker-stable", "ranker-canary"]);
+    let sel = |i: usize| s[i].spec.as_ref().unwrap().selector.clone().unwrap();
+    assert_eq!(sel(0)[REVISION_LABEL], "s1");
+    assert_eq!(sel(1)[REVISION_LABEL], "s1");
+    assert_eq!(sel(2)[REVISION_LABEL], "c1");
+    assert!(
+        s.iter()
+            .all(|s| s.metadata.owner_references.as_ref().unwrap()[0].controller == Some(true))
+    );
+}
+
+#[test]
+fn the_autoscaler_defaults_to_cpu_and_targets_the_given_deployment() {
+    let a = mlctl_crds::rankingmodel::Autoscaling {
+        min_replicas: None,
+        max_replicas: 5,
+        ..Default::default()
+    };
+    let hpa = autoscaler(&model(), &a, "ranker-abc");
+    let spec = hpa.spec.unwrap();
+    assert_eq!(spec.scale_target_ref.name, "ranker-abc");
+    assert_eq!(spec.min_replicas, Some(1));
+    let m = &spec.metrics.unwrap()[0];
+    assert_eq!(
+        m.resource.as_ref().unwrap().target.average_utilization,
+        Some(DEFAULT_CPU_TARGET)
+    );
+}
+
+#[test]
+fn content_hash_is_stable_and_sensitive() {
+    let a = content_hash(&("x", 1));
+    assert_eq!(a, content_hash(&("x", 1)));
+    assert_ne!(a, content_hash(&("x", 2)));
+    assert_eq!(a.len(), 16);
+}

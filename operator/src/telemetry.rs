@@ -1,0 +1,298 @@
+//! Operability: Prometheus metrics, the `/healthz`, `/readyz` and `/metrics`
+//! endpoints, and structured logging.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// The operator's metrics, all prefixed `mlctl_`.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<KindLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Family<KindLabels, Histogram>,
+    managed: Family<KindLabels, Gauge>,
+    outcomes: Family<OutcomeLabels, Counter>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mlctl");
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        let managed = Family::<KindLabels, Gauge>::default();
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        let leader = Gauge::default();
+        registry.register("reconciles", "Reconciles started", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciles",
+            duration.clone(),
+        );
+        registry.register(
+            "managed_objects",
+            "Objects of each kind the operator manages",
+            managed.clone(),
+        );
+        registry.register(
+            "rollout_outcomes",
+            "Rollouts by outcome (promoted, aborted, superseded, rolled_back)",
+            outcomes.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 when this process holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            managed,
+            outcomes,
+            leader,
+        }
+    }
+
+    fn kind(kind: &str) -> KindLabels {
+        KindLabels { kind: kind.into() }
+    }
+
+    /// Counts a reconcile.
+    pub fn reconciles(&self, kind: &str) {
+        self.reconciles.get_or_create(&Self::kind(kind)).inc();
+    }
+
+    /// Counts a failed reconcile.
+    pub fn reconcile_error(&self, kind: &str, reason: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Records how long a reconcile took.
+    pub fn reconcile_duration(&self, kind: &str, d: Duration) {
+        self.duration
+            .get_or_create(&Self::kind(kind))
+            .observe(d.as_secs_f64());
+    }
+
+    /// Sets the number of managed objects of a kind.
+    pub fn set_managed(&self, kind: &str, count: i64) {
+        self.managed.get_or_create(&Self::kind(kind)).set(count);
+    }
+
+    /// Counts a rollout outcome.
+    pub fn rollout_outcome(&self, outcome: &str) {
+        self.outcomes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Records leadership.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Readiness: set once the controllers run (or the process waits as a
+/// standby, which is ready too: it can take over).
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Marks the process ready.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the task
+/// is dropped. A deliberately tiny HTTP/1.1 responder: three GET endpoints do
+/// not justify a web framework in the operator's memory budget.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Health) {
+    loop {
+        let (mut stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!(error = %e, "metrics listener accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+            let n = match read {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (code, content_type, body) = match path {
+                "/healthz" | "/livez" => ("200 OK", "text/plain", "ok\n".to_string()),
+                "/readyz" if health.is_ready() => ("200 OK", "text/plain", "ok\n".to_string()),
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not ready\n".to_string(),
+                ),
+                "/metrics" => (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics.encode(),
+                ),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.1 {code}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if let Err(e) = stream.write_all(response.as_bytes()).await {
+                debug!(error = %e, "metrics client went away");
+            }
+        });
+    }
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global tracing subscriber (`RUST_LOG` filters; default info).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_exposed_with_the_mlctl_prefix() {
+        let m = Metrics::new();
+        m.reconciles("rankingmodel");
+        m.reconcile_error("rankingmodel", "api_conflict");
+        m.reconcile_duration("rankingmodel", Duration::from_millis(20));
+        m.rollout_outcome("promoted");
+        m.set_managed("rankingmodel", 3);
+        let text = m.encode();
+        for needle in [
+            "mlctl_reconciles_total{kind=\"rankingmodel\"} 1",
+            "mlctl_reconcile_errors_total{kind=\"rankingmodel\",reason=\"api_conflict\"} 1",
+            "mlctl_reconcile_duration_seconds_bucket",
+            "mlctl_rollout_outcomes_total{outcome=\"promoted\"} 1",
+            "mlctl_managed_objects{kind=\"rankingmodel\"} 3",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_endpoints_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let health = Health::default();
+        let server = tokio::spawn(serve(listener, Arc::new(Metrics::new()), health.clone()));
+        let get = |path: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
+        health.set_ready();
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(get("/metrics").await.contains("mlctl_leader"));
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        server.abort();
+    }
+}

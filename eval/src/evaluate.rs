@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 
 use crate::metric::{self, Gain, MetricSpec, QueryJudgments};
-use crate::parse::{FxHashMap, FxHashSet, Judgment, Qrels, Retrieved, Run, trec_order};
+use crate::parse::{FxHashMap, FxHashSet, Id, Judgment, Qrels, Retrieved, Run, trec_order};
 use crate::threads;
 
 /// What to do with a judged query (see the `--missing-queries` and `--no-relevant` flags).
@@ -177,10 +177,10 @@ fn score_in_parallel(
 /// Per-thread buffers reused across queries, so scoring does not allocate per query.
 #[derive(Default)]
 struct Scratch<'q, 'r> {
-    judged: FxHashMap<&'q [u8], Judgment>,
+    judged: FxHashMap<Id<'q>, Judgment>,
     ranked: Vec<(Retrieved<'r>, i32)>,
     seen: Vec<bool>,
-    unjudged: FxHashSet<&'r [u8]>,
+    unjudged: FxHashSet<Id<'r>>,
     labels: Vec<i32>,
 }
 
@@ -205,7 +205,7 @@ impl<'q, 'r> Scratch<'q, 'r> {
                 label,
                 slot: slot as u32,
             };
-            if self.judged.insert(docid, judgment).is_some() {
+            if self.judged.insert(Id(docid), judgment).is_some() {
                 return Err(duplicate(DuplicateIn::Qrels, docid));
             }
         }
@@ -252,7 +252,7 @@ impl<'q, 'r> Scratch<'q, 'r> {
         for doc in docs {
             // One lookup gives the label and, through the judged slot, duplicate detection;
             // only unjudged documents need a set of their own.
-            let label = match self.judged.get(doc.docid) {
+            let label = match self.judged.get(&Id(doc.docid)) {
                 Some(j) => {
                     if std::mem::replace(&mut self.seen[j.slot as usize], true) {
                         return Err(doc.docid);
@@ -260,7 +260,7 @@ impl<'q, 'r> Scratch<'q, 'r> {
                     j.label
                 }
                 None => {
-                    if !self.unjudged.insert(doc.docid) {
+                    if !self.unjudged.insert(Id(doc.docid)) {
                         return Err(doc.docid);
                     }
                     // Unjudged documents are non-relevant, exactly like a label of 0.

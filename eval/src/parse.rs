@@ -67,6 +67,54 @@ impl Hasher for FxHasher {
 pub type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 pub type FxHashSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 
+/// An identifier (qid or docid) as a hash key. Equality is inlined for the short ids
+/// that TREC files are made of: `==` on byte slices calls `memcmp`, and that call was a
+/// visible share of the time spent matching ten million documents to their labels.
+#[derive(Debug, Clone, Copy)]
+pub struct Id<'a>(pub &'a [u8]);
+
+impl PartialEq for Id<'_> {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        same_id(self.0, other.0)
+    }
+}
+
+impl Eq for Id<'_> {}
+
+impl std::hash::Hash for Id<'_> {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.0);
+    }
+}
+
+/// Byte equality with overlapping word loads for ids of up to 16 bytes.
+#[inline]
+pub fn same_id(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let half = |s: &[u8], at: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u32::from_le_bytes(w)
+    };
+    match n {
+        0 => true,
+        1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
 /// One judged document: its label and its position among the query's judgments (used
 /// to notice a document retrieved twice without a second hash lookup).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +164,7 @@ impl<'a, T> Grouped<'a, T> {
     #[inline]
     fn group_of(&mut self, qid: &'a [u8], last: &mut Option<(&'a [u8], usize)>) -> usize {
         match *last {
-            Some((prev, idx)) if prev == qid => idx,
+            Some((prev, idx)) if same_id(prev, qid) => idx,
             _ => {
                 let next = self.queries.len();
                 let idx = *self.index.entry(qid).or_insert(next);
@@ -470,6 +518,27 @@ mod tests {
             let text = format!("{}{int}.{frac:0width$}", if neg { "-" } else { "" });
             if let Some(fast) = parse_plain_decimal(text.as_bytes()) {
                 proptest::prop_assert_eq!(fast.to_bits(), text.parse::<f64>().unwrap().to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn id_equality_matches_slice_equality() {
+        let ids: Vec<String> = (0..40)
+            .map(|n| "abcdefghijklmnopqrstuvwxyz0123456789ABCD"[..n].to_string())
+            .collect();
+        for a in &ids {
+            for b in &ids {
+                assert_eq!(same_id(a.as_bytes(), b.as_bytes()), a == b, "{a} {b}");
+                let mut c = b.clone().into_bytes();
+                if let Some(last) = c.last_mut() {
+                    *last ^= 1;
+                    assert_eq!(same_id(a.as_bytes(), &c), a.as_bytes() == c.as_slice());
+                }
+                if let Some(first) = c.first_mut() {
+                    *first ^= 1;
+                    assert_eq!(same_id(a.as_bytes(), &c), a.as_bytes() == c.as_slice());
+                }
             }
         }
     }

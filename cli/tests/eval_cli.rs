@@ -230,6 +230,22 @@ fn bad_gate_file_is_a_usage_error() {
         "{}",
         stderr(&o)
     );
+    // A valid gate with no randomization rounds could never fail: refused.
+    std::fs::write(&gate, GATE).unwrap();
+    let zero_rounds = ["--permutations", "0"];
+    let o = gated(
+        &fixtures().join("edge.qrels"),
+        &run,
+        &run,
+        &gate,
+        &zero_rounds,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--permutations must be at least 1"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -103,6 +103,10 @@ pub fn run(args: &EvalArgs) -> i32 {
 }
 
 fn execute(args: &EvalArgs) -> Result<i32, EvalError> {
+    if args.gate.is_some() && args.permutations == 0 {
+        // With no rounds, p = 1 and every non-inferiority rule would pass unexamined.
+        return Err(EvalError::Usage("--permutations must be at least 1".into()));
+    }
     let rules = match &args.gate {
         Some(path) => {
             let bytes = read_input(path)?;

@@ -43,6 +43,8 @@ pub enum EvalError {
         #[source]
         source: GateFileError,
     },
+    #[error("{0}")]
+    Usage(String),
     #[error("no queries left to evaluate: {0}")]
     NoQueries(String),
     #[error("writing {what}: {source}")]
@@ -58,7 +60,7 @@ impl EvalError {
         match self {
             // The gate file is part of the invocation: a wrong metric name or alpha there
             // is a usage error, like a wrong `--metric`.
-            EvalError::GateFile { .. } => exit::USAGE,
+            EvalError::GateFile { .. } | EvalError::Usage(_) => exit::USAGE,
             _ => exit::ERROR,
         }
     }

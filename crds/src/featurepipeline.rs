@@ -343,9 +343,10 @@ pub struct FeatureSchema {
     /// Version of this schema; bump it on any incompatible change.
     #[x_kube(validation = Rule::new("self >= 1").message("spec.features.schemaVersion must be 1 or more"))]
     pub schema_version: i64,
-    /// The features and their types.
-    #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("self.all(f, self.filter(g, g.name == f.name).size() == 1)").message("spec.features.fields names must be unique"))]
+    /// The features and their types; names are unique (a list-map keyed on
+    /// `name`, so the API server refuses duplicates without an O(n²) rule).
+    #[schemars(length(min = 1, max = 4096))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub fields: Vec<FeatureField>,
 }
 

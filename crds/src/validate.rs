@@ -281,6 +281,7 @@ fn check(schema: &Value, value: &mut Value, path: &str, problems: &mut Vec<Probl
         Value::Number(n) => check_number(s, n, path, problems),
         Value::Array(items) => {
             check_array_bounds(s, items.len(), path, problems);
+            check_list_map_keys(s, items, path, problems);
             if let Some(item_schema) = s.get("items") {
                 for (i, item) in items.iter_mut().enumerate() {
                     check(item_schema, item, &format!("{path}[{i}]"), problems);
@@ -353,6 +354,37 @@ fn check_array_bounds(s: &Map<String, Value>, len: usize, path: &str, problems: 
             path,
             format!("Invalid value: {len}: {path} in body should have at least {min} items"),
         ));
+    }
+}
+
+/// `x-kubernetes-list-type: map` lists: the key fields identify an item, and
+/// the API server refuses a second item with the same keys.
+fn check_list_map_keys(
+    s: &Map<String, Value>,
+    items: &[Value],
+    path: &str,
+    problems: &mut Vec<Problem>,
+) {
+    if s.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
+        return;
+    }
+    let Some(keys) = s.get("x-kubernetes-list-map-keys").and_then(Value::as_array) else {
+        return;
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let key: Map<String, Value> = keys
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|k| item.get(k).map(|v| (k.to_string(), v.clone())))
+            .collect();
+        let key = Value::Object(key).to_string();
+        if !seen.insert(key.clone()) {
+            problems.push(problem(
+                &format!("{path}[{i}]"),
+                format!("Duplicate value: {key}"),
+            ));
+        }
     }
 }
 

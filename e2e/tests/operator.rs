@@ -400,15 +400,19 @@ async fn a_version_change_switches_services_when_available_and_retires_the_old_r
         "the previous revision must outlive the switch for the delay"
     );
     wait_for_deletion(&deployments, &old, DEFAULT_TIMEOUT).await;
-    let status = models
-        .get("search-ranker")
-        .await
-        .expect("model")
-        .status
-        .expect("status");
+    let model = wait_for(
+        &models,
+        "search-ranker",
+        |m: Option<&RankingModel>| {
+            m.and_then(|m| m.status.as_ref())
+                .is_some_and(|s| s.retiring.is_empty())
+        },
+        DEFAULT_TIMEOUT,
+    )
+    .await;
+    let status = model.status.expect("status");
     assert_eq!(status.history[0].version, "2026-11-21.1");
     assert_eq!(status.history[1].version, "2026-11-20.3");
-    assert!(status.retiring.is_empty());
     ns.finish().await;
 }
 

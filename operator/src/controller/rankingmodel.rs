@@ -220,7 +220,7 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         if wrote && existing.is_none() && model.spec.autoscaling.is_some() {
             // The autoscaler will own `replicas`; the main field manager must
             // never mention it, so the initial size is set by a second one.
-            set_initial_replicas(&deployments, &name, plan.replicas.unwrap_or(1)).await?;
+            set_initial_replicas(&deployments, &name, plan.initial_replicas.unwrap_or(1)).await?;
         }
     }
     for (name, track) in &decision.relabel {

@@ -48,6 +48,7 @@ fn plan(replicas: Option<i32>) -> RevisionPlan {
         revision: "abc123def0".into(),
         track: Track::Canary,
         replicas,
+        initial_replicas: replicas,
     }
 }
 

@@ -142,6 +142,9 @@ pub struct RevisionPlan {
     pub track: Track,
     /// Replica count to set, or `None` when an autoscaler owns it.
     pub replicas: Option<i32>,
+    /// With an autoscaler: the size to create the Deployment with (set once,
+    /// by a separate field manager, so the operator never owns `replicas`).
+    pub initial_replicas: Option<i32>,
 }
 
 fn hardened_container_context() -> SecurityContext {

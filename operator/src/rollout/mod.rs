@@ -162,9 +162,9 @@ pub fn decide(
     let target_replicas = if autoscaled {
         let min = desired_replicas(spec);
         let existing = observed(&target).map(|d| d.desired);
-        Some(existing.or(stable_current).unwrap_or(min).max(min))
+        existing.or(stable_current).unwrap_or(min).max(min)
     } else {
-        Some(desired_replicas(spec))
+        desired_replicas(spec)
     };
 
     match stable_revision.as_deref() {
@@ -174,6 +174,7 @@ pub fn decide(
                 revision: target.clone(),
                 track: Track::Stable,
                 replicas: (!autoscaled).then_some(desired_replicas(spec)),
+                initial_replicas: Some(target_replicas),
             });
         }
         _ => {
@@ -204,8 +205,7 @@ pub fn decide(
                     reason: "Deploying",
                     message: format!(
                         "deploying version {} (revision {target}) with {} replica(s)",
-                        spec.model.version,
-                        target_replicas.unwrap_or(1)
+                        spec.model.version, target_replicas
                     ),
                 });
                 status.canary = Some(CanaryRevision {
@@ -225,7 +225,8 @@ pub fn decide(
                 } else {
                     Track::Stable
                 },
-                replicas: target_replicas,
+                replicas: (!autoscaled).then_some(target_replicas),
+                initial_replicas: Some(target_replicas),
             });
             if let Some(stable) = stable_revision.as_deref() {
                 relabel.push((deployment_name(ctx.name, stable), Track::Stable));

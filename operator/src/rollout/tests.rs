@@ -270,7 +270,15 @@ fn with_an_autoscaler_the_new_revision_is_sized_from_the_stable_one() {
     );
     assert_eq!(steady.autoscaler_target, Some(scaled.name.clone()));
     let d = run(&v2, &status, &[scaled], at(100));
-    assert_eq!(d.apply[0].replicas, Some(7));
+    assert_eq!(d.apply[0].replicas, None, "never owned by the operator");
+    assert_eq!(
+        d.apply[0].initial_replicas,
+        Some(7),
+        "created as large as the stable"
+    );
+    let first = run(&v1, &RankingModelStatus::default(), &[], at(0));
+    assert_eq!(first.apply[0].replicas, None);
+    assert_eq!(first.apply[0].initial_replicas, Some(2));
 }
 
 #[test]

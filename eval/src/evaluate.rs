@@ -212,6 +212,7 @@ impl<'q, 'r> Scratch<'q, 'r> {
         let judgments = QueryJudgments::from_labels(
             judged.iter().map(|&(_, label)| label),
             settings.relevance_threshold,
+            depth,
         );
         let mut per_run = Vec::with_capacity(runs.len());
         for (r, run) in runs.iter().enumerate() {

@@ -124,7 +124,13 @@ pub struct QueryJudgments {
 }
 
 impl QueryJudgments {
-    pub fn from_labels(labels: impl IntoIterator<Item = i32>, threshold: i32) -> Self {
+    /// `depth`: the deepest cutoff that will be asked for (`None`: the whole ranking);
+    /// only that many ideal labels are kept, found in linear time.
+    pub fn from_labels(
+        labels: impl IntoIterator<Item = i32>,
+        threshold: i32,
+        depth: Option<usize>,
+    ) -> Self {
         let mut num_relevant = 0;
         let mut ideal_labels = Vec::new();
         for label in labels {
@@ -134,6 +140,10 @@ impl QueryJudgments {
             if label > 0 {
                 ideal_labels.push(label);
             }
+        }
+        if let Some(depth) = depth.filter(|&d| d > 0 && d < ideal_labels.len()) {
+            ideal_labels.select_nth_unstable_by(depth - 1, |a, b| b.cmp(a));
+            ideal_labels.truncate(depth);
         }
         ideal_labels.sort_unstable_by(|a, b| b.cmp(a));
         QueryJudgments {
@@ -254,7 +264,7 @@ mod tests {
     fn hand_computed_values() {
         // Ranked labels: unjudged(0), 2, 1, 0; judged: a=1, b=2, c=0.
         let ranked = [0, 2, 1, 0];
-        let j = QueryJudgments::from_labels([1, 2, 0], 1);
+        let j = QueryJudgments::from_labels([1, 2, 0], 1, None);
         let c = |s: &str| compute(m(s), Gain::Linear, 1, &ranked, &j);
         let dcg = 2.0 / 3f64.log2() + 1.0 / 2.0;
         let ideal = 2.0 + 1.0 / 3f64.log2();
@@ -275,8 +285,25 @@ mod tests {
     }
 
     #[test]
+    fn ideal_ranking_keeps_the_best_labels_up_to_the_depth() {
+        let labels = [1, 4, 0, 2, 4, -1, 3, 1];
+        assert_eq!(
+            QueryJudgments::from_labels(labels, 1, None).ideal_labels,
+            [4, 4, 3, 2, 1, 1]
+        );
+        assert_eq!(
+            QueryJudgments::from_labels(labels, 1, Some(3)).ideal_labels,
+            [4, 4, 3]
+        );
+        assert_eq!(
+            QueryJudgments::from_labels(labels, 2, Some(3)).num_relevant,
+            4
+        );
+    }
+
+    #[test]
     fn no_relevant_documents_score_zero() {
-        let j = QueryJudgments::from_labels([0, -1], 1);
+        let j = QueryJudgments::from_labels([0, -1], 1, Some(10));
         for s in ["ndcg@10", "ap@10", "rr@10", "p@10", "recall@10"] {
             assert_eq!(compute(m(s), Gain::Exp, 1, &[0, -1], &j), 0.0, "{s}");
         }
@@ -284,7 +311,7 @@ mod tests {
 
     #[test]
     fn threshold_changes_binary_metrics_only() {
-        let j = QueryJudgments::from_labels([1, 2], 2);
+        let j = QueryJudgments::from_labels([1, 2], 2, Some(2));
         assert_eq!(j.num_relevant, 1);
         assert_eq!(compute(m("p@2"), Gain::Linear, 2, &[1, 2], &j), 0.5);
         assert_eq!(compute(m("ndcg@2"), Gain::Linear, 2, &[2, 1], &j), 1.0);

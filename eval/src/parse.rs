@@ -32,20 +32,28 @@ impl FxHasher {
 }
 
 impl Hasher for FxHasher {
+    /// Whole words, the tail as an overlapping word: no variable-length copy (a `memcpy`
+    /// call) per hashed id. Equality is checked separately, so overlap is harmless.
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
+        let n = bytes.len();
+        match n {
+            0..=3 => self.add(bytes.iter().fold(0u64, |w, &b| (w << 8) | u64::from(b))),
+            4..=7 => {
+                self.add((u64::from(load_u32(bytes, 0)) << 32) | u64::from(load_u32(bytes, n - 4)))
+            }
+            _ => {
+                let mut at = 0;
+                while at + 8 <= n {
+                    self.add(load_u64(bytes, at));
+                    at += 8;
+                }
+                if at < n {
+                    self.add(load_u64(bytes, n - 8));
+                }
+            }
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
+        self.add(n as u64);
     }
 
     #[inline]
@@ -89,6 +97,20 @@ impl std::hash::Hash for Id<'_> {
     }
 }
 
+#[inline]
+fn load_u64(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+#[inline]
+fn load_u32(s: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
 /// Byte equality with overlapping word loads for ids of up to 16 bytes.
 #[inline]
 pub fn same_id(a: &[u8], b: &[u8]) -> bool {
@@ -96,21 +118,11 @@ pub fn same_id(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    let word = |s: &[u8], at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[at..at + 8]);
-        u64::from_le_bytes(w)
-    };
-    let half = |s: &[u8], at: usize| {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(&s[at..at + 4]);
-        u32::from_le_bytes(w)
-    };
     match n {
         0 => true,
         1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
-        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => load_u32(a, 0) == load_u32(b, 0) && load_u32(a, n - 4) == load_u32(b, n - 4),
+        8..=16 => load_u64(a, 0) == load_u64(b, 0) && load_u64(a, n - 8) == load_u64(b, n - 8),
         _ => a == b,
     }
 }
@@ -197,6 +209,7 @@ fn show(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+#[inline]
 fn parse_rel(field: &[u8]) -> Option<i32> {
     // Labels are small integers; the fast path avoids UTF-8 validation per line.
     let (negative, digits) = match field.split_first() {
@@ -222,6 +235,7 @@ const POW10: [f64; 23] = [
 /// Plain decimals (`-12.345`) of at most 15 digits: the mantissa and the power of ten are
 /// both exact in an f64, so one division gives the correctly rounded value (Clinger's
 /// fast path), identical to `str::parse`. Anything else returns `None`.
+#[inline]
 fn parse_plain_decimal(field: &[u8]) -> Option<f64> {
     let (negative, body) = match field.split_first()? {
         (b'-', rest) => (true, rest),
@@ -253,6 +267,7 @@ fn parse_plain_decimal(field: &[u8]) -> Option<f64> {
     Some(if negative { -value } else { value })
 }
 
+#[inline]
 fn parse_score(field: &[u8]) -> Option<f64> {
     let value = match parse_plain_decimal(field) {
         Some(v) => v,
@@ -520,6 +535,30 @@ mod tests {
                 proptest::prop_assert_eq!(fast.to_bits(), text.parse::<f64>().unwrap().to_bits());
             }
         }
+    }
+
+    #[test]
+    fn hashing_tells_short_ids_apart() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let build = BuildHasherDefault::<FxHasher>::default();
+        let ids = [
+            "",
+            "a",
+            "b",
+            "ab",
+            "ba",
+            "abc",
+            "abcd",
+            "abce",
+            "doc0000001",
+            "doc0000002",
+            "doc00000010",
+        ];
+        let hashes: std::collections::HashSet<u64> = ids
+            .iter()
+            .map(|i| build.hash_one(Id(i.as_bytes())))
+            .collect();
+        assert_eq!(hashes.len(), ids.len());
     }
 
     #[test]

@@ -1,16 +1,27 @@
-# The two commands of the README: `make demo` (later: the local control plane,
-# the operator and a canary rollout) and `make test` (everything CI runs).
+# The README's commands. `make test` is what CI runs (.ci/run calls exactly it):
+# formatting, clippy, unit tests, then the end-to-end suite against a local
+# real control plane (built from Go modules on first use, cached in
+# ~/.cache/mlctl-e2e, always torn down afterwards).
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test unit lint-rust crds help
+.PHONY: help test tools lint-rust unit build e2e crds cluster-up cluster-down bench
 
 help:
-	@echo "make test   - formatting, clippy, unit tests (what .ci/run runs)"
-	@echo "make crds   - regenerate crds/yaml from the Rust types"
+	@echo "make test          - everything CI runs: fmt, clippy, unit tests, e2e suite"
+	@echo "make unit          - unit tests only (no cluster)"
+	@echo "make e2e           - the end-to-end suite (brings a local cluster up and down)"
+	@echo "make crds          - regenerate crds/yaml and the chart's CRDs from the Rust types"
+	@echo "make cluster-up    - start the local control plane (then: eval \"\$$(e2e/cluster env)\")"
+	@echo "make cluster-down  - stop it"
+	@echo "make bench         - operator latency and memory benchmark (cluster must be up)"
 
-## test: the README's test command; .ci/run calls exactly this.
-test: lint-rust unit
+## test: the README's test command.
+test: tools lint-rust unit e2e
+
+## Tools the unit tests need beyond Rust (installed by the project, idempotent).
+tools:
+	sh gitops/tests/install-lua.sh
 
 lint-rust:
 	$(CARGO) fmt --all --check
@@ -19,5 +30,21 @@ lint-rust:
 unit:
 	$(CARGO) test --workspace --locked
 
+build:
+	$(CARGO) build --locked -p mlctl-operator -p mlctl
+
+e2e: build
+	e2e/run
+
 crds:
 	$(CARGO) run -p mlctl-crds --bin crdgen
+
+cluster-up:
+	e2e/cluster up
+
+cluster-down:
+	e2e/cluster down
+
+bench:
+	$(CARGO) build --release --locked -p mlctl-operator -p mlctl-e2e --bin mlctl-operator --bin operator-bench
+	$(CARGO) run --release --locked -p mlctl-e2e --bin operator-bench

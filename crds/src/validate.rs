@@ -368,7 +368,10 @@ fn check_list_map_keys(
     if s.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
         return;
     }
-    let Some(keys) = s.get("x-kubernetes-list-map-keys").and_then(Value::as_array) else {
+    let Some(keys) = s
+        .get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+    else {
         return;
     };
     let mut seen = std::collections::BTreeSet::new();

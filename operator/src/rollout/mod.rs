@@ -169,7 +169,27 @@ pub fn decide(
 
     match stable_revision.as_deref() {
         Some(stable) if stable == target => {
-            status.canary = None;
+            // Back to the stable revision while another was on its way in
+            // (the spec was reverted): that one is abandoned.
+            if let Some(old) = status.canary.take() {
+                push_history(
+                    &mut status,
+                    &old.version,
+                    &old.uri,
+                    None,
+                    &old.revision,
+                    "Superseded",
+                    now,
+                );
+                events.push(Transition {
+                    warning: false,
+                    reason: "Superseded",
+                    message: format!(
+                        "revision {} ({}) was abandoned: the spec is back on the stable version {}",
+                        old.revision, old.version, spec.model.version
+                    ),
+                });
+            }
             apply.push(RevisionPlan {
                 revision: target.clone(),
                 track: Track::Stable,

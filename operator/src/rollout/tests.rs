@@ -324,3 +324,27 @@ fn the_revision_changes_with_what_is_served_only() {
     assert_ne!(revision_of(&base), revision_of(&spec("v2")));
     assert_eq!(revision_of(&base).len(), 10);
 }
+
+#[test]
+fn reverting_the_spec_mid_rollout_abandons_the_pending_revision() {
+    let v1 = spec("v1");
+    let status = healthy(&v1);
+    let d = run(
+        &spec("v2"),
+        &status,
+        &[deployment(&v1, 3, "stable")],
+        at(100),
+    );
+    let pending = deployment(&spec("v2"), 1, "canary");
+    let back = run(
+        &v1,
+        &d.status,
+        &[deployment(&v1, 3, "stable"), pending.clone()],
+        at(105),
+    );
+    assert_eq!(reasons(&back), vec!["Superseded"]);
+    assert!(back.status.canary.is_none());
+    assert_eq!(back.delete, vec![pending.name]);
+    assert_eq!(back.status.phase, Some(Phase::Healthy));
+    assert_eq!(back.status.history[0].outcome, "Superseded");
+}

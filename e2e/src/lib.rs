@@ -247,3 +247,50 @@ pub fn unique_suffix() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{:x}{:04x}{n}", std::process::id() & 0xfff, nanos >> 16)
 }
+
+fn crd_files() -> Vec<PathBuf> {
+    let dir = workspace_root().join("crds/yaml");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e} (the generated CRDs)", dir.display()))
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no CRDs in {}", dir.display());
+    files
+}
+
+/// Installs every generated CRD (server-side apply: idempotent, so tests may
+/// race on it) and waits until each is Established.
+pub async fn install_crds(client: &Client) -> Vec<String> {
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    let mut names = Vec::new();
+    for file in crd_files() {
+        let yaml = std::fs::read_to_string(&file).expect("read CRD file");
+        for object in apply_yaml(client, "default", &yaml).await {
+            let kind = object
+                .types
+                .as_ref()
+                .map(|t| t.kind.clone())
+                .unwrap_or_default();
+            assert_eq!(
+                kind,
+                "CustomResourceDefinition",
+                "{} holds a {kind}",
+                file.display()
+            );
+            names.push(kube::ResourceExt::name_any(&object));
+        }
+    }
+    for name in &names {
+        wait_for(
+            &crds,
+            name,
+            kube::runtime::wait::conditions::is_crd_established(),
+            DEFAULT_TIMEOUT,
+        )
+        .await;
+    }
+    names
+}

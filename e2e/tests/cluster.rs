@@ -21,13 +21,10 @@ use k8s_openapi::{
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, DynamicObject, ListParams, PostParams},
-    runtime::{
-        wait::conditions::{is_crd_established, is_job_completed},
-        watcher,
-    },
+    runtime::{wait::conditions::is_job_completed, watcher},
 };
 use mlctl_e2e::{
-    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, client_with_token, dynamic_api,
+    DEFAULT_TIMEOUT, TestNamespace, client, client_with_token, dynamic_api, install_crds,
     require_e2e, service_account_token, wait_for, wait_for_deletion, wait_for_list, workspace_root,
 };
 use serde_json::json;
@@ -432,46 +429,6 @@ async fn the_horizontal_pod_autoscaler_controller_runs() {
         "{conditions:?}"
     );
     ns.finish().await;
-}
-
-fn crd_files() -> Vec<PathBuf> {
-    let dir = workspace_root().join("crds/yaml");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e} (the generated CRDs)", dir.display()))
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no CRDs in {}", dir.display());
-    files
-}
-
-/// Installs every generated CRD (server-side apply: idempotent, so tests may
-/// race on it) and waits until each is Established.
-async fn install_crds(client: &Client) -> Vec<String> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut names = Vec::new();
-    for file in crd_files() {
-        let yaml = std::fs::read_to_string(&file).expect("read CRD file");
-        for object in apply_yaml(client, "default", &yaml).await {
-            let kind = object
-                .types
-                .as_ref()
-                .map(|t| t.kind.clone())
-                .unwrap_or_default();
-            assert_eq!(
-                kind,
-                "CustomResourceDefinition",
-                "{} holds a {kind}",
-                file.display()
-            );
-            names.push(object.name_any());
-        }
-    }
-    for name in &names {
-        wait_for(&crds, name, is_crd_established(), DEFAULT_TIMEOUT).await;
-    }
-    names
 }
 
 #[tokio::test]

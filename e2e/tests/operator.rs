@@ -16,35 +16,18 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::config::Kubeconfig;
-use kube::runtime::wait::conditions::is_crd_established;
 use kube::runtime::watcher;
-use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use kube::{Api, Client, ResourceExt};
+use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
-use mlctl_crds::{FeaturePipeline, RankingModel};
 use mlctl_e2e::{
-    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, helm, kubectl, require_e2e,
+    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, helm, install_crds, kubectl, require_e2e,
     service_account_token, wait_for, wait_for_deletion, wait_for_list, workspace_root,
 };
 
 const LONG: Duration = Duration::from_secs(120);
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [RankingModel::crd(), FeaturePipeline::crd()] {
-        let name = crd.name_any();
-        api.patch(
-            &name,
-            &PatchParams::apply("mlctl-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("installing CRD {name}: {e}"));
-        wait_for(&api, &name, is_crd_established(), DEFAULT_TIMEOUT).await;
-    }
-}
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

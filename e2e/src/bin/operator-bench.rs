@@ -62,6 +62,25 @@ fn model(name: &str) -> RankingModel {
     .unwrap()
 }
 
+/// The `mlctl.io/model` label of every object the watch sees appear or change.
+fn model_label_events<K>(api: Api<K>) -> futures::stream::BoxStream<'static, String>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    watcher::watcher(api, watcher::Config::default())
+        .try_filter_map(|e| async move {
+            Ok(match e {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                    o.labels().get("mlctl.io/model").cloned()
+                }
+                _ => None,
+            })
+        })
+        .filter_map(|r| async move { r.ok() })
+        .boxed()
+}
+
 async fn create_models(
     client: &Client,
     ns: &str,
@@ -84,28 +103,8 @@ async fn create_models(
             }
         })
     };
-    let d_stream = watcher::watcher(deployments, watcher::Config::default())
-        .try_filter_map(|e| async move {
-            Ok(match e {
-                watcher::Event::Apply(d) | watcher::Event::InitApply(d) => {
-                    d.labels().get("mlctl.io/model").cloned()
-                }
-                _ => None,
-            })
-        })
-        .filter_map(|r| async move { r.ok() })
-        .boxed();
-    let rs_stream = watcher::watcher(replicasets, watcher::Config::default())
-        .try_filter_map(|e| async move {
-            Ok(match e {
-                watcher::Event::Apply(d) | watcher::Event::InitApply(d) => {
-                    d.labels().get("mlctl.io/model").cloned()
-                }
-                _ => None,
-            })
-        })
-        .filter_map(|r| async move { r.ok() })
-        .boxed();
+    let d_stream = model_label_events(deployments);
+    let rs_stream = model_label_events(replicasets);
     let h1 = watch(false, d_stream);
     let h2 = watch(true, rs_stream);
 

@@ -65,21 +65,12 @@ pub async fn reconcile(
                 uid: invalid.metadata.uid.clone(),
                 ..ObjectReference::default()
             };
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "InvalidObject".into(),
-                note: Some(
-                    format!("the operator cannot read this object: {}", invalid.error)
-                        .chars()
-                        .take(1000)
-                        .collect(),
-                ),
-                action: "Reconcile".into(),
-                secondary: None,
+            let transition = Transition {
+                warning: true,
+                reason: "InvalidObject",
+                message: format!("the operator cannot read this object: {}", invalid.error),
             };
-            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-                warn!(error = %e, "could not publish event");
-            }
+            publish(&ctx, &reference, &transition).await;
             return Ok(Action::await_change());
         }
     };
@@ -278,7 +269,7 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         write_status(&ctx.client, &mref, &decision.status).await?;
     }
     for t in &decision.events {
-        publish(ctx, model, t).await;
+        publish(ctx, &model.object_ref(&()), t).await;
         if t.reason == "Promoted" {
             ctx.metrics.rollout_outcome("promoted");
         } else if t.reason == "Superseded" {
@@ -350,7 +341,7 @@ async fn write_status(
     Ok(())
 }
 
-async fn publish(ctx: &Context, model: &RankingModel, t: &Transition) {
+async fn publish(ctx: &Context, reference: &ObjectReference, t: &Transition) {
     let event = Event {
         type_: if t.warning {
             EventType::Warning
@@ -362,7 +353,7 @@ async fn publish(ctx: &Context, model: &RankingModel, t: &Transition) {
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &model.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(&event, reference).await {
         // Events are best effort: losing one must not fail the reconcile.
         warn!(error = %e, reason = t.reason, "could not publish event");
     }
@@ -390,7 +381,7 @@ async fn report_invalid(model: &RankingModel, ctx: &Context, message: &str) -> R
         write_status(&ctx.client, &mref, &status).await?;
         publish(
             ctx,
-            model,
+            &model.object_ref(&()),
             &Transition {
                 warning: true,
                 reason: "InvalidSpec",

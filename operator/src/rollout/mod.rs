@@ -171,25 +171,15 @@ pub fn decide(
         Some(stable) if stable == target => {
             // Back to the stable revision while another was on its way in
             // (the spec was reverted): that one is abandoned.
-            if let Some(old) = status.canary.take() {
-                push_history(
-                    &mut status,
-                    &old.version,
-                    &old.uri,
-                    None,
-                    &old.revision,
-                    "Superseded",
-                    now,
-                );
-                events.push(Transition {
-                    warning: false,
-                    reason: "Superseded",
-                    message: format!(
-                        "revision {} ({}) was abandoned: the spec is back on the stable version {}",
-                        old.revision, old.version, spec.model.version
-                    ),
-                });
-            }
+            supersede_pending(
+                &mut status,
+                &mut events,
+                now,
+                &format!(
+                    "the spec is back on the stable version {}",
+                    spec.model.version
+                ),
+            );
             apply.push(RevisionPlan {
                 revision: target.clone(),
                 track: Track::Stable,
@@ -201,25 +191,12 @@ pub fn decide(
             // A new revision (or the first one) is on its way in.
             let starting = status.canary.as_ref().map(|c| c.revision.as_str()) != Some(&target);
             if starting {
-                if let Some(old) = status.canary.take() {
-                    push_history(
-                        &mut status,
-                        &old.version,
-                        &old.uri,
-                        None,
-                        &old.revision,
-                        "Superseded",
-                        now,
-                    );
-                    events.push(Transition {
-                        warning: false,
-                        reason: "Superseded",
-                        message: format!(
-                            "revision {} ({}) was replaced by {} before it became stable",
-                            old.revision, old.version, spec.model.version
-                        ),
-                    });
-                }
+                supersede_pending(
+                    &mut status,
+                    &mut events,
+                    now,
+                    &format!("replaced by {} before it became stable", spec.model.version),
+                );
                 events.push(Transition {
                     warning: false,
                     reason: "Deploying",
@@ -378,6 +355,36 @@ pub fn decide(
         events,
         requeue_after: requeue,
     }
+}
+
+/// Abandons the revision that was on its way in, if any: a history entry and
+/// an Event saying `why`.
+fn supersede_pending(
+    status: &mut RankingModelStatus,
+    events: &mut Vec<Transition>,
+    now: Timestamp,
+    why: &str,
+) {
+    let Some(old) = status.canary.take() else {
+        return;
+    };
+    push_history(
+        status,
+        &old.version,
+        &old.uri,
+        None,
+        &old.revision,
+        "Superseded",
+        now,
+    );
+    events.push(Transition {
+        warning: false,
+        reason: "Superseded",
+        message: format!(
+            "revision {} ({}) was superseded: {why}",
+            old.revision, old.version
+        ),
+    });
 }
 
 fn push_history(

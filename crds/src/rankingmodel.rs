@@ -620,6 +620,25 @@ pub struct CanaryRevision {
     /// When the canary started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// Set while the canary waits for a person or for its features: when it
+    /// paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<Time>,
+    /// Why the canary is paused: `PauseStep`, `Inconclusive`, `FeaturesNotReady`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<String>,
+    /// Set once the canary was aborted: all traffic went back to stable. A
+    /// `mlctl.io/retry` request or a new `spec.model` starts it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_at: Option<Time>,
+    /// Why it was aborted (the metric, its value and the broken condition; or
+    /// the progress deadline; or a person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_reason: Option<String>,
+    /// When the aborted canary's Deployment is scaled down
+    /// (`abortScaleDownDelaySeconds` after the abort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_at: Option<Time>,
 }
 
 /// Analysis state of the current canary.
@@ -637,8 +656,19 @@ pub struct AnalysisStatus {
 pub struct MetricStatus {
     /// Metric name.
     pub name: String,
+    /// Index of the analysis step that runs this metric; absent for
+    /// background analysis (`spec.rollout.analysis.metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<i32>,
     /// Running, Successful, Failed, Inconclusive or Error.
     pub phase: String,
+    /// When this metric's analysis started (the base of `initialDelay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// Why the verdict is what it is, e.g. `result 0.12 broke failureCondition
+    /// "result > 0.05"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Counts of measurements by outcome.
     #[serde(default)]
     pub successful: i32,

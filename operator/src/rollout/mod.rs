@@ -213,6 +213,7 @@ pub fn decide(
                     step_index: 0,
                     step_started_at: Some(time(now)),
                     started_at: Some(time(now)),
+                    ..CanaryRevision::default()
                 });
             }
             apply.push(RevisionPlan {

@@ -144,20 +144,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     metrics.set_leader(true);
 
-    let ctx = Arc::new(rankingmodel::Context {
-        client: client.clone(),
-        render: render::RenderConfig {
+    let ctx = Arc::new(rankingmodel::Context::new(
+        client.clone(),
+        render::RenderConfig {
             storage_initializer_image: config.storage_initializer_image.clone(),
         },
-        recorder: Recorder::new(
+        Recorder::new(
             client.clone(),
             Reporter {
                 controller: "mlctl-operator".into(),
                 instance: Some(config.identity()),
             },
         ),
-        metrics: metrics.clone(),
-    });
+        metrics.clone(),
+    ));
 
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]

@@ -41,6 +41,23 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
 }
 
+impl Context {
+    /// The controller's shared state.
+    pub fn new(
+        client: kube::Client,
+        render: render::RenderConfig,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Context {
+            client,
+            render,
+            recorder,
+            metrics,
+        }
+    }
+}
+
 const KIND: &str = "rankingmodel";
 
 /// Reconciles one RankingModel. An object that does not deserialize (schema

@@ -453,7 +453,43 @@ pub struct FeaturePipelineStatus {
     /// Schema of the features currently written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<SchemaStatus>,
+    /// Request annotations (`mlctl.io/run`, `mlctl.io/backfill`) already acted
+    /// on: annotation name → the value that was handled.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub handled_requests: BTreeMap<String, String>,
+    /// Progress of the most recent backfill request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillStatus>,
     /// Human-readable summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Progress of a backfill: bounded runs over `[from, to)` in `step` intervals.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillStatus {
+    /// The `requestedAt` of the request this describes.
+    pub requested_at: String,
+    /// Start of the first interval (RFC 3339).
+    pub from: String,
+    /// End of the last interval (RFC 3339).
+    pub to: String,
+    /// Interval length, e.g. `1h`.
+    pub step: String,
+    /// Runs at most in parallel.
+    pub max_parallel: i32,
+    /// Running, Succeeded or Failed.
+    pub phase: String,
+    /// Intervals in the request.
+    pub total: i32,
+    /// Intervals finished successfully (including ones done by an earlier identical request).
+    pub succeeded: i32,
+    /// Intervals whose run failed.
+    pub failed: i32,
+    /// Intervals running now.
+    pub running: i32,
+    /// Why it failed or what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

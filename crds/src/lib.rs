@@ -5,6 +5,7 @@
 pub mod common;
 pub mod featurepipeline;
 pub mod rankingmodel;
+pub mod requests;
 pub mod validate;
 
 pub use common::{API_VERSION, Conditions, GROUP, VERSION, parse_duration};

@@ -162,6 +162,28 @@ pub struct Runtime {
     /// Image pull policy: Always, IfNotPresent or Never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
+    /// Extra labels and annotations on the serving pods (cost allocation,
+    /// sidecar injection, scrape hints). Part of the revision: changing them
+    /// rolls out like a new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_metadata: Option<PodMetadata>,
+}
+
+/// Labels and annotations added to generated pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.labels) || self.labels.all(k, !(k in ['mlctl.io/model', 'mlctl.io/revision', 'mlctl.io/version', 'mlctl.io/track']) && !k.startsWith('app.kubernetes.io/'))").message("spec.runtime.podMetadata.labels must not set mlctl.io/model, mlctl.io/revision, mlctl.io/version, mlctl.io/track or app.kubernetes.io/ labels: the operator sets and selects pods by them; use another key"),
+)]
+pub struct PodMetadata {
+    /// Labels added to the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Image pull policies.

@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mlctl_crds::RankingModelSpec;
+use mlctl_crds::rankingmodel::PodMetadata;
 use serde::Serialize;
 
 use super::labels::*;
@@ -68,6 +69,8 @@ struct RevisionIdentity<'a> {
     command: &'a [String],
     args: &'a [String],
     env: &'a [EnvVar],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_metadata: Option<&'a PodMetadata>,
 }
 
 /// The revision hash of a spec: 10 hex characters.
@@ -81,6 +84,7 @@ pub fn revision_of(spec: &RankingModelSpec) -> String {
         command: &spec.runtime.command,
         args: &spec.runtime.args,
         env: &spec.runtime.env,
+        pod_metadata: spec.runtime.pod_metadata.as_ref(),
     };
     let mut hash = content_hash(&identity);
     hash.truncate(10);
@@ -205,7 +209,10 @@ pub fn deployment(
     let port = runtime.port.unwrap_or(DEFAULT_PORT);
     let selector = revision_selector(&model.name, &plan.revision);
 
-    let mut pod_labels = model_labels(&model.name);
+    // The user's labels first: ours (which select the pods) always win.
+    let extra = runtime.pod_metadata.clone().unwrap_or_default();
+    let mut pod_labels = extra.labels;
+    pod_labels.extend(model_labels(&model.name));
     pod_labels.extend(selector.clone());
     pod_labels.insert(VERSION_LABEL.into(), spec.model.version.clone());
     pod_labels.insert(
@@ -362,6 +369,7 @@ pub fn deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    annotations: (!extra.annotations.is_empty()).then_some(extra.annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {

@@ -8,7 +8,14 @@ use crate::exit;
 
 /// Run search-ranking models in production on Kubernetes.
 #[derive(Debug, Parser)]
-#[command(name = "mlctl", version, about, long_about = None)]
+#[command(
+    name = "mlctl",
+    version,
+    about,
+    long_about = None,
+    disable_help_subcommand = true,
+    after_help = "Exit codes: 0 success, 1 error, 2 usage, 10 rollout failed, 11 paused for a person, 12 timed out (mlctl help exit-codes)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +35,12 @@ enum Command {
     /// Roll a model back to an earlier version: in GitOps mode, by a forward
     /// pull request.
     Rollback(RollbackArgs),
+    /// Print help for a command (`mlctl help status`) or a topic: `mlctl help
+    /// exit-codes` prints the exit-code contract.
+    Help {
+        /// A command path (e.g. `status`) or `exit-codes`.
+        topic: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +67,7 @@ struct RollbackArgs {
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
+        Command::Help { topic } => help(&topic),
         Command::Lint(args) => lint::run(&args),
         Command::Eval(args) => exit::from_i32(mlctl_eval::cli::run(&args)),
         Command::Promote(args) if args.gitops => {
@@ -69,5 +83,32 @@ pub fn run(cli: Cli) -> u8 {
             );
             exit::USAGE
         }
+    }
+}
+
+/// `mlctl help [TOPIC...]`: the exit-code contract, or a command's long help.
+fn help(topic: &[String]) -> u8 {
+    use clap::CommandFactory;
+    if topic.len() == 1 && topic[0] == "exit-codes" {
+        print!("{}", exit::contract_text());
+        return exit::SUCCESS;
+    }
+    let mut command = Cli::command();
+    command.build();
+    let mut current = &mut command;
+    for name in topic {
+        match current.find_subcommand_mut(name) {
+            Some(sub) => current = sub,
+            None => {
+                eprintln!(
+                    "error: no help topic {name:?}; try mlctl help, mlctl help exit-codes or mlctl help <command>"
+                );
+                return exit::USAGE;
+            }
+        }
+    }
+    match current.print_long_help() {
+        Ok(()) => exit::SUCCESS,
+        Err(_) => exit::ERROR,
     }
 }

@@ -12,15 +12,12 @@ pub const ERROR: u8 = 1;
 pub const USAGE: u8 = 2;
 /// The rollout failed: the canary was aborted (analysis, progress deadline or a
 /// person), rolled back, or the model is Degraded.
-#[allow(dead_code)] // used by the waiting commands as they land
 pub const FAILED: u8 = 10;
 /// The rollout is paused, waiting for a person (`mlctl promote` or `mlctl
 /// abort`): an indefinite pause step or an inconclusive analysis.
-#[allow(dead_code)] // used by the waiting commands as they land
 pub const PAUSED: u8 = 11;
 /// `--timeout` passed before the awaited state was reached. A timeout never
 /// exits 0.
-#[allow(dead_code)] // used by the waiting commands as they land
 pub const TIMED_OUT: u8 = 12;
 
 /// Every code with a one-line meaning, in order (rendered by `mlctl help

@@ -3,8 +3,6 @@
 
 mod cmd;
 mod exit;
-// Used by the cluster commands as they land (get, status, promote, pipeline ...).
-#[allow(dead_code)]
 mod kube;
 
 use clap::Parser;

@@ -1,10 +1,19 @@
 //! Command-line definitions and dispatch.
 
+mod describe;
+#[cfg(test)]
+mod docs;
+mod get;
 mod lint;
+mod rollout;
+mod state;
+mod version;
 
 use clap::{Parser, Subcommand};
 
 use crate::exit;
+use crate::kube::{CliError, KubeArgs};
+use rollout::{Request, RequestArgs, WaitArgs};
 
 /// Run search-ranking models in production on Kubernetes.
 #[derive(Debug, Parser)]
@@ -29,12 +38,37 @@ enum Command {
     /// Evaluate a ranking run against judgements, or gate a candidate run
     /// against a baseline with significance tests.
     Eval(mlctl_eval::cli::EvalArgs),
-    /// Promote a model: in GitOps mode, open a pull request that changes its
-    /// version in the GitOps repository.
+    /// List RankingModels (rm) or FeaturePipelines (fp) as a table, JSON, YAML
+    /// or names.
+    Get(get::GetArgs),
+    /// Show a RankingModel's versions, current step, analysis, history,
+    /// conditions and recent events.
+    Describe(describe::DescribeArgs),
+    /// Show where a RankingModel's rollout stands; with --wait, follow it and
+    /// exit with its outcome (0 healthy, 10 failed, 11 paused, 12 timed out).
+    Status(rollout::StatusArgs),
+    /// Start a rollout: set spec.model to a new version.
+    SetVersion(rollout::SetVersionArgs),
+    /// Continue a canary paused for a person (the next step), or with --full
+    /// skip the remaining steps. With --gitops: open a pull request that changes
+    /// the version in the GitOps repository.
     Promote(PromoteArgs),
-    /// Roll a model back to an earlier version: in GitOps mode, by a forward
+    /// Abort a canary: all traffic back to stable at once.
+    Abort(NamedRequestArgs),
+    /// Restart an aborted canary from its first step.
+    Retry(NamedRequestArgs),
+    /// Roll a model back to the previous promoted version (or --to VERSION)
+    /// from status.history, skipping canary steps. With --gitops: by a forward
     /// pull request.
     Rollback(RollbackArgs),
+    /// Print the client's version and the operator's (when a cluster is reachable).
+    Version(version::VersionArgs),
+    /// Print a shell completion script: mlctl completion bash > /etc/bash_completion.d/mlctl
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print help for a command (`mlctl help status`) or a topic: `mlctl help
     /// exit-codes` prints the exit-code contract.
     Help {
@@ -44,7 +78,24 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
+struct NamedRequestArgs {
+    /// The RankingModel.
+    name: String,
+    #[command(flatten)]
+    request: RequestArgs,
+}
+
+#[derive(Debug, clap::Args)]
 struct PromoteArgs {
+    /// The RankingModel (cluster mode; with --gitops use --model).
+    #[arg(required_unless_present = "gitops")]
+    name: Option<String>,
+    /// Skip the remaining steps and analysis: the canary becomes stable as soon
+    /// as its pods are ready.
+    #[arg(long, conflicts_with = "gitops")]
+    full: bool,
+    #[command(flatten)]
+    request: RequestArgs,
     /// Open a pull request in the GitOps repository instead of acting on the cluster.
     #[arg(long)]
     gitops: bool,
@@ -54,9 +105,16 @@ struct PromoteArgs {
 
 #[derive(Debug, clap::Args)]
 struct RollbackArgs {
-    /// Version to roll back to (default: the previous passing version).
+    /// The RankingModel (cluster mode; with --gitops use --model).
+    #[arg(required_unless_present = "gitops")]
+    name: Option<String>,
+    /// Version to roll back to (default: the previous promoted version).
     #[arg(long)]
     to: Option<String>,
+    #[command(flatten)]
+    wait: WaitArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
     /// Open a pull request in the GitOps repository instead of acting on the cluster.
     #[arg(long)]
     gitops: bool,
@@ -77,11 +135,68 @@ pub fn run(cli: Cli) -> u8 {
             &args.gitops_args,
             args.to.as_deref(),
         )),
-        Command::Promote(_) | Command::Rollback(_) => {
-            eprintln!(
-                "error: only --gitops mode is available in this build; cluster-side promote and rollback come with the rollout-control commands"
-            );
-            exit::USAGE
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "mlctl", &mut std::io::stdout());
+            exit::SUCCESS
+        }
+        cluster => cluster_command(cluster),
+    }
+}
+
+/// Runs a command that talks to the cluster, on a single-threaded runtime.
+fn cluster_command(command: Command) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return exit::ERROR;
+        }
+    };
+    match runtime.block_on(dispatch(command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            err.exit_code()
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<u8, CliError> {
+    // `required_unless_present = "gitops"` guarantees a name in cluster mode.
+    let name = |name: Option<String>| {
+        name.ok_or_else(|| CliError::Usage("a RankingModel NAME is required".to_string()))
+    };
+    match command {
+        Command::Get(args) => get::run(&args).await,
+        Command::Describe(args) => describe::run(&args).await,
+        Command::Status(args) => rollout::status(&args).await,
+        Command::SetVersion(args) => rollout::set_version(&args).await,
+        Command::Promote(args) => {
+            let request = if args.full {
+                Request::PromoteFull
+            } else {
+                Request::Promote
+            };
+            rollout::request(&name(args.name)?, request, &args.request).await
+        }
+        Command::Abort(args) => rollout::request(&args.name, Request::Abort, &args.request).await,
+        Command::Retry(args) => rollout::request(&args.name, Request::Retry, &args.request).await,
+        Command::Rollback(args) => {
+            rollout::rollback(
+                &name(args.name)?,
+                args.to.as_deref(),
+                &args.wait,
+                &args.kube,
+            )
+            .await
+        }
+        Command::Version(args) => Ok(version::run(&args).await),
+        Command::Lint(_) | Command::Eval(_) | Command::Help { .. } | Command::Completion { .. } => {
+            Err(CliError::Usage("not a cluster command".to_string()))
         }
     }
 }

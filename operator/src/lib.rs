@@ -4,6 +4,7 @@
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod features;
 pub mod leader;
 pub mod render;
 pub mod rollout;
@@ -184,6 +185,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .owns(deployments, children.clone())
             .owns(services, children)
             .with_config(runtime_controller::Config::default().concurrency(config.concurrency));
+        // A changed FeaturePipeline re-enqueues the models that read from it.
+        let controller = features::watch_pipelines(controller, &client, scope.as_deref());
         let store = controller.store();
         let gauge = metrics.clone();
         tokio::spawn(async move {

@@ -5,6 +5,7 @@ mod describe;
 mod docs;
 mod get;
 mod lint;
+mod pipeline;
 mod rollout;
 mod state;
 mod version;
@@ -63,6 +64,9 @@ enum Command {
     Rollback(RollbackArgs),
     /// Print the client's version and the operator's (when a cluster is reachable).
     Version(version::VersionArgs),
+    /// Run, backfill and inspect FeaturePipelines: `pipeline run NAME --wait`,
+    /// `pipeline backfill NAME --from T --to T --step 1h`, `pipeline status NAME`.
+    Pipeline(pipeline::PipelineArgs),
     /// Print a shell completion script: mlctl completion bash > /etc/bash_completion.d/mlctl
     Completion {
         /// The shell.
@@ -195,6 +199,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
             .await
         }
         Command::Version(args) => Ok(version::run(&args).await),
+        Command::Pipeline(args) => pipeline::run(&args).await,
         Command::Lint(_) | Command::Eval(_) | Command::Help { .. } | Command::Completion { .. } => {
             Err(CliError::Usage("not a cluster command".to_string()))
         }

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Conditions, DURATION_MAX_LEN, DURATION_RULE};
+use crate::rankingmodel::PodMetadata;
 
 /// Desired state of a FeaturePipeline: when it runs, on which engine, from
 /// which sources into which sinks, the schema of the features it writes and
@@ -168,6 +169,11 @@ pub struct ContainerEngine {
     /// CPU and memory requests and limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Extra labels and annotations on the run and streaming pods (cost
+    /// allocation, sidecar injection, scrape hints). The operator's own labels
+    /// (`mlctl.io/pipeline`, `mlctl.io/trigger`, `app.kubernetes.io/*`) win.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_metadata: Option<PodMetadata>,
 }
 
 /// A Spark engine: exactly one of `sql` or `mainApplicationFile`.
@@ -203,6 +209,9 @@ pub struct SparkEngine {
     /// Executor resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<SparkPod>,
+    /// Extra labels and annotations on the driver and executor pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_metadata: Option<PodMetadata>,
 }
 
 /// Resources of a Spark driver or executors.

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod error;
 pub mod features;
 pub mod leader;
+pub mod pipeline;
 pub mod render;
 pub mod rollout;
 pub mod telemetry;
@@ -204,6 +205,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .run(rankingmodel::reconcile, rankingmodel::error_policy, ctx)
                 .for_each(|_| futures::future::ready(())),
         ));
+        // FeaturePipelines: same scope, leader election and shutdown.
+        controllers.push(tokio::spawn(controller::featurepipeline::run(
+            Arc::new(controller::featurepipeline::Context::new(
+                client.clone(),
+                Recorder::new(
+                    client.clone(),
+                    Reporter {
+                        controller: "mlctl-operator".into(),
+                        instance: Some(config.identity()),
+                    },
+                ),
+                metrics.clone(),
+            )),
+            scope.clone(),
+            config.concurrency,
+            wait_true(shutdown.clone()),
+        )));
     }
 
     let all = futures::future::join_all(controllers);

@@ -40,6 +40,7 @@ pub struct Metrics {
     managed: Family<KindLabels, Gauge>,
     outcomes: Family<OutcomeLabels, Counter>,
     leader: Gauge,
+    pipelines: PipelineMetrics,
 }
 
 impl Default for Metrics {
@@ -62,6 +63,7 @@ impl Metrics {
         let managed = Family::<KindLabels, Gauge>::default();
         let outcomes = Family::<OutcomeLabels, Counter>::default();
         let leader = Gauge::default();
+        let pipelines = PipelineMetrics::register(&mut registry);
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -96,6 +98,7 @@ impl Metrics {
             managed,
             outcomes,
             leader,
+            pipelines,
         }
     }
 
@@ -146,11 +149,106 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
+        self.pipelines.refresh_lag();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PipelineLabels {
+    namespace: String,
+    pipeline: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PipelineRunLabels {
+    namespace: String,
+    pipeline: String,
+    outcome: String,
+}
+
+/// FeaturePipeline metrics: runs by outcome and the freshness lag, computed
+/// at scrape time from the reference (watermark or last success) so that it
+/// grows between reconciles.
+struct PipelineMetrics {
+    runs: Family<PipelineRunLabels, Counter>,
+    lag: Family<PipelineLabels, Gauge>,
+    references: std::sync::Mutex<std::collections::BTreeMap<(String, String), i64>>,
+}
+
+impl PipelineMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let runs = Family::<PipelineRunLabels, Counter>::default();
+        let lag = Family::<PipelineLabels, Gauge>::default();
+        registry.register(
+            "pipeline_runs",
+            "Finished FeaturePipeline runs by outcome (succeeded, failed)",
+            runs.clone(),
+        );
+        registry.register(
+            "pipeline_freshness_lag_seconds",
+            "Seconds since the watermark (or the last successful run) of each FeaturePipeline",
+            lag.clone(),
+        );
+        Self {
+            runs,
+            lag,
+            references: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    fn refresh_lag(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if let Ok(refs) = self.references.lock() {
+            for ((namespace, pipeline), reference) in refs.iter() {
+                self.lag
+                    .get_or_create(&PipelineLabels {
+                        namespace: namespace.clone(),
+                        pipeline: pipeline.clone(),
+                    })
+                    .set((now - reference).max(0));
+            }
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a finished pipeline run.
+    pub fn pipeline_run(&self, namespace: &str, pipeline: &str, outcome: &str) {
+        self.pipelines
+            .runs
+            .get_or_create(&PipelineRunLabels {
+                namespace: namespace.into(),
+                pipeline: pipeline.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Sets the freshness reference (Unix seconds) of a pipeline; `None`
+    /// before its first success (no lag is exported then).
+    pub fn set_pipeline_freshness(&self, namespace: &str, pipeline: &str, reference: Option<i64>) {
+        if let (Ok(mut refs), Some(reference)) = (self.pipelines.references.lock(), reference) {
+            refs.insert((namespace.to_string(), pipeline.to_string()), reference);
+        }
+    }
+
+    /// Drops the freshness lag of a deleted pipeline.
+    pub fn forget_pipeline(&self, namespace: &str, pipeline: &str) {
+        if let Ok(mut refs) = self.pipelines.references.lock() {
+            refs.remove(&(namespace.to_string(), pipeline.to_string()));
+        }
+        self.pipelines.lag.remove(&PipelineLabels {
+            namespace: namespace.into(),
+            pipeline: pipeline.into(),
+        });
     }
 }
 

@@ -1,3 +1,4 @@
 //! Controllers, one per kind.
 
+pub mod featurepipeline;
 pub mod rankingmodel;

@@ -5,9 +5,11 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test tools lint-rust unit build e2e crds cluster-up cluster-down bench
+.PHONY: help test tools lint-rust unit build e2e crds cluster-up cluster-down bench demo demo-down
 
 help:
+	@echo "make demo          - local control plane, operator and a canary rollout followed live"
+	@echo "make demo-down     - stop the demo's operator and control plane"
 	@echo "make test          - everything CI runs: fmt, clippy, unit tests, e2e suite"
 	@echo "make unit          - unit tests only (no cluster)"
 	@echo "make e2e           - the end-to-end suite (brings a local cluster up and down)"
@@ -15,6 +17,13 @@ help:
 	@echo "make cluster-up    - start the local control plane (then: eval \"\$$(e2e/cluster env)\")"
 	@echo "make cluster-down  - stop it"
 	@echo "make bench         - operator latency and memory benchmark (cluster must be up)"
+
+## demo: the README's quickstart (scripts/demo: cluster, CRDs, chart, operator, a canary).
+demo:
+	scripts/demo up
+
+demo-down:
+	scripts/demo down
 
 ## test: the README's test command (scripts/test: the steps below, then a summary line).
 test:

@@ -195,22 +195,17 @@ pub fn render(
         .unwrap_or_default();
     if !metrics.is_empty() {
         out.push_str("Analysis:\n");
-        let mut rows = vec![
-            vec![
-                "METRIC",
-                "STEP",
-                "PHASE",
-                "OK",
-                "FAILED",
-                "INCONCLUSIVE",
-                "ERRORS",
-                "LAST",
-                "MESSAGE",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect::<Vec<_>>(),
-        ];
+        let mut rows = vec![header(&[
+            "METRIC",
+            "STEP",
+            "PHASE",
+            "OK",
+            "FAILED",
+            "INCONCLUSIVE",
+            "ERRORS",
+            "LAST",
+            "MESSAGE",
+        ])];
         for m in metrics {
             rows.push(vec![
                 m.name.clone(),
@@ -231,12 +226,7 @@ pub fn render(
     }
     if !status.history.is_empty() {
         out.push_str("History:\n");
-        let mut rows = vec![
-            vec!["VERSION", "OUTCOME", "AT", "REVISION", "URI"]
-                .into_iter()
-                .map(String::from)
-                .collect::<Vec<_>>(),
-        ];
+        let mut rows = vec![header(&["VERSION", "OUTCOME", "AT", "REVISION", "URI"])];
         for h in &status.history {
             rows.push(vec![
                 h.version.clone(),
@@ -250,12 +240,7 @@ pub fn render(
     }
     if !status.conditions.is_empty() {
         out.push_str("Conditions:\n");
-        let mut rows = vec![
-            vec!["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"]
-                .into_iter()
-                .map(String::from)
-                .collect::<Vec<_>>(),
-        ];
+        let mut rows = vec![header(&["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"])];
         for c in &status.conditions.0 {
             rows.push(vec![
                 c.type_.clone(),
@@ -274,12 +259,7 @@ pub fn render(
         Ok(events) => {
             let mut events = events.clone();
             events.sort_by_key(|e| event_time(e).unwrap_or_default());
-            let mut rows = vec![
-                vec!["AGE", "TYPE", "REASON", "FROM", "MESSAGE"]
-                    .into_iter()
-                    .map(String::from)
-                    .collect::<Vec<_>>(),
-            ];
+            let mut rows = vec![header(&["AGE", "TYPE", "REASON", "FROM", "MESSAGE"])];
             for e in events.iter().rev().take(15).rev() {
                 rows.push(vec![
                     event_time(e).map_or("-".to_string(), |t| age(&t, now)),
@@ -310,6 +290,10 @@ fn event_time(e: &Event) -> Option<String> {
                 .as_ref()
                 .map(|t| t.0.to_string())
         })
+}
+
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
 }
 
 fn indent(out: &mut String, text: &str) {

@@ -161,7 +161,13 @@ pub fn progress_line(model: &RankingModel) -> String {
         }
         parts.push(text);
     }
-    for metric in status.analysis.iter().flat_map(|a| a.metrics.iter()) {
+    // Analysis belongs to the canary; after it the verdicts are history.
+    let metrics = status
+        .analysis
+        .iter()
+        .flat_map(|a| a.metrics.iter())
+        .filter(|_| status.canary.is_some());
+    for metric in metrics {
         let last = metric
             .measurements
             .last()
@@ -178,7 +184,9 @@ pub fn progress_line(model: &RankingModel) -> String {
             metric.errors
         ));
     }
-    if let Some(message) = &status.message {
+    // The operator's message repeats the canary's step and weight; it says
+    // something new only without a canary.
+    if let Some(message) = status.message.as_ref().filter(|_| status.canary.is_none()) {
         parts.push(format!("- {message}"));
     }
     parts.join("  ")

@@ -701,5 +701,45 @@ async fn cli_canary_outcomes_drive_the_exit_codes() {
     assert_code(&out, 0);
     let model = api.get("gated").await.unwrap();
     assert_eq!(model.status.unwrap().stable.unwrap().version, "v2");
+    // promote --full --wait from the pause: the remaining steps are skipped: 0.
+    let out = mlctl(
+        &n,
+        &[
+            "set-version",
+            "gated",
+            "--version",
+            "v3",
+            "--uri",
+            "s3://models/gated/v3/model.txt",
+        ],
+    )
+    .await;
+    assert_code(&out, 0);
+    let out = mlctl(
+        &n,
+        &[
+            "status",
+            "rm",
+            "gated",
+            "--wait",
+            "--until",
+            "paused",
+            "--timeout",
+            "120s",
+        ],
+    )
+    .await;
+    assert_code(&out, 0);
+    let out = mlctl(
+        &n,
+        &["promote", "gated", "--full", "--wait", "--timeout", "120s"],
+    )
+    .await;
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("Healthy: v3 serves all traffic"),
+        "{}",
+        show(&out)
+    );
     ns.finish().await;
 }

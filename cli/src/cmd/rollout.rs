@@ -365,8 +365,26 @@ async fn follow(
         *last.borrow_mut() = Some(model.clone());
         judge(model).exit_code(until).is_some()
     };
-    let outcome =
-        tokio::time::timeout(wait.timeout, await_condition(api.clone(), name, condition)).await;
+    let deadline = tokio::time::Instant::now() + wait.timeout;
+    let outcome = loop {
+        let attempt =
+            tokio::time::timeout_at(deadline, await_condition(api.clone(), name, &condition)).await;
+        match attempt {
+            // A dropped connection or an API server restart must not end a
+            // long wait: watch again (after a short backoff) until the deadline.
+            Ok(Err(kube::runtime::wait::Error::ProbeFailed(err))) if transient(&err) => {
+                progress.borrow().note(&format!(
+                    "watch interrupted ({}); watching again",
+                    crate::kube::chain(&err)
+                ));
+                let backoff = tokio::time::sleep(Duration::from_secs(1));
+                if tokio::time::timeout_at(deadline, backoff).await.is_err() {
+                    break tokio::time::timeout_at(deadline, std::future::pending()).await;
+                }
+            }
+            other => break other,
+        }
+    };
     match outcome {
         Ok(Ok(Some(model))) => {
             let state = judge(&model);
@@ -403,6 +421,24 @@ async fn follow(
             );
             Ok(exit::TIMED_OUT)
         }
+    }
+}
+
+/// Whether a watch error is worth watching again: network trouble, server
+/// errors, an expired resource version; not 401/403/404.
+fn transient(err: &watcher::Error) -> bool {
+    match err {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => match e {
+            kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+            kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
+                true
+            }
+            _ => false,
+        },
+        watcher::Error::WatchError(status) => status.code == 410 || status.code >= 500,
+        watcher::Error::NoResourceVersion => false,
     }
 }
 
@@ -606,6 +642,22 @@ mod tests {
                 .starts_with("--uri")
         );
         assert!(check_uri("s3://").is_err());
+    }
+
+    #[test]
+    fn only_transient_watch_errors_are_watched_again() {
+        let api = |code: u16| {
+            let mut status = kube::core::Status::failure("x", "y");
+            status.code = code;
+            kube::Error::Api(status.boxed())
+        };
+        assert!(transient(&watcher::Error::WatchFailed(api(503))));
+        assert!(transient(&watcher::Error::InitialListFailed(api(429))));
+        assert!(!transient(&watcher::Error::InitialListFailed(api(403))));
+        assert!(!transient(&watcher::Error::WatchStartFailed(api(404))));
+        let gone = kube::core::Status::failure("too old", "Expired").with_code(410);
+        assert!(transient(&watcher::Error::WatchError(gone.boxed())));
+        assert!(!transient(&watcher::Error::NoResourceVersion));
     }
 
     #[test]

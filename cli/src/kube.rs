@@ -217,7 +217,9 @@ impl CliError {
         let resource = target.resource.qualified();
         match err {
             kube::Error::Api(status) => {
-                if status.is_not_found() {
+                // By code too: a group the server does not serve answers a
+                // plain-text "404 page not found", which has no reason.
+                if status.is_not_found() || status.code == 404 {
                     // An object that does not exist comes with details naming
                     // it; an unknown resource type (no CRD) has none.
                     let names_object = status.details.as_ref().is_some_and(|d| !d.name.is_empty());
@@ -235,7 +237,7 @@ impl CliError {
                             message: status.message.clone(),
                         },
                     }
-                } else if status.is_forbidden() {
+                } else if status.is_forbidden() || status.code == 403 {
                     CliError::Forbidden {
                         verb: target.verb,
                         resource,
@@ -332,6 +334,23 @@ mod tests {
         assert!(text.contains("rankingmodels.mlctl.io"), "{text}");
         assert!(text.contains("kubectl apply -f crds/yaml/"), "{text}");
         assert!(text.contains("helm install"), "{text}");
+    }
+
+    #[test]
+    fn a_plain_text_404_from_an_unserved_group_means_no_crds() {
+        // What kube makes of the API server's "404 page not found" body.
+        let status =
+            Status::failure("404 page not found", "Failed to parse error data").with_code(404);
+        let target = Target {
+            verb: "list",
+            resource: RANKING_MODEL,
+            name: None,
+            namespace: Some("ranking"),
+        };
+        let err = CliError::from_kube(kube::Error::Api(status.clone().boxed()), &target);
+        assert!(matches!(err, CliError::CrdsMissing { .. }), "{err:?}");
+        let err = CliError::from_kube(kube::Error::Api(status.boxed()), &get_model("ranker"));
+        assert!(matches!(err, CliError::CrdsMissing { .. }), "{err:?}");
     }
 
     #[test]

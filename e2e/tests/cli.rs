@@ -520,6 +520,47 @@ async fn cli_errors_name_the_fix_and_usage_exits_2() {
         "{}",
         show(&out)
     );
+    // An API server that does not serve the mlctl.io group (no CRDs) answers
+    // a plain-text 404: a stand-in on 127.0.0.1 that answers only that.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let body = "404 page not found\n";
+            let reply = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes()).await;
+        }
+    });
+    let no_crds = target_dir()
+        .join("e2e-cli")
+        .join(format!("{n}-nocrds.kubeconfig"));
+    std::fs::write(
+        &no_crds,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\nusers:\n- name: u\n  user: {{token: t}}\n"
+        ),
+    )
+    .unwrap();
+    for args in [["get", "rm"], ["status", "rm"]] {
+        let mut args = args.to_vec();
+        args.extend(["ranker", "--kubeconfig", no_crds.to_str().unwrap()]);
+        let out = mlctl(&n, &args).await;
+        assert_code(&out, 1);
+        assert!(
+            stderr(&out).contains(
+                "the mlctl CRDs are not installed; install them with: kubectl apply -f crds/yaml/"
+            ),
+            "{}",
+            show(&out)
+        );
+    }
+    server.abort();
     // version still answers for the client, and says why the operator is unknown.
     let out = mlctl(&n, &["version", "--kubeconfig", dead.to_str().unwrap()]).await;
     assert_code(&out, 0);

@@ -521,3 +521,52 @@ spec:
     assert_eq!(condition(Some(&p), "Fresh").unwrap().0, "True");
     ns.finish().await;
 }
+
+#[tokio::test]
+async fn a_streaming_container_pipeline_is_a_deployment_and_fresh_while_it_runs() {
+    require_e2e!();
+    let (client, ns, _op) = setup("fp-stream").await;
+    let yaml = r#"apiVersion: mlctl.io/v1alpha1
+kind: FeaturePipeline
+metadata:
+  name: live
+spec:
+  trigger:
+    streaming: {replicas: 2}
+  engine:
+    container: {image: busybox:1.36, podMetadata: {labels: {cost-center: ranking}}}
+  sources:
+    - name: clicks
+      kafka: {bootstrapServers: "kafka:9092", topic: clicks}
+  features:
+    entityKeys: [doc_id]
+    schemaVersion: 4
+    fields: [{name: ctr, dtype: float32}]
+"#;
+    apply_yaml(&client, ns.name(), yaml).await;
+    let deployment = wait_for(
+        &ns.api::<k8s_openapi::api::apps::v1::Deployment>(),
+        "live",
+        |d: Option<&k8s_openapi::api::apps::v1::Deployment>| d.is_some(),
+        DEFAULT_TIMEOUT,
+    )
+    .await;
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels["cost-center"], "ranking");
+    assert_eq!(labels["mlctl.io/pipeline"], "live");
+    let p = wait_for(
+        &ns.api::<FeaturePipeline>(),
+        "live",
+        condition_is("Fresh", "True"),
+        LONG,
+    )
+    .await;
+    let status = p.status.as_ref().unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Streaming"));
+    assert_eq!(status.trigger.as_deref(), Some("streaming"));
+    assert_eq!(status.schema.as_ref().map(|s| s.version), Some(4));
+    assert_eq!(condition(Some(&p), "Ready").unwrap().1, "Streaming");
+    ns.finish().await;
+}

@@ -33,6 +33,8 @@ pub const MAX_DUE_PER_RECONCILE: usize = 1000;
 pub const SPARK_DISCOVERY_RETRY: Duration = Duration::from_secs(30);
 /// Requeue while a SparkApplication runs (they are not watched).
 pub const SPARK_POLL: Duration = Duration::from_secs(10);
+/// Requeue of a running streaming SparkApplication (to notice it stopped).
+pub const SPARK_STREAMING_CHECK: Duration = Duration::from_secs(60);
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,6 +378,16 @@ pub fn decide(
     phase(&mut cx);
     if spark && cx.obs.runs.iter().any(|r| r.phase.is_active()) {
         cx.d.requeue_after = min_requeue(cx.d.requeue_after, SPARK_POLL);
+    }
+    if cx.d.workload == Workload::StreamingSpark {
+        // SparkApplications are not watched: look at the streaming one
+        // often while it starts, then once a minute.
+        let every = if obs.streaming_ready {
+            SPARK_STREAMING_CHECK
+        } else {
+            SPARK_POLL
+        };
+        cx.d.requeue_after = min_requeue(cx.d.requeue_after, every);
     }
     finish(cx)
 }

@@ -557,8 +557,38 @@ fn streaming_is_a_deployment_or_an_application() {
     assert_eq!(cond(&d, "Ready"), ("True", "Streaming"));
     assert_eq!(cond(&d, "Fresh"), ("True", "Streaming"));
     assert_eq!(d.status.schema.as_ref().map(|s| s.version), Some(2));
-    let d = w.decide(&spark(s), &d.status);
+    let d = w.decide(&spark(s.clone()), &d.status);
     assert_eq!(d.workload, Workload::StreamingSpark);
+    assert_eq!(d.requeue_after, Some(SPARK_STREAMING_CHECK));
+    w.streaming_ready = false;
+    let d = w.decide(&spark(s), &d.status);
+    assert_eq!(d.requeue_after, Some(SPARK_POLL));
+}
+
+#[test]
+fn metrics_count_runs_and_export_the_freshness_lag() {
+    let m = crate::telemetry::Metrics::new();
+    m.pipeline_run("ml", "ctr", "succeeded");
+    m.pipeline_run("ml", "ctr", "failed");
+    m.pipeline_run("ml", "ctr", "failed");
+    let an_hour_ago = Timestamp::now().as_second() - 3600;
+    m.set_pipeline_freshness("ml", "ctr", Some(an_hour_ago));
+    let text = m.encode();
+    assert!(
+        text.contains(
+            r#"mlctl_pipeline_runs_total{namespace="ml",pipeline="ctr",outcome="failed"} 2"#
+        ),
+        "{text}"
+    );
+    let lag: i64 = text
+        .lines()
+        .find(|l| l.starts_with("mlctl_pipeline_freshness_lag_seconds{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!((3600..3610).contains(&lag), "{lag}");
+    m.forget_pipeline("ml", "ctr");
+    assert!(!m.encode().contains("mlctl_pipeline_freshness_lag_seconds{"));
 }
 
 mod rendering {

@@ -264,7 +264,7 @@ pub fn render(
                 rows.push(vec![
                     event_time(e).map_or("-".to_string(), |t| age(&t, now)),
                     e.type_.clone().unwrap_or_default(),
-                    e.reason.clone().unwrap_or_default(),
+                    reason(e),
                     e.reporting_component
                         .clone()
                         .filter(|c| !c.is_empty())
@@ -279,10 +279,30 @@ pub fn render(
     out
 }
 
-fn event_time(e: &Event) -> Option<String> {
-    e.last_timestamp
+/// The reason, with how often it happened when more than once (`x5`).
+fn reason(e: &Event) -> String {
+    let count = e
+        .series
         .as_ref()
+        .and_then(|s| s.count)
+        .or(e.count)
+        .unwrap_or(1);
+    let reason = e.reason.clone().unwrap_or_default();
+    if count > 1 {
+        format!("{reason} x{count}")
+    } else {
+        reason
+    }
+}
+
+/// When an event last happened: a repeated events.k8s.io event keeps that in
+/// its series; older ones in lastTimestamp.
+fn event_time(e: &Event) -> Option<String> {
+    e.series
+        .as_ref()
+        .and_then(|s| s.last_observed_time.as_ref())
         .map(|t| t.0.to_string())
+        .or_else(|| e.last_timestamp.as_ref().map(|t| t.0.to_string()))
         .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
         .or_else(|| {
             e.metadata
@@ -347,6 +367,14 @@ mod tests {
         ] {
             assert!(page.contains(expected), "missing {expected:?} in\n{page}");
         }
+        let repeated: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "e2"}, "involvedObject": {}, "reason": "StepCompleted",
+            "eventTime": "2026-11-25T11:50:00.000000Z",
+            "series": {"count": 5, "lastObservedTime": "2026-11-25T11:59:00.000000Z"}
+        }))
+        .unwrap();
+        let page = render(&model, &Ok(vec![repeated]), now);
+        assert!(page.contains("  60s          StepCompleted x5"), "{page}");
         let refused = render(&model, &Err("forbidden".into()), now);
         assert!(
             refused.contains("(cannot list events: forbidden)"),

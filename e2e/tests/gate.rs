@@ -139,7 +139,7 @@ struct Setup {
 async fn start(prefix: &str, fresh: bool, schema: i64, gate: &str) -> Setup {
     let (client, ns, operator) = setup(prefix).await;
     let pipelines: Api<FeaturePipeline> = ns.api();
-    apply_yaml(&client, ns.name(), &pipeline_yaml("clicks", "true")).await;
+    apply_yaml(&client, ns.name(), &pipeline_yaml("clicks", false)).await;
     set_freshness(&pipelines, "clicks", fresh).await;
     let model = model_yaml("ranker", "1.0.0", "clicks", schema, gate);
     apply_yaml(&client, ns.name(), &model).await;

@@ -60,8 +60,8 @@ async fn jobs(ns: &TestNamespace, selector: &str) -> Vec<Job> {
 async fn run_wait_exits_0_on_success_and_10_on_failure_and_status_shows_fresh() {
     require_e2e!();
     let (client, ns, _operator) = setup("pipe-run").await;
-    apply_yaml(&client, ns.name(), &pipeline_yaml("good", "true")).await;
-    apply_yaml(&client, ns.name(), &pipeline_yaml("bad", "false")).await;
+    apply_yaml(&client, ns.name(), &pipeline_yaml("good", false)).await;
+    apply_yaml(&client, ns.name(), &pipeline_yaml("bad", true)).await;
 
     let out = mlctl(&ns, &["run", "good", "--wait", "--timeout", "3m"]);
     assert_eq!(out.status.code(), Some(0));
@@ -100,7 +100,7 @@ async fn run_wait_exits_0_on_success_and_10_on_failure_and_status_shows_fresh() 
 async fn backfill_runs_each_interval_once() {
     require_e2e!();
     let (client, ns, _operator) = setup("pipe-backfill").await;
-    apply_yaml(&client, ns.name(), &pipeline_yaml("hist", "true")).await;
+    apply_yaml(&client, ns.name(), &pipeline_yaml("hist", false)).await;
     let args = [
         "backfill",
         "hist",

@@ -90,9 +90,19 @@ pub async fn setup(prefix: &str) -> (Client, TestNamespace, Operator) {
 }
 
 /// A scheduled pipeline (due once a year, on 1 January, so never during a
-/// test) running `command` in busybox, with schema version 1, the feature
-/// `ctr`, a freshness objective of 1h and no retries.
-pub fn pipeline_yaml(name: &str, command: &str) -> String {
+/// test) with schema version 1, the feature `ctr`, a freshness objective of
+/// 1h and no retries. With `fail`, its run pods carry the label that makes
+/// the kwok stages fail them (exit code 1, see e2e/stages/README.md); other
+/// run pods succeed after 1s.
+pub fn pipeline_yaml(name: &str, fail: bool) -> String {
+    let (command, pod_metadata) = if fail {
+        (
+            "false",
+            r#", podMetadata: {labels: {"mlctl.io/e2e-fail": "true"}}"#,
+        )
+    } else {
+        ("true", "")
+    };
     format!(
         r#"apiVersion: mlctl.io/v1alpha1
 kind: FeaturePipeline
@@ -102,7 +112,7 @@ spec:
   trigger:
     schedule: {{cron: "0 0 1 1 *"}}
   engine:
-    container: {{image: busybox:1.36, command: ["{command}"]}}
+    container: {{image: busybox:1.36, command: ["{command}"]{pod_metadata}}}
   features:
     entityKeys: [doc_id]
     schemaVersion: 1

@@ -1,6 +1,7 @@
 //! The mlctl operator: controllers, rollout logic, rendering and the runtime
 //! around them (leader election, health, metrics, shutdown).
 
+pub mod analysis;
 pub mod config;
 pub mod controller;
 pub mod error;

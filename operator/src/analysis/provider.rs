@@ -1,0 +1,430 @@
+//! Measurement providers: a Prometheus instant query and a web (JSON over
+//! HTTP GET) endpoint. Each turns one request into a number, no data, or an
+//! error message that names the endpoint and what to fix.
+
+use std::time::Duration;
+
+use mlctl_crds::common::parse_duration;
+use mlctl_crds::rankingmodel::{MetricProvider, PrometheusProvider, WebProvider};
+use reqwest::Url;
+use serde_json::Value;
+
+use super::Vars;
+
+/// Request timeout when the provider sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest response body read; bigger ones are an error (a query for one number
+/// never needs more).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// Shared HTTP client for the providers (one per operator). Clone-able.
+#[derive(Clone)]
+pub struct Prober {
+    client: Result<reqwest::Client, String>,
+    default_timeout: Duration,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober")
+            .field("default_timeout", &self.default_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prober {
+    /// A client with a 10 s default timeout; a provider's `timeout` overrides it.
+    /// Installs ring as the process-wide rustls provider when none is set
+    /// (kube's client uses the same one).
+    pub fn new() -> Self {
+        // Err only when a provider is already installed, which is what we want.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("mlctl-operator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client for analysis: {e}"));
+        if let Err(e) = &client {
+            tracing::error!("{e}");
+        }
+        Self {
+            client,
+            default_timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// One measurement: Ok(Some(v)) a number, Ok(None) no data, Err a message
+    /// naming the endpoint.
+    pub async fn measure(
+        &self,
+        provider: &MetricProvider,
+        vars: &Vars,
+    ) -> Result<Option<f64>, String> {
+        match (&provider.prometheus, &provider.web) {
+            (Some(p), None) => self.prometheus(p, vars).await,
+            (None, Some(w)) => self.web(w, vars).await,
+            _ => Err("the metric's provider must set exactly one of prometheus or web".into()),
+        }
+    }
+
+    fn timeout(&self, field: &str, text: Option<&str>) -> Result<Duration, String> {
+        match text {
+            None => Ok(self.default_timeout),
+            Some(t) => parse_duration(t).map_err(|e| format!("{field}: {e}")),
+        }
+    }
+
+    async fn get(
+        &self,
+        endpoint: &str,
+        url: Url,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+        let client = self.client.as_ref().map_err(Clone::clone)?;
+        let mut request = client
+            .get(url)
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let failed = |e: reqwest::Error| {
+            if e.is_timeout() {
+                format!("{endpoint}: no answer within {}", humantime(timeout))
+            } else if e.is_connect() {
+                format!("{endpoint}: cannot connect ({})", root_cause(&e))
+            } else if e.is_builder() {
+                format!("{endpoint}: invalid request ({})", root_cause(&e))
+            } else {
+                format!("{endpoint}: request failed ({})", root_cause(&e))
+            }
+        };
+        let mut response = request.send().await.map_err(failed)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(format!(
+                    "{endpoint}: the response is larger than {} MiB",
+                    MAX_BODY_BYTES >> 20
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+
+    async fn prometheus(&self, p: &PrometheusProvider, vars: &Vars) -> Result<Option<f64>, String> {
+        let endpoint = format!("prometheus {}", p.address);
+        let timeout = self.timeout("prometheus.timeout", p.timeout.as_deref())?;
+        let base = format!("{}/api/v1/query", p.address.trim_end_matches('/'));
+        let mut url = Url::parse(&base)
+            .map_err(|e| format!("prometheus.address {:?} is not a valid URL: {e}", p.address))?;
+        url.query_pairs_mut()
+            .append_pair("query", &substitute(&p.query, vars, false));
+        let (status, body) = self.get(&endpoint, url, &[], timeout).await?;
+        parse_prometheus(&endpoint, status, &body)
+    }
+
+    async fn web(&self, w: &WebProvider, vars: &Vars) -> Result<Option<f64>, String> {
+        let url_text = substitute(&w.url, vars, true);
+        let endpoint = format!("web {url_text}");
+        let timeout = self.timeout("web.timeout", w.timeout.as_deref())?;
+        let url = Url::parse(&url_text)
+            .map_err(|e| format!("web.url {url_text:?} is not a valid URL: {e}"))?;
+        let headers: Vec<(String, String)> = w
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), substitute(v, vars, false)))
+            .collect();
+        let (status, body) = self.get(&endpoint, url, &headers, timeout).await?;
+        if !status.is_success() {
+            return Err(format!("{endpoint}: HTTP {status}: {}", snippet(&body)));
+        }
+        let json: Value = serde_json::from_slice(&body).map_err(|e| {
+            format!(
+                "{endpoint}: the response is not JSON ({e}): {}",
+                snippet(&body)
+            )
+        })?;
+        let found = json_path(&json, &w.json_path).map_err(|e| format!("{endpoint}: {e}"))?;
+        number_at(found, &w.json_path).map_err(|e| format!("{endpoint}: {e}"))
+    }
+}
+
+/// `1.5s`, `200ms`, for messages.
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The innermost error's text (reqwest's top level only says "error sending request").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// The start of a body, for error messages.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let mut out: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        out.push('…');
+    }
+    if out.is_empty() {
+        out.push_str("(empty body)");
+    }
+    out
+}
+
+/// Replaces `{{model}}`, `{{namespace}}`, `{{version}}` and `{{track}}`;
+/// in URLs the values are percent-encoded.
+pub fn substitute(template: &str, vars: &Vars, in_url: bool) -> String {
+    let encode = |v: &str| {
+        if in_url {
+            percent_encode(v)
+        } else {
+            v.to_string()
+        }
+    };
+    template
+        .replace("{{model}}", &encode(&vars.model))
+        .replace("{{namespace}}", &encode(&vars.namespace))
+        .replace("{{version}}", &encode(&vars.version))
+        .replace("{{track}}", &encode(&vars.track))
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Interprets a Prometheus `/api/v1/query` response.
+fn parse_prometheus(
+    endpoint: &str,
+    status: reqwest::StatusCode,
+    body: &[u8],
+) -> Result<Option<f64>, String> {
+    let json: Value = match serde_json::from_slice(body) {
+        Ok(json) => json,
+        Err(_) if !status.is_success() => {
+            return Err(format!("{endpoint}: HTTP {status}: {}", snippet(body)));
+        }
+        Err(e) => {
+            return Err(format!(
+                "{endpoint}: the response is not JSON ({e}): {}",
+                snippet(body)
+            ));
+        }
+    };
+    if json.get("status").and_then(Value::as_str) != Some("success") {
+        let error = json
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("no error message");
+        let kind = json
+            .get("errorType")
+            .and_then(Value::as_str)
+            .map(|k| format!("{k}: "))
+            .unwrap_or_default();
+        return Err(format!(
+            "{endpoint}: the query failed (HTTP {status}): {kind}{error}"
+        ));
+    }
+    let data = json.get("data").unwrap_or(&Value::Null);
+    let sample_value = |sample: &Value| -> Result<Option<f64>, String> {
+        // A sample is [<time>, "<value>"].
+        match sample.get(1) {
+            Some(Value::String(s)) => parse_number(s)
+                .map(Some)
+                .ok_or_else(|| format!("{endpoint}: the sample value {s:?} is not a number")),
+            other => Err(format!(
+                "{endpoint}: malformed sample {}",
+                other.map_or_else(|| sample.to_string(), Value::to_string)
+            )),
+        }
+    };
+    match data.get("resultType").and_then(Value::as_str) {
+        Some("vector") => {
+            let series = data
+                .get("result")
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice);
+            match series {
+                [] => Ok(None),
+                [one] => sample_value(one.get("value").unwrap_or(&Value::Null)),
+                many => Err(format!(
+                    "{endpoint}: query returned {} series; aggregate it to one, e.g. with sum(...)",
+                    many.len()
+                )),
+            }
+        }
+        Some("scalar") => sample_value(data.get("result").unwrap_or(&Value::Null)),
+        other => Err(format!(
+            "{endpoint}: the query returned a {}, not an instant vector or scalar; \
+             use an instant query that yields one number",
+            other.unwrap_or("response without resultType")
+        )),
+    }
+}
+
+/// A number as Prometheus and JSON APIs write it: `0.5`, `1e3`, `NaN`, `+Inf`, `-Inf`.
+fn parse_number(s: &str) -> Option<f64> {
+    let t = s.trim();
+    match t {
+        "NaN" | "nan" => Some(f64::NAN),
+        "+Inf" | "Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ if t.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c)) => t.parse().ok(),
+        _ => None,
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// Parses the supported JSON-path subset: optional `$`, `.key`, `[0]`,
+/// `['key']` / `["key"]`, and a leading bare key (`data.ndcg`).
+fn parse_json_path(path: &str) -> Result<Vec<Segment>, String> {
+    let bad = |at: usize, why: &str| {
+        Err(format!(
+            "jsonPath {path:?} at position {}: {why}; write e.g. $.data.ndcg, $.items[0].value or $['a key']",
+            at + 1
+        ))
+    };
+    let chars: Vec<char> = path.trim().chars().collect();
+    let mut i = usize::from(chars.first() == Some(&'$'));
+    let mut segments = Vec::new();
+    let key_len = |from: usize| {
+        chars.get(from..).map_or(0, |rest| {
+            rest.iter().take_while(|c| !matches!(c, '.' | '[')).count()
+        })
+    };
+    if i == 0 && !matches!(chars.first(), Some('.' | '[') | None) {
+        let len = key_len(0);
+        segments.push(Segment::Key(chars[..len].iter().collect()));
+        i = len;
+    }
+    while let Some(&c) = chars.get(i) {
+        match c {
+            '.' => {
+                let len = key_len(i + 1);
+                if len == 0 {
+                    return bad(i, "a `.` needs a key after it");
+                }
+                segments.push(Segment::Key(chars[i + 1..i + 1 + len].iter().collect()));
+                i += 1 + len;
+            }
+            '[' => {
+                let Some(close) = chars[i..].iter().position(|c| *c == ']').map(|p| p + i) else {
+                    return bad(i, "`[` is not closed by `]`");
+                };
+                let inner: String = chars[i + 1..close].iter().collect();
+                let inner = inner.trim();
+                let quoted = ['\'', '"']
+                    .iter()
+                    .any(|q| inner.len() >= 2 && inner.starts_with(*q) && inner.ends_with(*q));
+                if quoted {
+                    segments.push(Segment::Key(inner[1..inner.len() - 1].to_string()));
+                } else if let Ok(index) = inner.parse::<usize>() {
+                    segments.push(Segment::Index(index));
+                } else {
+                    return bad(i, "brackets hold an index (0, 1, …) or a quoted key");
+                }
+                i = close + 1;
+            }
+            _ => return bad(i, "expected `.` or `[`"),
+        }
+    }
+    Ok(segments)
+}
+
+/// The value at `path` in `json`.
+fn json_path<'a>(json: &'a Value, path: &str) -> Result<&'a Value, String> {
+    let mut here = json;
+    let mut walked = String::from("$");
+    for segment in parse_json_path(path)? {
+        let next = match &segment {
+            Segment::Key(key) => here.get(key.as_str()),
+            Segment::Index(index) => here.get(*index),
+        };
+        let Some(next) = next else {
+            let what = match &segment {
+                Segment::Key(key) => format!("no key {key:?}"),
+                Segment::Index(index) => format!("no index {index}"),
+            };
+            return Err(format!(
+                "jsonPath {path:?}: {what} in the {} at {walked}",
+                kind(here)
+            ));
+        };
+        match &segment {
+            Segment::Key(key) => walked.push_str(&format!("[{key:?}]")),
+            Segment::Index(index) => walked.push_str(&format!("[{index}]")),
+        }
+        here = next;
+    }
+    Ok(here)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A number, a numeric string, or null (no data).
+fn number_at(v: &Value, path: &str) -> Result<Option<f64>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("jsonPath {path:?}: the number {n} does not fit a float")),
+        Value::String(s) => parse_number(s).map(Some).ok_or_else(|| {
+            format!("jsonPath {path:?} points at the string {s:?}, which is not a number")
+        }),
+        other => Err(format!(
+            "jsonPath {path:?} points at {} {}, not a number; point it at the numeric field",
+            if matches!(other, Value::Array(_) | Value::Object(_)) {
+                "an"
+            } else {
+                "a"
+            },
+            kind(other)
+        )),
+    }
+}
+
+#[cfg(test)]
+#[path = "provider_tests.rs"]
+pub(crate) mod tests;

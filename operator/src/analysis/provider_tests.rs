@@ -1,0 +1,382 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::*;
+
+/// A one-connection-at-a-time HTTP/1.1 server on 127.0.0.1 that answers every
+/// request with the same canned response (or never, when `status` is None).
+/// It stops when dropped.
+pub(crate) struct Server {
+    addr: SocketAddr,
+    pub(crate) requests: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Server {
+    pub(crate) async fn start(status: Option<u16>, body: &str) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let body = body.to_string();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let Some(status) = status else {
+                    held.push(socket); // never answer
+                    continue;
+                };
+                let response = format!(
+                    "HTTP/1.1 {status} Canned\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        Server {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn request(&self, i: usize) -> String {
+        self.requests.lock().unwrap()[i].clone()
+    }
+}
+
+fn vars() -> Vars {
+    Vars {
+        model: "ranker".into(),
+        namespace: "shop".into(),
+        version: "1.0 beta/x".into(),
+        track: "canary".into(),
+    }
+}
+
+fn prometheus(address: &str, timeout: Option<&str>) -> MetricProvider {
+    MetricProvider {
+        prometheus: Some(PrometheusProvider {
+            address: address.into(),
+            query: r#"sum(rate(errors{model="{{model}}",track="{{track}}"}[1m]))"#.into(),
+            timeout: timeout.map(Into::into),
+        }),
+        web: None,
+    }
+}
+
+fn web(url: &str, json_path: &str) -> MetricProvider {
+    MetricProvider {
+        prometheus: None,
+        web: Some(WebProvider {
+            url: url.into(),
+            json_path: json_path.into(),
+            headers: BTreeMap::from([("Authorization".into(), "Bearer {{namespace}}".into())]),
+            timeout: None,
+        }),
+    }
+}
+
+fn vector(values: &[&str]) -> String {
+    let result: Vec<_> = values
+        .iter()
+        .map(|v| json!({"metric": {"pod": "p"}, "value": [1_700_000_000.5, v]}))
+        .collect();
+    json!({"status": "success", "data": {"resultType": "vector", "result": result}}).to_string()
+}
+
+async fn prom(status: u16, body: &str) -> Result<Option<f64>, String> {
+    let server = Server::start(Some(status), body).await;
+    Prober::new()
+        .measure(&prometheus(&server.url(), None), &vars())
+        .await
+}
+
+#[tokio::test]
+async fn prometheus_one_sample_and_the_query_sent() {
+    let server = Server::start(Some(200), &vector(&["0.0123"])).await;
+    let provider = prometheus(&format!("{}/", server.url()), None);
+    let got = Prober::new().measure(&provider, &vars()).await;
+    assert_eq!(got, Ok(Some(0.0123)));
+    let head = server.request(0);
+    let path = head.split_whitespace().nth(1).unwrap();
+    let url = Url::parse(&format!("http://x{path}")).unwrap();
+    assert_eq!(url.path(), "/api/v1/query");
+    let query: Vec<_> = url.query_pairs().collect();
+    assert_eq!(query.len(), 1);
+    assert_eq!(query[0].0, "query");
+    assert_eq!(
+        query[0].1,
+        r#"sum(rate(errors{model="ranker",track="canary"}[1m]))"#
+    );
+}
+
+#[tokio::test]
+async fn prometheus_results() {
+    assert_eq!(prom(200, &vector(&[])).await, Ok(None));
+    assert!(
+        prom(200, &vector(&["NaN"]))
+            .await
+            .unwrap()
+            .unwrap()
+            .is_nan()
+    );
+    assert_eq!(prom(200, &vector(&["+Inf"])).await, Ok(Some(f64::INFINITY)));
+    let scalar =
+        json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "42"]}});
+    assert_eq!(prom(200, &scalar.to_string()).await, Ok(Some(42.0)));
+
+    let many = prom(200, &vector(&["1", "2"])).await.unwrap_err();
+    assert!(
+        many.ends_with("query returned 2 series; aggregate it to one, e.g. with sum(...)"),
+        "{many}"
+    );
+    assert!(many.starts_with("prometheus http://127.0.0.1:"), "{many}");
+
+    let matrix = json!({"status": "success", "data": {"resultType": "matrix", "result": []}});
+    let e = prom(200, &matrix.to_string()).await.unwrap_err();
+    assert!(e.contains("returned a matrix"), "{e}");
+
+    let garbage = prom(200, &vector(&["abc"])).await.unwrap_err();
+    assert!(garbage.contains("\"abc\" is not a number"), "{garbage}");
+}
+
+#[tokio::test]
+async fn prometheus_errors() {
+    let bad = json!({"status": "error", "errorType": "bad_data", "error": "parse error at char 5"});
+    let e = prom(400, &bad.to_string()).await.unwrap_err();
+    assert!(e.contains("HTTP 400"), "{e}");
+    assert!(e.ends_with("bad_data: parse error at char 5"), "{e}");
+
+    let e = prom(500, "oops, internal").await.unwrap_err();
+    assert!(e.starts_with("prometheus http://127.0.0.1:"), "{e}");
+    assert!(
+        e.contains("HTTP 500") && e.ends_with("oops, internal"),
+        "{e}"
+    );
+
+    let e = prom(200, "<html>not json</html>").await.unwrap_err();
+    assert!(e.contains("not JSON") && e.contains("<html>"), "{e}");
+
+    let e = Prober::new()
+        .measure(
+            &prometheus("http://127.0.0.1:1", Some("ten seconds")),
+            &vars(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.starts_with("prometheus.timeout: invalid duration"), "{e}");
+}
+
+#[tokio::test]
+async fn connection_refused_names_the_address() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let e = Prober::new()
+        .measure(&prometheus(&address, None), &vars())
+        .await
+        .unwrap_err();
+    assert!(
+        e.starts_with(&format!("prometheus {address}: cannot connect")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn timeout() {
+    let server = Server::start(None, "").await;
+    let started = Instant::now();
+    let e = Prober::new()
+        .measure(&prometheus(&server.url(), Some("200ms")), &vars())
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(
+        e,
+        format!("prometheus {}: no answer within 200ms", server.url())
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(server.requests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn web_substitutes_sends_headers_and_follows_the_path() {
+    let body = json!({"data": {"ndcg": 0.71}, "items": [{"value": "0.5"}]}).to_string();
+    let server = Server::start(Some(200), &body).await;
+    let url = format!("{}/metrics/{{{{model}}}}?v={{{{version}}}}", server.url());
+    let prober = Prober::new();
+    assert_eq!(
+        prober.measure(&web(&url, "$.data.ndcg"), &vars()).await,
+        Ok(Some(0.71))
+    );
+    let head = server.request(0).to_lowercase();
+    assert!(
+        head.starts_with("get /metrics/ranker?v=1.0%20beta%2fx http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nauthorization: bearer shop\r\n"),
+        "{head}"
+    );
+    assert_eq!(
+        prober
+            .measure(&web(&url, "$.items[0].value"), &vars())
+            .await,
+        Ok(Some(0.5))
+    );
+    let e = prober
+        .measure(&web(&url, "$.data.recall"), &vars())
+        .await
+        .unwrap_err();
+    assert!(
+        e.ends_with(r#"jsonPath "$.data.recall": no key "recall" in the object at $["data"]"#),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn web_errors() {
+    let server = Server::start(Some(503), "busy").await;
+    let e = Prober::new()
+        .measure(&web(&server.url(), "$.x"), &vars())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        format!("web {}: HTTP 503 Service Unavailable: busy", server.url())
+    );
+    let server = Server::start(Some(200), "not json").await;
+    let e = Prober::new()
+        .measure(&web(&server.url(), "$.x"), &vars())
+        .await
+        .unwrap_err();
+    assert!(e.contains("not JSON"), "{e}");
+    let e = Prober::new()
+        .measure(&web("not a url", "$.x"), &vars())
+        .await
+        .unwrap_err();
+    assert!(
+        e.starts_with("web.url \"not a url\" is not a valid URL"),
+        "{e}"
+    );
+    let e = Prober::new()
+        .measure(&MetricProvider::default(), &vars())
+        .await
+        .unwrap_err();
+    assert!(e.contains("exactly one of prometheus or web"), "{e}");
+}
+
+#[test]
+fn json_paths() {
+    let doc = json!({
+        "data": {"ndcg": 0.71, "text": "0.25", "word": "high", "none": null, "flag": true},
+        "items": [{"value": 3}, {"value": "1e-3"}],
+        "a key": {"x": 7},
+        "nested": [[1, 2], [3, 4]]
+    });
+    let ok = [
+        ("$.data.ndcg", Some(0.71)),
+        ("data.ndcg", Some(0.71)),
+        ("$.data.text", Some(0.25)),
+        ("$.data.none", None),
+        ("$.items[0].value", Some(3.0)),
+        ("$.items[1].value", Some(0.001)),
+        ("$['a key'].x", Some(7.0)),
+        ("$[\"a key\"][\"x\"]", Some(7.0)),
+        ("$.nested[1][0]", Some(3.0)),
+        ("items[0].value", Some(3.0)),
+    ];
+    for (path, want) in ok {
+        let got = json_path(&doc, path).and_then(|v| number_at(v, path));
+        assert_eq!(got, Ok(want), "{path}");
+    }
+    let bad = [
+        (
+            "$.data.word",
+            "points at the string \"high\", which is not a number",
+        ),
+        ("$.data.flag", "points at a boolean, not a number"),
+        ("$.data", "points at an object"),
+        (
+            "$.items[5].value",
+            "no index 5 in the array at $[\"items\"]",
+        ),
+        (
+            "$.data.ndcg.x",
+            "no key \"x\" in the number at $[\"data\"][\"ndcg\"]",
+        ),
+        ("$..data", "a `.` needs a key after it"),
+        ("$.items[x]", "brackets hold an index"),
+        ("$.items[0", "`[` is not closed"),
+        ("$data", "at position 2: expected `.` or `[`"),
+    ];
+    for (path, fragment) in bad {
+        let e = json_path(&doc, path)
+            .and_then(|v| number_at(v, path))
+            .unwrap_err();
+        assert!(e.contains(fragment), "{path}: {e}");
+        assert!(
+            e.contains(&format!("{path:?}")),
+            "{path}: {e} must name the path"
+        );
+    }
+    // The whole document.
+    assert_eq!(
+        json_path(&json!(5), "$").and_then(|v| number_at(v, "$")),
+        Ok(Some(5.0))
+    );
+}
+
+#[test]
+fn substitution_and_numbers() {
+    let v = vars();
+    assert_eq!(
+        substitute(
+            "{{model}}/{{namespace}}/{{version}}/{{track}}/{{other}}",
+            &v,
+            false
+        ),
+        "ranker/shop/1.0 beta/x/canary/{{other}}"
+    );
+    assert_eq!(
+        substitute("http://h/{{version}}", &v, true),
+        "http://h/1.0%20beta%2Fx"
+    );
+    assert_eq!(parse_number(" 12 "), Some(12.0));
+    assert_eq!(parse_number("-Inf"), Some(f64::NEG_INFINITY));
+    assert_eq!(parse_number("1e3"), Some(1000.0));
+    assert_eq!(parse_number("infinity"), None);
+    assert_eq!(parse_number(""), None);
+    assert_eq!(parse_number("0x10"), None);
+}

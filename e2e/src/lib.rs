@@ -18,7 +18,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod dump;
+pub mod metrics;
 mod namespace;
+pub mod operator;
 mod wait;
 
 use std::{

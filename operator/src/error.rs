@@ -9,6 +9,9 @@ pub enum Error {
     /// The object lacks metadata the API server always sets (name, namespace, uid).
     #[error("object lacks metadata.{0}")]
     MissingMetadata(&'static str),
+    /// A traffic router's object could not be updated.
+    #[error("traffic routing: {0}")]
+    Routing(String),
     /// Serialising an object failed.
     #[error("serialising {what}: {source}")]
     Serialize {
@@ -36,6 +39,7 @@ impl Error {
             Error::Kube(_) => "kube_client".into(),
             Error::MissingMetadata(_) => "missing_metadata".into(),
             Error::Serialize { .. } => "serialize".into(),
+            Error::Routing(_) => "traffic_routing".into(),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod leader;
 pub mod pipeline;
 pub mod render;
 pub mod rollout;
+pub mod routing;
 pub mod telemetry;
 
 use std::sync::Arc;

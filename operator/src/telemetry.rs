@@ -31,6 +31,11 @@ struct OutcomeLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: String,
+}
+
 /// The operator's metrics, all prefixed `mlctl_`.
 pub struct Metrics {
     registry: Registry,
@@ -39,6 +44,9 @@ pub struct Metrics {
     duration: Family<KindLabels, Histogram>,
     managed: Family<KindLabels, Gauge>,
     outcomes: Family<OutcomeLabels, Counter>,
+    rollout_duration: Family<OutcomeLabels, Histogram>,
+    step_duration: Family<StepLabels, Histogram>,
+    measurements: Family<OutcomeLabels, Counter>,
     leader: Gauge,
     pipelines: PipelineMetrics,
 }
@@ -85,6 +93,30 @@ impl Metrics {
             "Rollouts by outcome (promoted, aborted, superseded, rolled_back)",
             outcomes.clone(),
         );
+        let rollout_duration = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+            ])
+        });
+        let step_duration = Family::<StepLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])
+        });
+        let measurements = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "rollout_duration_seconds",
+            "Time from the start of a canary to its outcome",
+            rollout_duration.clone(),
+        );
+        registry.register(
+            "rollout_step_duration_seconds",
+            "Time canary steps took, by kind (setWeight, pause, analysis)",
+            step_duration.clone(),
+        );
+        registry.register(
+            "analysis_measurements",
+            "Analysis measurements by outcome (Successful, Failed, Inconclusive, Error)",
+            measurements.clone(),
+        );
         registry.register(
             "leader",
             "1 when this process holds the leader lease",
@@ -97,6 +129,9 @@ impl Metrics {
             duration,
             managed,
             outcomes,
+            rollout_duration,
+            step_duration,
+            measurements,
             leader,
             pipelines,
         }
@@ -136,6 +171,31 @@ impl Metrics {
     /// Counts a rollout outcome.
     pub fn rollout_outcome(&self, outcome: &str) {
         self.outcomes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Records how long a rollout took to its outcome.
+    pub fn rollout_duration(&self, outcome: &str, seconds: f64) {
+        self.rollout_duration
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .observe(seconds);
+    }
+
+    /// Records how long a canary step took.
+    pub fn step_duration(&self, step: &str, seconds: f64) {
+        self.step_duration
+            .get_or_create(&StepLabels { step: step.into() })
+            .observe(seconds);
+    }
+
+    /// Counts an analysis measurement.
+    pub fn analysis_measurement(&self, outcome: &str) {
+        self.measurements
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.into(),
             })

@@ -18,15 +18,17 @@ use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
-use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::RankingModelStatus;
+use mlctl_crds::{FeaturePipeline, RankingModel};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
+use crate::analysis;
 use crate::error::{Error, Result};
 use crate::render::{self, FIELD_MANAGER, INITIAL_REPLICAS_MANAGER, ModelRef, Track};
-use crate::rollout::{self, ObservedDeployment, Transition, set_condition};
+use crate::rollout::{self, ObservedDeployment, Requests, Transition, set_condition};
+use crate::routing;
 use crate::telemetry::Metrics;
 
 /// Shared state of the RankingModel controller.
@@ -39,6 +41,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// HTTP client of the analysis providers.
+    pub prober: analysis::Prober,
 }
 
 impl Context {
@@ -54,6 +58,7 @@ impl Context {
             render,
             recorder,
             metrics,
+            prober: analysis::Prober::new(),
         }
     }
 }
@@ -208,16 +213,35 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     let observed: Vec<ObservedDeployment> =
         observed_deployments.iter().filter_map(observe).collect();
     let current = model.status().cloned().unwrap_or_default();
-    let decision = rollout::decide(
+    let now = now_seconds();
+
+    // Analysis first: its measurements are evidence the decision reads.
+    let mut evidence = current.clone();
+    let analysis_wake = measure(model, &mref, &mut evidence, ctx, now).await;
+    let features = feature_gate(model, ns, ctx, now).await?;
+    let mut decision = rollout::decide(
         &model.spec,
-        &current,
+        &evidence,
         &rollout::Context {
             name: &mref.name,
             generation: model.metadata.generation,
-            now: now_seconds(),
+            now,
             observed: &observed,
+            requests: Requests::pending(
+                model.metadata.annotations.as_ref(),
+                &current.handled_requests,
+            ),
+            features: features.as_ref().map(|f| f.gate.clone()),
         },
     );
+    for wake in analysis_wake
+        .into_iter()
+        .chain(features.and_then(|f| f.wake_at))
+    {
+        let secs = (wake.as_second() - now.as_second()).max(0) as u64 + 1;
+        let d = Duration::from_secs(secs);
+        decision.requeue_after = Some(decision.requeue_after.map_or(d, |r| r.min(d)));
+    }
 
     // Deployments of the desired revisions.
     for plan in &decision.apply {
@@ -225,10 +249,20 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         let name = desired.name_any();
         let existing = observed_deployments.iter().find(|d| d.name_any() == name);
         let wrote = apply_if_changed(&deployments, &desired, existing, |d| &mut d.metadata).await?;
-        if wrote && existing.is_none() && model.spec.autoscaling.is_some() {
+        if model.spec.autoscaling.is_some() {
             // The autoscaler will own `replicas`; the main field manager must
-            // never mention it, so the initial size is set by a second one.
-            set_initial_replicas(&deployments, &name, plan.initial_replicas.unwrap_or(1)).await?;
+            // never mention it, so the size is set by a second one: once for
+            // a new Deployment, and at every step for a canary (the
+            // autoscaler targets only the stable one).
+            let want = plan.initial_replicas.unwrap_or(1);
+            let resize = plan.track == Track::Canary
+                && existing
+                    .and_then(|d| d.spec.as_ref())
+                    .and_then(|s| s.replicas)
+                    != Some(want);
+            if (wrote && existing.is_none()) || resize {
+                set_initial_replicas(&deployments, &name, want).await?;
+            }
         }
     }
     for (name, track) in &decision.relabel {
@@ -282,23 +316,137 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         }
     }
 
+    // Traffic weights on the router (Gateway API, Istio), once the pods
+    // behind them exist: raised only after the canary is Ready, dropped to
+    // zero at once on an abort.
+    let routed = match routing::router_for(
+        model
+            .spec
+            .rollout
+            .as_ref()
+            .and_then(|r| r.traffic_routing.as_ref()),
+    ) {
+        Some(router) if decision.status.stable.is_some() => routing::apply(
+            &ctx.client,
+            ns,
+            router.as_ref(),
+            &format!("{}-stable", mref.name),
+            &format!("{}-canary", mref.name),
+            decision.canary_weight,
+        )
+        .await
+        .map(|wrote| {
+            if wrote {
+                info!(weight = decision.canary_weight, "traffic weights set");
+            }
+        }),
+        _ => Ok(()),
+    };
+
     if decision.status != current {
         write_status(&ctx.client, &mref, &decision.status).await?;
     }
+    for o in &decision.outcomes {
+        ctx.metrics.rollout_outcome(o.outcome);
+        if let Some(secs) = o.seconds {
+            ctx.metrics.rollout_duration(o.outcome, secs);
+        }
+    }
+    for (step, secs) in &decision.steps_completed {
+        ctx.metrics.step_duration(step, *secs);
+    }
     for t in &decision.events {
         publish(ctx, &model.object_ref(&()), t).await;
-        if t.reason == "Promoted" {
-            ctx.metrics.rollout_outcome("promoted");
-        } else if t.reason == "Superseded" {
-            ctx.metrics.rollout_outcome("superseded");
-        } else if t.reason == "ProgressDeadlineExceeded" {
-            ctx.metrics.rollout_outcome("aborted");
-        }
+    }
+    if let Err(e) = routed {
+        let transition = Transition {
+            warning: true,
+            reason: "TrafficRoutingFailed",
+            message: e.to_string(),
+        };
+        publish(ctx, &model.object_ref(&()), &transition).await;
+        return Err(Error::Routing(e.to_string()));
     }
     Ok(match decision.requeue_after {
         Some(d) => Action::requeue(d),
         None => Action::await_change(),
     })
+}
+
+/// Runs the measurements that are due for the analyses active in `status`
+/// and records them there. Returns when the next one is due.
+async fn measure(
+    model: &RankingModel,
+    mref: &ModelRef,
+    status: &mut RankingModelStatus,
+    ctx: &Context,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let active = rollout::active_analysis(&model.spec, status);
+    if active.is_empty() {
+        return None;
+    }
+    let canary = status.canary.clone()?;
+    let mut statuses = status
+        .analysis
+        .as_ref()
+        .map(|a| a.metrics.clone())
+        .unwrap_or_default();
+    let vars = analysis::Vars {
+        model: mref.name.clone(),
+        namespace: mref.namespace.clone(),
+        version: canary.version.clone(),
+        track: "canary".into(),
+    };
+    let mut wake: Option<Timestamp> = None;
+    for a in &active {
+        let done =
+            analysis::advance(&ctx.prober, &a.metrics, a.step, &mut statuses, &vars, now).await;
+        for (metric, outcome) in &done.measured {
+            debug!(%metric, outcome = outcome.as_str(), "measured");
+            ctx.metrics.analysis_measurement(outcome.as_str());
+        }
+        if let Some(at) = done.wake_at {
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
+    }
+    status.analysis.get_or_insert_with(Default::default).metrics = statuses;
+    wake
+}
+
+/// The verdict on the model's feature dependencies (None without any).
+async fn feature_gate(
+    model: &RankingModel,
+    ns: &str,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Option<FeatureVerdict>> {
+    if model.spec.features.is_empty() {
+        return Ok(None);
+    }
+    let api: Api<FeaturePipeline> = Api::namespaced(ctx.client.clone(), ns);
+    let mut pipelines = Vec::new();
+    for dep in &model.spec.features {
+        if let Some(p) = api.get_opt(&dep.pipeline).await? {
+            pipelines.push(p);
+        }
+    }
+    Ok(
+        crate::features::evaluate(&model.spec.features, &pipelines, now).map(|v| FeatureVerdict {
+            wake_at: v.wake_at,
+            gate: rollout::FeatureGate {
+                ready: v.ready,
+                strict: v.strict,
+                reason: v.reason,
+                message: v.message,
+            },
+        }),
+    )
+}
+
+struct FeatureVerdict {
+    gate: rollout::FeatureGate,
+    wake_at: Option<Timestamp>,
 }
 
 async fn set_initial_replicas(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<()> {
@@ -367,13 +515,24 @@ async fn publish(ctx: &Context, reference: &ObjectReference, t: &Transition) {
         },
         reason: t.reason.to_string(),
         note: Some(t.message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
+        // Kubernetes folds Events with the same (reason, action) into one
+        // series that keeps the first note; a per-note action keeps every
+        // distinct transition (each step, each rollout) visible while
+        // identical repeats still fold.
+        action: event_action(&t.message),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, reference).await {
         // Events are best effort: losing one must not fail the reconcile.
         warn!(error = %e, reason = t.reason, "could not publish event");
     }
+}
+
+fn event_action(message: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(message.as_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("Reconcile-{hex}")
 }
 
 /// Marks the model as not Ready because of its spec, once (no churn).

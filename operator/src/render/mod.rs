@@ -108,17 +108,24 @@ pub struct ServiceTargets {
     pub stable: String,
     /// Revision behind `<model>-canary` (the stable one when no canary runs).
     pub canary: String,
+    /// `<model>` selects the pods of every serving revision (a replica-ratio
+    /// canary takes traffic in proportion to its Ready pods).
+    pub split: bool,
 }
 
 /// The Services `<model>`, `<model>-stable` and `<model>-canary`.
 pub fn services(model: &ModelRef, targets: &ServiceTargets) -> Vec<Service> {
-    let make = |name: String, revision: &str| -> Service {
+    let make = |name: String, revision: Option<&str>| -> Service {
         let mut labels = model_labels(&model.name);
         labels.insert(COMPONENT_LABEL.into(), "ranking-model".into());
+        let selector = match revision {
+            Some(revision) => revision_selector(&model.name, revision),
+            None => BTreeMap::from([(MODEL_LABEL.to_string(), model.name.clone())]),
+        };
         Service {
             metadata: model.meta(name, labels),
             spec: Some(ServiceSpec {
-                selector: Some(revision_selector(&model.name, revision)),
+                selector: Some(selector),
                 ports: Some(vec![ServicePort {
                     name: Some("http".into()),
                     port: 80,
@@ -132,9 +139,12 @@ pub fn services(model: &ModelRef, targets: &ServiceTargets) -> Vec<Service> {
         }
     };
     vec![
-        make(model.name.clone(), &targets.stable),
-        make(format!("{}-stable", model.name), &targets.stable),
-        make(format!("{}-canary", model.name), &targets.canary),
+        make(
+            model.name.clone(),
+            (!targets.split).then_some(targets.stable.as_str()),
+        ),
+        make(format!("{}-stable", model.name), Some(&targets.stable)),
+        make(format!("{}-canary", model.name), Some(&targets.canary)),
     ]
 }
 

@@ -212,6 +212,7 @@ fn services_select_by_revision() {
         &ServiceTargets {
             stable: "s1".into(),
             canary: "c1".into(),
+            split: false,
         },
     );
     let names: Vec<_> = s.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
@@ -220,6 +221,25 @@ fn services_select_by_revision() {
     assert_eq!(sel(0)[REVISION_LABEL], "s1");
     assert_eq!(sel(1)[REVISION_LABEL], "s1");
     assert_eq!(sel(2)[REVISION_LABEL], "c1");
+    let split = services(
+        &model(),
+        &ServiceTargets {
+            stable: "s1".into(),
+            canary: "c1".into(),
+            split: true,
+        },
+    );
+    let main = split[0].spec.as_ref().unwrap().selector.clone().unwrap();
+    assert_eq!(
+        main.len(),
+        1,
+        "a split <model> selects every revision: {main:?}"
+    );
+    assert_eq!(main[MODEL_LABEL], "ranker");
+    assert_eq!(
+        split[1].spec.as_ref().unwrap().selector.clone().unwrap()[REVISION_LABEL],
+        "s1"
+    );
     assert!(
         s.iter()
             .all(|s| s.metadata.owner_references.as_ref().unwrap()[0].controller == Some(true))

@@ -1,19 +1,31 @@
-//! The revision state machine of a RankingModel, as a pure function:
-//! (spec, status, observed Deployments, clock) → (next status, what to apply,
-//! what to delete, events, when to look again). All state lives in `status`,
-//! so a restarted operator resumes where it left off.
+//! The rollout state machine of a RankingModel, as a pure function:
+//! (spec, status, observed Deployments, pending requests, feature verdict,
+//! analysis verdicts in status, clock) → (next status, what to apply, what to
+//! delete, traffic weights, events, when to look again). All state lives in
+//! `status`, so a restarted operator resumes at the same step with the same
+//! weight and repeats nothing it completed.
 //!
-//! This is the replace-when-available strategy: a new revision is deployed at
-//! full size next to the stable one and takes all traffic once it is
-//! Available; the previous revision stays warm for `scaleDownDelaySeconds`
-//! (a rollback to it needs no new pods) and is then deleted. Canary steps
-//! build on it.
+//! - The first revision is deployed at full size and becomes stable once
+//!   Available.
+//! - A new revision next to a stable one is a canary ([`canary`]): it runs the
+//!   `spec.rollout.steps` (setWeight, pause, analysis) with background
+//!   analysis, then scales to full size and becomes stable; without steps it
+//!   replaces the stable one once Available. A failed analysis, a progress
+//!   deadline or an abort request sends all traffic back to stable at once.
+//! - A previous stable revision stays warm for `scaleDownDelaySeconds` (a
+//!   rollback to it needs no new pods) and is then deleted.
 
+mod canary;
 mod conditions;
+mod requests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_canary;
 
+pub use canary::{ActiveAnalysis, active_analysis, canary_replicas};
 pub use conditions::set_condition;
+pub use requests::Requests;
 
 use std::time::Duration;
 
@@ -33,8 +45,20 @@ use crate::render::{
 pub const HISTORY_LIMIT: usize = 10;
 /// Default `scaleDownDelaySeconds`.
 pub const DEFAULT_SCALE_DOWN_DELAY: i64 = 30;
+/// Default `abortScaleDownDelaySeconds`.
+pub const DEFAULT_ABORT_SCALE_DOWN_DELAY: i64 = 30;
 /// Default `progressDeadlineSeconds`.
 pub const DEFAULT_PROGRESS_DEADLINE: i64 = 600;
+
+/// Pause reasons in `status.canary.pauseReason`.
+pub mod pause {
+    /// An indefinite pause step: waits for a promote request.
+    pub const STEP: &str = "PauseStep";
+    /// An analysis was inconclusive: waits for a person.
+    pub const INCONCLUSIVE: &str = "Inconclusive";
+    /// The model's features are not ready: resumes by itself.
+    pub const FEATURES: &str = "FeaturesNotReady";
+}
 
 /// What the operator saw of one of the model's Deployments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +91,28 @@ pub struct Transition {
     pub message: String,
 }
 
+/// A rollout that ended, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// `promoted`, `aborted`, `superseded` or `rolled_back`.
+    pub outcome: &'static str,
+    /// Seconds since the rollout started, when known.
+    pub seconds: Option<f64>,
+}
+
+/// The feature dependencies' verdict, as the state machine needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureGate {
+    /// All dependencies are satisfied.
+    pub ready: bool,
+    /// Some dependency is `gate: Strict` (the first deployment waits too).
+    pub strict: bool,
+    /// Condition reason.
+    pub reason: String,
+    /// Condition message.
+    pub message: String,
+}
+
 /// The outcome of one decision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -80,12 +126,18 @@ pub struct Decision {
     pub delete: Vec<String>,
     /// Which revisions the Services select.
     pub services: ServiceTargets,
+    /// Percent of traffic a router (Gateway API, Istio) sends to the canary.
+    pub canary_weight: i32,
     /// Deployment the autoscaler targets (when autoscaling is set).
     pub autoscaler_target: Option<String>,
     /// Revision the disruption budget protects (when there is more than one replica).
     pub disruption_budget: Option<String>,
     /// Events to publish.
     pub events: Vec<Transition>,
+    /// Rollouts that ended in this decision.
+    pub outcomes: Vec<Outcome>,
+    /// Steps completed in this decision: (kind, seconds the step took).
+    pub steps_completed: Vec<(&'static str, f64)>,
     /// When to reconcile again even if nothing changes.
     pub requeue_after: Option<Duration>,
 }
@@ -101,6 +153,10 @@ pub struct Context<'a> {
     pub now: Timestamp,
     /// The model's Deployments.
     pub observed: &'a [ObservedDeployment],
+    /// Requests not handled yet.
+    pub requests: Requests,
+    /// The feature dependencies' verdict (None without dependencies).
+    pub features: Option<FeatureGate>,
 }
 
 fn time(ts: Timestamp) -> Time {
@@ -112,10 +168,73 @@ fn seconds_until(now: Timestamp, at: Timestamp) -> Duration {
     Duration::from_secs(secs as u64 + 1)
 }
 
-fn desired_replicas(spec: &RankingModelSpec) -> i32 {
+fn seconds_since(now: Timestamp, since: Option<&Time>) -> Option<f64> {
+    since.map(|t| (now.as_second() - t.0.as_second()).max(0) as f64)
+}
+
+/// The replicas a model asks for (the autoscaler's minimum when autoscaled).
+pub fn desired_replicas(spec: &RankingModelSpec) -> i32 {
     match &spec.autoscaling {
         Some(a) => a.min_replicas.unwrap_or(1),
         None => spec.replicas.unwrap_or(1),
+    }
+}
+
+/// The decision under construction.
+struct Builder<'a> {
+    spec: &'a RankingModelSpec,
+    ctx: &'a Context<'a>,
+    now: Timestamp,
+    target: String,
+    status: RankingModelStatus,
+    apply: Vec<RevisionPlan>,
+    relabel: Vec<(String, Track)>,
+    events: Vec<Transition>,
+    outcomes: Vec<Outcome>,
+    steps_completed: Vec<(&'static str, f64)>,
+    requeue: Option<Duration>,
+    /// `<model>` selects every serving pod (replica-ratio traffic split).
+    split: bool,
+    canary_weight: i32,
+    /// Requests acted on or answered in this decision.
+    handled: Vec<(&'static str, String)>,
+}
+
+impl Builder<'_> {
+    fn wake_at(&mut self, at: Timestamp) {
+        let d = seconds_until(self.now, at);
+        self.requeue = Some(self.requeue.map_or(d, |r| r.min(d)));
+    }
+
+    fn event(&mut self, warning: bool, reason: &'static str, message: String) {
+        self.events.push(Transition {
+            warning,
+            reason,
+            message,
+        });
+    }
+
+    fn observed(&self, revision: &str) -> Option<&ObservedDeployment> {
+        self.ctx.observed.iter().find(|d| d.revision == revision)
+    }
+
+    fn push_history(
+        &mut self,
+        version: &str,
+        uri: &str,
+        sha256: Option<String>,
+        revision: &str,
+        outcome: &str,
+    ) {
+        push_history(
+            &mut self.status,
+            version,
+            uri,
+            sha256,
+            revision,
+            outcome,
+            self.now,
+        );
     }
 }
 
@@ -126,17 +245,23 @@ pub fn decide(
     ctx: &Context<'_>,
 ) -> Decision {
     let now = ctx.now;
-    let target = revision_of(spec);
-    let mut status = current.clone();
-    status.observed_generation = ctx.generation;
-    let mut events = Vec::new();
-    let mut requeue: Option<Duration> = None;
-    let wake_at = |at: Timestamp, requeue: &mut Option<Duration>| {
-        let d = seconds_until(now, at);
-        *requeue = Some(requeue.map_or(d, |r: Duration| r.min(d)));
+    let mut b = Builder {
+        spec,
+        ctx,
+        now,
+        target: revision_of(spec),
+        status: current.clone(),
+        apply: Vec::new(),
+        relabel: Vec::new(),
+        events: Vec::new(),
+        outcomes: Vec::new(),
+        steps_completed: Vec::new(),
+        requeue: None,
+        split: false,
+        canary_weight: 0,
+        handled: Vec::new(),
     };
-    let observed = |revision: &str| ctx.observed.iter().find(|d| d.revision == revision);
-    let autoscaled = spec.autoscaling.is_some();
+    b.status.observed_generation = ctx.generation;
     let rollout = spec.rollout.as_ref();
     let scale_down_delay = rollout
         .and_then(|r| r.scale_down_delay_seconds)
@@ -145,247 +270,359 @@ pub fn decide(
         .and_then(|r| r.progress_deadline_seconds)
         .map_or(DEFAULT_PROGRESS_DEADLINE, i64::from);
 
+    features_condition(&mut b);
+
     // A revision coming back (a rollback within the scale-down delay) is no
     // longer retiring: its warm pods make the switch immediate.
-    status.retiring.retain(|r| r.revision != target);
+    let target = b.target.clone();
+    b.status.retiring.retain(|r| r.revision != target);
 
-    let stable_revision = status.stable.as_ref().map(|s| s.revision.clone());
-    let mut apply = Vec::new();
-    let mut relabel = Vec::new();
-
-    // Sizing the new revision: with an autoscaler, as large as the stable
-    // currently is, so that switching traffic never drops capacity.
-    let stable_current = stable_revision
-        .as_deref()
-        .and_then(observed)
-        .map(|d| d.desired);
-    let target_replicas = if autoscaled {
-        let min = desired_replicas(spec);
-        let existing = observed(&target).map(|d| d.desired);
-        existing.or(stable_current).unwrap_or(min).max(min)
-    } else {
-        desired_replicas(spec)
-    };
-
+    let stable_revision = b.status.stable.as_ref().map(|s| s.revision.clone());
     match stable_revision.as_deref() {
-        Some(stable) if stable == target => {
-            // Back to the stable revision while another was on its way in
-            // (the spec was reverted): that one is abandoned.
-            supersede_pending(
-                &mut status,
-                &mut events,
-                now,
-                &format!(
-                    "the spec is back on the stable version {}",
-                    spec.model.version
-                ),
+        None => first_deployment(&mut b, progress_deadline),
+        Some(stable) if stable == target => back_on_stable(&mut b),
+        Some(_) => canary::run(&mut b, scale_down_delay, progress_deadline),
+    }
+
+    // Requests that found nothing to act on are answered, not kept pending.
+    for (key, value) in ctx.requests.all() {
+        if !b.handled.iter().any(|(k, _)| *k == key) {
+            b.event(
+                false,
+                "RequestIgnored",
+                format!("{key}={value} ignored: no canary it applies to"),
             );
-            apply.push(RevisionPlan {
-                revision: target.clone(),
-                track: Track::Stable,
-                replicas: (!autoscaled).then_some(desired_replicas(spec)),
-                initial_replicas: Some(target_replicas),
-            });
+            b.handled.push((key, value.to_string()));
         }
-        _ => {
-            // A new revision (or the first one) is on its way in.
-            let starting = status.canary.as_ref().map(|c| c.revision.as_str()) != Some(&target);
-            if starting {
-                supersede_pending(
-                    &mut status,
-                    &mut events,
-                    now,
-                    &format!("replaced by {} before it became stable", spec.model.version),
-                );
-                events.push(Transition {
-                    warning: false,
-                    reason: "Deploying",
-                    message: format!(
-                        "deploying version {} (revision {target}) with {} replica(s)",
-                        spec.model.version, target_replicas
-                    ),
-                });
-                status.canary = Some(CanaryRevision {
-                    version: spec.model.version.clone(),
-                    uri: spec.model.uri.clone(),
-                    revision: target.clone(),
-                    weight: 0,
-                    step_index: 0,
-                    step_started_at: Some(time(now)),
-                    started_at: Some(time(now)),
-                    ..CanaryRevision::default()
-                });
-            }
-            apply.push(RevisionPlan {
-                revision: target.clone(),
-                track: if stable_revision.is_some() {
-                    Track::Canary
-                } else {
-                    Track::Stable
-                },
-                replicas: (!autoscaled).then_some(target_replicas),
-                initial_replicas: Some(target_replicas),
-            });
-            if let Some(stable) = stable_revision.as_deref() {
-                relabel.push((deployment_name(ctx.name, stable), Track::Stable));
-            }
-            let ready = observed(&target).is_some_and(|d| d.available);
-            if ready {
-                // Promote: traffic and the stable pointer move together.
-                if let Some(old) = status.stable.take() {
-                    status.retiring.push(RetiringRevision {
-                        version: old.version.clone(),
-                        revision: old.revision.clone(),
-                        scale_down_at: time(now + SignedDuration::from_secs(scale_down_delay)),
-                    });
-                    relabel.retain(|(name, _)| *name != deployment_name(ctx.name, &old.revision));
-                    relabel.push((deployment_name(ctx.name, &old.revision), Track::Retiring));
-                }
-                status.stable = Some(StableRevision {
-                    version: spec.model.version.clone(),
-                    uri: spec.model.uri.clone(),
-                    revision: target.clone(),
-                    since: Some(time(now)),
-                });
-                status.canary = None;
-                push_history(
-                    &mut status,
-                    &spec.model.version,
-                    &spec.model.uri,
-                    spec.model.sha256.clone(),
-                    &target,
-                    "Promoted",
-                    now,
-                );
-                if let Some(plan) = apply.last_mut() {
-                    plan.track = Track::Stable;
-                }
-                events.push(Transition {
-                    warning: false,
-                    reason: "Promoted",
-                    message: format!(
-                        "version {} (revision {target}) is available and serves all traffic",
-                        spec.model.version
-                    ),
-                });
-            } else if let Some(started) = status.canary.as_ref().and_then(|c| c.started_at.as_ref())
-            {
-                let deadline = started.0 + SignedDuration::from_secs(progress_deadline);
-                if now >= deadline {
-                    if status.phase != Some(Phase::Degraded) {
-                        events.push(Transition {
-                            warning: true,
-                            reason: "ProgressDeadlineExceeded",
-                            message: format!(
-                                "version {} did not become available within {progress_deadline}s; traffic stays on the stable revision",
-                                spec.model.version
-                            ),
-                        });
-                    }
-                } else {
-                    wake_at(deadline, &mut requeue);
-                }
-            }
-        }
+    }
+    for (key, value) in std::mem::take(&mut b.handled) {
+        b.status.handled_requests.insert(key.to_string(), value);
     }
 
     // Retiring revisions: deleted once their delay has passed.
     let mut delete = Vec::new();
-    status.retiring.retain(|r| {
+    let mut scaled_down = Vec::new();
+    b.status.retiring.retain(|r| {
         if now >= r.scale_down_at.0 {
             delete.push(deployment_name(ctx.name, &r.revision));
-            events.push(Transition {
-                warning: false,
-                reason: "ScaledDown",
-                message: format!(
-                    "previous revision {} ({}) scaled down after the scale-down delay",
-                    r.revision, r.version
-                ),
-            });
+            scaled_down.push(format!(
+                "previous revision {} ({}) scaled down after the scale-down delay",
+                r.revision, r.version
+            ));
             false
         } else {
             true
         }
     });
-    for r in &status.retiring {
-        wake_at(r.scale_down_at.0, &mut requeue);
+    for message in scaled_down {
+        b.event(false, "ScaledDown", message);
     }
-    // Anything else the model owns is a leftover (e.g. a superseded revision).
-    let keep: Vec<String> = status
+    let wakes: Vec<Timestamp> = b
+        .status
+        .retiring
+        .iter()
+        .map(|r| r.scale_down_at.0)
+        .collect();
+    for at in wakes {
+        b.wake_at(at);
+    }
+    // Anything else the model owns is a leftover (e.g. a superseded revision,
+    // an aborted canary past its scale-down time).
+    let canary_kept = b.status.canary.as_ref().and_then(|c| {
+        let gone = c.scale_down_at.as_ref().is_some_and(|t| now >= t.0);
+        (!gone).then(|| c.revision.clone())
+    });
+    let keep: Vec<String> = b
+        .status
         .stable
         .iter()
         .map(|s| s.revision.clone())
-        .chain(std::iter::once(target.clone()))
-        .chain(status.retiring.iter().map(|r| r.revision.clone()))
+        .chain(canary_kept)
+        .chain(b.status.retiring.iter().map(|r| r.revision.clone()))
+        .chain(b.apply.iter().map(|p| p.revision.clone()))
         .collect();
     for d in ctx.observed {
         if !keep.contains(&d.revision) && !delete.contains(&d.name) {
             delete.push(d.name.clone());
         }
     }
-    relabel.retain(|(name, track)| {
+    b.relabel.retain(|(name, track)| {
         ctx.observed
             .iter()
             .any(|d| &d.name == name && d.track.as_deref() != Some(track.as_str()))
     });
 
-    let serving = status
+    let serving = b
+        .status
         .stable
         .as_ref()
         .map(|s| s.revision.clone())
         .unwrap_or_else(|| target.clone());
+    let active_canary = b
+        .status
+        .canary
+        .as_ref()
+        .filter(|c| c.aborted_at.is_none() && b.status.stable.is_some())
+        .map(|c| c.revision.clone());
     let services = ServiceTargets {
         stable: serving.clone(),
-        canary: status
-            .canary
-            .as_ref()
-            .map(|c| c.revision.clone())
-            .unwrap_or_else(|| serving.clone()),
+        canary: active_canary.clone().unwrap_or_else(|| serving.clone()),
+        split: b.split && active_canary.is_some(),
     };
 
-    summarize(spec, &mut status, ctx, &serving, progress_deadline);
+    summarize(spec, &mut b.status, ctx, &serving, progress_deadline);
     let replicas = desired_replicas(spec);
     Decision {
-        autoscaler_target: autoscaled.then(|| deployment_name(ctx.name, &serving)),
+        autoscaler_target: spec
+            .autoscaling
+            .is_some()
+            .then(|| deployment_name(ctx.name, &serving)),
         disruption_budget: (replicas > 1).then(|| serving.clone()),
-        status,
-        apply,
-        relabel,
+        canary_weight: if active_canary.is_some() {
+            b.canary_weight
+        } else {
+            0
+        },
+        status: b.status,
+        apply: b.apply,
+        relabel: b.relabel,
         delete,
         services,
-        events,
-        requeue_after: requeue,
+        events: b.events,
+        outcomes: b.outcomes,
+        steps_completed: b.steps_completed,
+        requeue_after: b.requeue,
     }
 }
 
-/// Abandons the revision that was on its way in, if any: a history entry and
-/// an Event saying `why`.
-fn supersede_pending(
-    status: &mut RankingModelStatus,
-    events: &mut Vec<Transition>,
-    now: Timestamp,
-    why: &str,
-) {
-    let Some(old) = status.canary.take() else {
+/// `FeaturesReady` follows the gate; without dependencies it is absent.
+fn features_condition(b: &mut Builder<'_>) {
+    let generation = b.ctx.generation;
+    match &b.ctx.features {
+        Some(gate) => set_condition(
+            &mut b.status.conditions,
+            "FeaturesReady",
+            if gate.ready { "True" } else { "False" },
+            &gate.reason,
+            &gate.message,
+            generation,
+            b.now,
+        ),
+        None => b.status.conditions.0.retain(|c| c.type_ != "FeaturesReady"),
+    }
+}
+
+fn features_block(b: &Builder<'_>, first: bool) -> Option<String> {
+    let gate = b.ctx.features.as_ref()?;
+    if gate.ready || (first && !gate.strict) {
+        return None;
+    }
+    Some(gate.message.clone())
+}
+
+/// The first revision of a model: full size, stable once Available.
+fn first_deployment(b: &mut Builder<'_>, progress_deadline: i64) {
+    let spec = b.spec;
+    let now = b.now;
+    let target = b.target.clone();
+    let replicas = desired_replicas(spec);
+    let autoscaled = spec.autoscaling.is_some();
+    let starting = start_pending(b);
+    if let Some(why) = features_block(b, true) {
+        let waiting = b
+            .status
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.pause_reason.as_deref() == Some(pause::FEATURES));
+        if !waiting {
+            b.event(
+                true,
+                "FeaturesNotReady",
+                format!(
+                    "version {} is not deployed until its features are ready (gate: Strict): {why}",
+                    spec.model.version
+                ),
+            );
+        }
+        if let Some(c) = b.status.canary.as_mut() {
+            c.pause_reason = Some(pause::FEATURES.into());
+            c.paused_at.get_or_insert(time(now));
+        }
+        return;
+    }
+    if let Some(c) = b.status.canary.as_mut()
+        && c.pause_reason.is_some()
+    {
+        c.pause_reason = None;
+        c.paused_at = None;
+        c.started_at = Some(time(now));
+    }
+    if starting {
+        b.event(
+            false,
+            "Deploying",
+            format!(
+                "deploying version {} (revision {target}) with {replicas} replica(s)",
+                spec.model.version
+            ),
+        );
+    }
+    b.apply.push(RevisionPlan {
+        revision: target.clone(),
+        track: Track::Stable,
+        replicas: (!autoscaled).then_some(replicas),
+        initial_replicas: Some(replicas),
+    });
+    if b.observed(&target).is_some_and(|d| d.available) {
+        let started = b.status.canary.as_ref().and_then(|c| c.started_at.clone());
+        make_stable(b, None, started.as_ref());
+        return;
+    }
+    if let Some(started) = b.status.canary.as_ref().and_then(|c| c.started_at.clone()) {
+        let deadline = started.0 + SignedDuration::from_secs(progress_deadline);
+        if now >= deadline {
+            if b.status.phase != Some(Phase::Degraded) {
+                b.event(
+                    true,
+                    "ProgressDeadlineExceeded",
+                    format!(
+                        "version {} did not become available within {progress_deadline}s",
+                        spec.model.version
+                    ),
+                );
+            }
+        } else {
+            b.wake_at(deadline);
+        }
+    }
+}
+
+/// When the spec's revision is not the one on its way in, supersedes that one
+/// and starts the new one at step 0. Returns whether it started.
+fn start_pending(b: &mut Builder<'_>) -> bool {
+    let spec = b.spec;
+    let now = b.now;
+    let target = b.target.clone();
+    let starting = b.status.canary.as_ref().map(|c| c.revision.as_str()) != Some(target.as_str());
+    if starting {
+        supersede_pending(
+            b,
+            &format!("replaced by {} before it became stable", spec.model.version),
+        );
+        b.status.analysis = None;
+        b.status.canary = Some(CanaryRevision {
+            version: spec.model.version.clone(),
+            uri: spec.model.uri.clone(),
+            revision: target,
+            step_started_at: Some(time(now)),
+            started_at: Some(time(now)),
+            ..CanaryRevision::default()
+        });
+    }
+    starting
+}
+
+/// The spec names the stable revision: whatever was on its way in is dropped.
+fn back_on_stable(b: &mut Builder<'_>) {
+    let spec = b.spec;
+    let aborted = b
+        .status
+        .canary
+        .as_ref()
+        .is_some_and(|c| c.aborted_at.is_some());
+    if aborted {
+        // Already recorded as Aborted; the spec now agrees with the traffic.
+        b.status.canary = None;
+    } else {
+        supersede_pending(
+            b,
+            &format!(
+                "the spec is back on the stable version {}",
+                spec.model.version
+            ),
+        );
+    }
+    let autoscaled = spec.autoscaling.is_some();
+    let replicas = desired_replicas(spec);
+    let stable_current = b.observed(&b.target).map(|d| d.desired);
+    b.apply.push(RevisionPlan {
+        revision: b.target.clone(),
+        track: Track::Stable,
+        replicas: (!autoscaled).then_some(replicas),
+        initial_replicas: Some(stable_current.unwrap_or(replicas).max(replicas)),
+    });
+}
+
+/// The target revision becomes stable: traffic and the stable pointer move
+/// together; the previous stable one retires after `scaleDownDelaySeconds`.
+fn make_stable(b: &mut Builder<'_>, scale_down_delay: Option<i64>, started: Option<&Time>) {
+    let spec = b.spec;
+    let now = b.now;
+    let target = b.target.clone();
+    if let Some(old) = b.status.stable.take() {
+        let delay = scale_down_delay.unwrap_or(DEFAULT_SCALE_DOWN_DELAY);
+        b.status.retiring.push(RetiringRevision {
+            version: old.version.clone(),
+            revision: old.revision.clone(),
+            scale_down_at: time(now + SignedDuration::from_secs(delay)),
+        });
+        let old_name = deployment_name(b.ctx.name, &old.revision);
+        b.relabel.retain(|(name, _)| *name != old_name);
+        b.relabel.push((old_name, Track::Retiring));
+    }
+    b.status.stable = Some(StableRevision {
+        version: spec.model.version.clone(),
+        uri: spec.model.uri.clone(),
+        revision: target.clone(),
+        since: Some(time(now)),
+    });
+    b.status.canary = None;
+    b.push_history(
+        &spec.model.version.clone(),
+        &spec.model.uri.clone(),
+        spec.model.sha256.clone(),
+        &target,
+        "Promoted",
+    );
+    for plan in b.apply.iter_mut().filter(|p| p.revision == target) {
+        plan.track = Track::Stable;
+    }
+    b.outcomes.push(Outcome {
+        outcome: "promoted",
+        seconds: seconds_since(now, started),
+    });
+    b.event(
+        false,
+        "Promoted",
+        format!(
+            "version {} (revision {target}) is available and serves all traffic",
+            spec.model.version
+        ),
+    );
+}
+
+/// Abandons the revision that was on its way in, if any (an aborted one was
+/// already recorded): a history entry and an Event saying `why`.
+fn supersede_pending(b: &mut Builder<'_>, why: &str) {
+    let Some(old) = b.status.canary.take() else {
         return;
     };
-    push_history(
-        status,
-        &old.version,
-        &old.uri,
-        None,
-        &old.revision,
+    if old.aborted_at.is_some() {
+        return;
+    }
+    b.push_history(&old.version, &old.uri, None, &old.revision, "Superseded");
+    b.outcomes.push(Outcome {
+        outcome: "superseded",
+        seconds: seconds_since(b.now, old.started_at.as_ref()),
+    });
+    b.event(
+        false,
         "Superseded",
-        now,
-    );
-    events.push(Transition {
-        warning: false,
-        reason: "Superseded",
-        message: format!(
+        format!(
             "revision {} ({}) was superseded: {why}",
             old.revision, old.version
         ),
-    });
+    );
 }
 
 fn push_history(
@@ -428,53 +665,136 @@ fn summarize(
     let canary_ready = status
         .canary
         .as_ref()
+        .filter(|c| c.aborted_at.is_none() && c.revision != serving)
         .and_then(|c| find(&c.revision))
         .map_or(0, |d| d.ready);
     status.ready_replicas = Some(serving_deployment.map_or(0, |d| d.ready) + canary_ready);
     status.selector = Some(selector_string(&revision_selector(ctx.name, serving)));
 
-    let deadline_passed = status
-        .canary
+    let steps = spec.rollout.as_ref().map_or(0, |r| r.steps.len());
+    let stable_version = status
+        .stable
         .as_ref()
-        .and_then(|c| c.started_at.as_ref())
-        .is_some_and(|started| now >= started.0 + SignedDuration::from_secs(progress_deadline));
-    let strategy_note = if spec.rollout.as_ref().is_some_and(|r| !r.steps.is_empty()) {
-        " (canary steps are not executed yet by this operator version: the new revision replaces the old one once available)"
-    } else {
-        ""
-    };
+        .map_or("nothing", |s| s.version.as_str())
+        .to_string();
+    // (phase, Progressing (status, reason, message), summary)
     let (phase, progressing, message) = match (&status.canary, serving_available) {
-        (Some(c), _) if deadline_passed => (
-            Phase::Degraded,
+        (Some(c), _) if c.aborted_at.is_some() => {
+            let why = c.abort_reason.clone().unwrap_or_else(|| "aborted".into());
             (
-                "False",
-                "ProgressDeadlineExceeded",
-                format!(
-                    "version {} did not become available within {progress_deadline}s; traffic stays on {}",
-                    c.version,
-                    status
-                        .stable
-                        .as_ref()
-                        .map_or("nothing", |s| s.version.as_str())
-                ),
-            ),
-            format!("rollout of {} stalled: pods not available", c.version),
-        ),
-        (Some(c), _) => {
-            let ready = find(&c.revision).map_or(0, |d| d.ready);
-            let want = find(&c.revision).map_or(0, |d| d.desired);
-            (
-                Phase::Progressing,
+                Phase::Degraded,
                 (
-                    "True",
-                    "RollingOut",
+                    "False",
+                    "RolloutAborted",
                     format!(
-                        "deploying version {}: {ready}/{want} replicas ready{strategy_note}",
+                        "canary {} aborted: {why}; all traffic on {stable_version}",
                         c.version
                     ),
                 ),
-                format!("deploying {}: {ready}/{want} ready", c.version),
+                format!("canary {} aborted: {why}", c.version),
             )
+        }
+        (Some(c), _) if status.stable.is_none() => {
+            let deadline_passed = c.started_at.as_ref().is_some_and(|started| {
+                now >= started.0 + SignedDuration::from_secs(progress_deadline)
+            });
+            let ready = find(&c.revision).map_or(0, |d| d.ready);
+            let want = find(&c.revision).map_or(0, |d| d.desired);
+            if c.pause_reason.as_deref() == Some(pause::FEATURES) {
+                (
+                    Phase::Pending,
+                    (
+                        "True",
+                        "WaitingForFeatures",
+                        format!(
+                            "version {} waits for its features (gate: Strict)",
+                            c.version
+                        ),
+                    ),
+                    format!("waiting for features before deploying {}", c.version),
+                )
+            } else if deadline_passed {
+                (
+                    Phase::Degraded,
+                    (
+                        "False",
+                        "ProgressDeadlineExceeded",
+                        format!(
+                            "version {} did not become available within {progress_deadline}s",
+                            c.version
+                        ),
+                    ),
+                    format!("rollout of {} stalled: pods not available", c.version),
+                )
+            } else {
+                (
+                    Phase::Progressing,
+                    (
+                        "True",
+                        "RollingOut",
+                        format!(
+                            "deploying version {}: {ready}/{want} replicas ready",
+                            c.version
+                        ),
+                    ),
+                    format!("deploying {}: {ready}/{want} ready", c.version),
+                )
+            }
+        }
+        (Some(c), _) => {
+            let step = if (c.step_index as usize) < steps {
+                format!("step {}/{steps}", c.step_index + 1)
+            } else if steps > 0 {
+                "steps done, scaling to full size".to_string()
+            } else {
+                "replacing the stable revision".to_string()
+            };
+            let ready = find(&c.revision).map_or(0, |d| d.ready);
+            let want = find(&c.revision).map_or(0, |d| d.desired);
+            match c.pause_reason.as_deref() {
+                Some(pause::FEATURES) => (
+                    Phase::Progressing,
+                    (
+                        "True",
+                        "WaitingForFeatures",
+                        format!(
+                            "canary {} waits for its features at {step}, weight {}%",
+                            c.version, c.weight
+                        ),
+                    ),
+                    format!(
+                        "canary {} waits for features ({step}, weight {}%)",
+                        c.version, c.weight
+                    ),
+                ),
+                Some(reason) => (
+                    Phase::Paused,
+                    (
+                        "Unknown",
+                        "RolloutPaused",
+                        format!(
+                            "canary {} paused ({reason}) at {step}, weight {}%: promote, promote-full or abort",
+                            c.version, c.weight
+                        ),
+                    ),
+                    format!(
+                        "canary {} paused ({reason}) at {step}, weight {}%",
+                        c.version, c.weight
+                    ),
+                ),
+                None => (
+                    Phase::Progressing,
+                    (
+                        "True",
+                        "RollingOut",
+                        format!(
+                            "canary {} at {step}, weight {}%, {ready}/{want} canary replicas ready",
+                            c.version, c.weight
+                        ),
+                    ),
+                    format!("canary {}: {step}, weight {}%", c.version, c.weight),
+                ),
+            }
         }
         (None, true) => (
             Phase::Healthy,

@@ -51,6 +51,8 @@ fn run(
             generation: Some(1),
             now,
             observed,
+            requests: Requests::default(),
+            features: None,
         },
     )
 }
@@ -239,7 +241,13 @@ fn a_revision_that_never_becomes_available_hits_the_progress_deadline() {
     assert_eq!(d2.services.stable, revision_of(&v1), "traffic never moved");
     let progressing = d2.status.conditions.get("Progressing").unwrap();
     assert_eq!(progressing.status, "False");
-    assert_eq!(progressing.reason, "ProgressDeadlineExceeded");
+    assert_eq!(progressing.reason, "RolloutAborted");
+    assert!(
+        progressing.message.contains("progressDeadlineSeconds=60"),
+        "{}",
+        progressing.message
+    );
+    assert_eq!(d2.status.history[0].outcome, "Aborted");
     let d3 = run(
         &v2,
         &d2.status,

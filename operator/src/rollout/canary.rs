@@ -1,0 +1,647 @@
+//! The canary: a new revision next to the stable one, advanced through
+//! `spec.rollout.steps` by evidence (pods Ready, pause timers, analysis
+//! verdicts) and by requests, aborted on failure.
+
+use k8s_openapi::jiff::SignedDuration;
+use mlctl_crds::RankingModelSpec;
+use mlctl_crds::rankingmodel::{
+    AnalysisMetric, CanaryRevision, MetricStatus, RankingModelStatus, RolloutStep,
+};
+
+use super::{
+    Builder, DEFAULT_ABORT_SCALE_DOWN_DELAY, Outcome, features_block, make_stable, pause,
+    seconds_since, start_pending, time,
+};
+use crate::render::{RevisionPlan, Track, deployment_name};
+use mlctl_crds::requests;
+
+/// The analysis that runs now: the reconciler measures it before deciding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveAnalysis<'a> {
+    /// The analysis step's index; None for background analysis.
+    pub step: Option<i32>,
+    /// The metrics to measure.
+    pub metrics: Vec<&'a AnalysisMetric>,
+}
+
+/// How traffic is split while a canary runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    /// `<model>` selects the pods of both revisions; weights follow replicas.
+    ReplicaRatio,
+    /// A router (Gateway API, Istio) sets the weights.
+    Router,
+}
+
+fn routing(spec: &RankingModelSpec) -> Routing {
+    match spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.traffic_routing.as_ref())
+    {
+        Some(t) if t.gateway_api.is_some() || t.istio.is_some() => Routing::Router,
+        _ => Routing::ReplicaRatio,
+    }
+}
+
+fn steps(spec: &RankingModelSpec) -> &[RolloutStep] {
+    spec.rollout.as_ref().map_or(&[], |r| r.steps.as_slice())
+}
+
+/// The metric named by an analysis step: a template, or a background metric.
+fn find_metric<'a>(spec: &'a RankingModelSpec, name: &str) -> Option<&'a AnalysisMetric> {
+    let analysis = spec.rollout.as_ref()?.analysis.as_ref()?;
+    analysis
+        .templates
+        .iter()
+        .chain(analysis.metrics.iter())
+        .find(|m| m.name == name)
+}
+
+/// Canary replicas for a traffic weight. With a router, enough pods for the
+/// weight (at least one); with replica ratio the stable revision keeps its
+/// size (so an abort never lacks capacity) and the canary gets
+/// `stable × w / (100 − w)` pods, capped at full size: weights above 50%
+/// are approximated by an even split until the canary becomes stable.
+pub fn canary_replicas(weight: i32, stable: i32, full: i32, by_replicas: bool) -> i32 {
+    if weight <= 0 {
+        return 0;
+    }
+    if weight >= 100 {
+        return full.max(1);
+    }
+    let s = i64::from(stable.max(1));
+    let w = i64::from(weight);
+    let n = if by_replicas {
+        (s * w + (100 - w) - 1) / (100 - w)
+    } else {
+        (s * w + 99) / 100
+    };
+    n.clamp(1, i64::from(full.max(1))) as i32
+}
+
+fn live_canary(status: &RankingModelStatus) -> Option<&CanaryRevision> {
+    status.stable.as_ref()?;
+    status.canary.as_ref().filter(|c| c.aborted_at.is_none())
+}
+
+/// The analyses to measure now, from the current status: background metrics
+/// once the canary takes traffic, and the current analysis step's metrics.
+/// Nothing while the canary is aborted or paused on an inconclusive result.
+pub fn active_analysis<'a>(
+    spec: &'a RankingModelSpec,
+    status: &RankingModelStatus,
+) -> Vec<ActiveAnalysis<'a>> {
+    let Some(c) = live_canary(status) else {
+        return Vec::new();
+    };
+    if c.revision != crate::render::revision_of(spec)
+        || c.pause_reason.as_deref() == Some(pause::INCONCLUSIVE)
+    {
+        return Vec::new();
+    }
+    let mut active = Vec::new();
+    if c.weight > 0
+        && let Some(analysis) = spec.rollout.as_ref().and_then(|r| r.analysis.as_ref())
+        && !analysis.metrics.is_empty()
+    {
+        active.push(ActiveAnalysis {
+            step: None,
+            metrics: analysis.metrics.iter().collect(),
+        });
+    }
+    if let Some(step) = steps(spec).get(c.step_index as usize)
+        && let Some(a) = &step.analysis
+        && c.pause_reason.is_none()
+    {
+        let metrics: Vec<&AnalysisMetric> = a
+            .metrics
+            .iter()
+            .filter_map(|n| find_metric(spec, n))
+            .collect();
+        if !metrics.is_empty() {
+            active.push(ActiveAnalysis {
+                step: Some(c.step_index),
+                metrics,
+            });
+        }
+    }
+    active
+}
+
+fn metric_status<'s>(
+    status: &'s RankingModelStatus,
+    name: &str,
+    step: Option<i32>,
+) -> Option<&'s MetricStatus> {
+    status
+        .analysis
+        .as_ref()?
+        .metrics
+        .iter()
+        .find(|m| m.name == name && m.step == step)
+}
+
+fn step_kind(step: &RolloutStep) -> &'static str {
+    if step.set_weight.is_some() {
+        "setWeight"
+    } else if step.pause.is_some() {
+        "pause"
+    } else if step.analysis.is_some() {
+        "analysis"
+    } else {
+        "empty"
+    }
+}
+
+fn describe_step(step: &RolloutStep) -> String {
+    if let Some(w) = step.set_weight {
+        format!("setWeight {w}")
+    } else if let Some(p) = &step.pause {
+        match &p.duration {
+            Some(d) => format!("pause {d}"),
+            None => "pause until promoted".into(),
+        }
+    } else if let Some(a) = &step.analysis {
+        format!("analysis {}", a.metrics.join(", "))
+    } else {
+        "empty step".into()
+    }
+}
+
+/// The canary state machine, one decision. `b.status.stable` is set and is
+/// not the target revision.
+pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline: i64) {
+    let spec = b.spec;
+    let now = b.now;
+    let target = b.target.clone();
+    let steps = steps(spec);
+    let n_steps = steps.len();
+    let by_replicas = routing(spec) == Routing::ReplicaRatio;
+    let abort_delay = spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.abort_scale_down_delay_seconds)
+        .map_or(DEFAULT_ABORT_SCALE_DOWN_DELAY, i64::from);
+    let autoscaled = spec.autoscaling.is_some();
+    let stable = b.status.stable.clone().unwrap_or_default();
+    let min = super::desired_replicas(spec);
+    let stable_size = b.observed(&stable.revision).map_or(min, |d| d.desired);
+    let full = if autoscaled {
+        stable_size.max(min)
+    } else {
+        min
+    };
+    let requests = b.ctx.requests.clone();
+
+    // A new revision starts a canary from step 0; an intermediate one is
+    // superseded (its Deployment is deleted as a leftover).
+    let starting = start_pending(b);
+    if starting {
+        b.event(
+            false,
+            if n_steps > 0 {
+                "CanaryStarted"
+            } else {
+                "Deploying"
+            },
+            format!(
+                "version {} (revision {target}) starts next to stable {}: {}",
+                spec.model.version,
+                stable.version,
+                if n_steps > 0 {
+                    format!("{n_steps} canary step(s)")
+                } else {
+                    "no canary steps: it takes all traffic once available".into()
+                }
+            ),
+        );
+    }
+    let Some(mut c) = b.status.canary.clone() else {
+        return;
+    };
+
+    // Requests.
+    if let Some(v) = &requests.rollback {
+        b.handled.push((requests::ROLLBACK, v.clone()));
+        if starting {
+            c.step_index = n_steps as i32;
+            c.step_started_at = Some(time(now));
+            b.push_history(
+                &stable.version,
+                &stable.uri,
+                None,
+                &stable.revision,
+                "RolledBack",
+            );
+            b.outcomes.push(Outcome {
+                outcome: "rolled_back",
+                seconds: None,
+            });
+            b.event(
+                false,
+                "RollingBack",
+                format!(
+                    "rolling back from {} to {}: canary steps skipped, it takes all traffic once available",
+                    stable.version, spec.model.version
+                ),
+            );
+        }
+    }
+    if let Some(v) = &requests.abort
+        && c.aborted_at.is_none()
+    {
+        b.handled.push((requests::ABORT, v.clone()));
+        abort(
+            b,
+            &mut c,
+            "RolloutAborted",
+            format!("aborted by request ({}={v})", requests::ABORT),
+            abort_delay,
+        );
+    }
+    if let Some(v) = &requests.retry
+        && c.aborted_at.is_some()
+    {
+        b.handled.push((requests::RETRY, v.clone()));
+        c = CanaryRevision {
+            version: c.version.clone(),
+            uri: c.uri.clone(),
+            revision: c.revision.clone(),
+            step_started_at: Some(time(now)),
+            started_at: Some(time(now)),
+            ..CanaryRevision::default()
+        };
+        b.status.analysis = None;
+        b.event(
+            false,
+            "Retrying",
+            format!("canary {} restarts from step 1 by request", c.version),
+        );
+    }
+    if c.aborted_at.is_none() {
+        if let Some(v) = &requests.promote_full {
+            b.handled.push((requests::PROMOTE_FULL, v.clone()));
+            c.step_index = n_steps as i32;
+            c.step_started_at = Some(time(now));
+            if c.pause_reason.as_deref() != Some(pause::FEATURES) {
+                c.pause_reason = None;
+                c.paused_at = None;
+            }
+            b.event(
+                false,
+                "PromotingFully",
+                format!(
+                    "canary {} skips its remaining steps and analysis by request",
+                    c.version
+                ),
+            );
+        } else if let Some(v) = &requests.promote
+            && (c.step_index as usize) < n_steps
+        {
+            b.handled.push((requests::PROMOTE, v.clone()));
+            if c.pause_reason.as_deref() == Some(pause::INCONCLUSIVE) {
+                // A person accepts the inconclusive evidence: background
+                // metrics start over, the step's analysis counts as passed.
+                if let Some(a) = b.status.analysis.as_mut() {
+                    a.metrics
+                        .retain(|m| !(m.step.is_none() && m.phase == "Inconclusive"));
+                }
+            }
+            if c.pause_reason.as_deref() != Some(pause::FEATURES) {
+                c.pause_reason = None;
+                c.paused_at = None;
+            }
+            complete_step(b, &mut c, steps, "promoted by request");
+        }
+    }
+
+    if c.aborted_at.is_some() {
+        // Traffic is on stable; the canary's pods go at scaleDownAt.
+        if let Some(at) = c.scale_down_at.clone()
+            && now < at.0
+        {
+            b.wake_at(at.0);
+        }
+        b.relabel
+            .push((deployment_name(b.ctx.name, &stable.revision), Track::Stable));
+        b.status.canary = Some(c);
+        return;
+    }
+
+    // Features: a canary does not advance while they are not ready.
+    match features_block(b, false) {
+        Some(why) if c.pause_reason.is_none() => {
+            b.event(
+                true,
+                "FeaturesNotReady",
+                format!("canary {} waits at weight {}%: {why}", c.version, c.weight),
+            );
+            c.pause_reason = Some(pause::FEATURES.into());
+            c.paused_at = Some(time(now));
+        }
+        Some(_) => {}
+        None if c.pause_reason.as_deref() == Some(pause::FEATURES) => {
+            b.event(
+                false,
+                "FeaturesReady",
+                format!("canary {} resumes: its features are ready", c.version),
+            );
+            c.pause_reason = None;
+            c.paused_at = None;
+            // The wait does not count against the progress deadline.
+            c.step_started_at = Some(time(now));
+        }
+        None => {}
+    }
+
+    // Analysis verdicts: a failure aborts, an inconclusive result pauses.
+    if let Some((failed, message)) = analysis_verdict(spec, &b.status, &c) {
+        if failed {
+            abort(b, &mut c, "AnalysisFailed", message, abort_delay);
+            b.status.canary = Some(c);
+            b.relabel
+                .push((deployment_name(b.ctx.name, &stable.revision), Track::Stable));
+            return;
+        }
+        if c.pause_reason.is_none() {
+            b.event(
+                true,
+                "AnalysisInconclusive",
+                format!(
+                    "canary {} paused: {message}; promote to accept, abort to roll back",
+                    c.version
+                ),
+            );
+            c.pause_reason = Some(pause::INCONCLUSIVE.into());
+            c.paused_at = Some(time(now));
+        }
+    }
+
+    // Steps, as far as the evidence allows.
+    while c.pause_reason.is_none() {
+        let i = c.step_index as usize;
+        let Some(step) = steps.get(i) else {
+            break;
+        };
+        if let Some(w) = step.set_weight {
+            let want = canary_replicas(w, stable_size, full, by_replicas);
+            let ready = want == 0
+                || b.observed(&target)
+                    .is_some_and(|d| d.available && d.desired == want);
+            if !ready {
+                break;
+            }
+            c.weight = w;
+            complete_step(b, &mut c, steps, "done");
+        } else if let Some(p) = &step.pause {
+            let duration = p
+                .duration
+                .as_deref()
+                .and_then(|d| mlctl_crds::parse_duration(d).ok());
+            match duration {
+                Some(d) => {
+                    let started = c.step_started_at.as_ref().map_or(now, |t| t.0);
+                    let end = started + SignedDuration::from_secs(d.as_secs() as i64);
+                    if now >= end {
+                        complete_step(b, &mut c, steps, "done");
+                    } else {
+                        b.wake_at(end);
+                        break;
+                    }
+                }
+                None => {
+                    c.pause_reason = Some(pause::STEP.into());
+                    c.paused_at = Some(time(now));
+                    b.event(
+                        false,
+                        "Paused",
+                        format!(
+                            "canary {} paused at step {}/{n_steps} with weight {}%: waiting for a promote request (mlctl promote {})",
+                            c.version,
+                            i + 1,
+                            c.weight,
+                            b.ctx.name
+                        ),
+                    );
+                }
+            }
+        } else if let Some(a) = &step.analysis {
+            let unknown: Vec<&String> = a
+                .metrics
+                .iter()
+                .filter(|n| find_metric(spec, n).is_none())
+                .collect();
+            if !unknown.is_empty() {
+                let message = format!(
+                    "analysis step {} names unknown metric(s) {unknown:?}; define them in spec.rollout.analysis.templates",
+                    i + 1
+                );
+                abort(b, &mut c, "AnalysisFailed", message, abort_delay);
+                b.status.canary = Some(c);
+                b.relabel
+                    .push((deployment_name(b.ctx.name, &stable.revision), Track::Stable));
+                return;
+            }
+            let all_passed = a.metrics.iter().all(|n| {
+                metric_status(&b.status, n, Some(i as i32)).is_some_and(|m| m.phase == "Successful")
+            });
+            if !all_passed {
+                // The reconciler measures it; look again soon when it has not
+                // started yet (later wake-ups come from the measurements).
+                if a.metrics
+                    .iter()
+                    .any(|n| metric_status(&b.status, n, Some(i as i32)).is_none())
+                {
+                    b.wake_at(now);
+                }
+                break;
+            }
+            complete_step(b, &mut c, steps, "passed");
+        } else {
+            complete_step(b, &mut c, steps, "done");
+        }
+    }
+
+    // Size the canary for where it is: the pending setWeight, or full size
+    // once every step is done.
+    let at_end = c.step_index as usize >= n_steps;
+    let pending_weight = steps
+        .get(c.step_index as usize)
+        .and_then(|s| s.set_weight)
+        .filter(|_| c.pause_reason.is_none())
+        .unwrap_or(c.weight);
+    let features_wait = c.pause_reason.as_deref() == Some(pause::FEATURES);
+    let replicas = if at_end && !features_wait {
+        full
+    } else {
+        canary_replicas(pending_weight, stable_size, full, by_replicas)
+    };
+    // Canary pods not Ready within the progress deadline (counted from the
+    // start of the step that scaled them): abort.
+    let observed = b.observed(&target).cloned();
+    let sized = observed
+        .as_ref()
+        .is_some_and(|d| d.available && d.desired == replicas);
+    if replicas > 0
+        && !sized
+        && let Some(since) = c.step_started_at.clone()
+    {
+        let deadline = since.0 + SignedDuration::from_secs(progress_deadline);
+        if now >= deadline {
+            let (ready, want) = observed
+                .as_ref()
+                .map_or((0, replicas), |d| (d.ready, d.desired));
+            abort(
+                b,
+                &mut c,
+                "ProgressDeadlineExceeded",
+                format!(
+                    "canary pods not Ready within progressDeadlineSeconds={progress_deadline} ({ready}/{want} ready)"
+                ),
+                abort_delay,
+            );
+            b.status.canary = Some(c);
+            b.relabel
+                .push((deployment_name(b.ctx.name, &stable.revision), Track::Stable));
+            return;
+        }
+        b.wake_at(deadline);
+    }
+    b.split = by_replicas && c.weight > 0;
+    b.canary_weight = c.weight;
+    if replicas > 0 || observed.is_some() {
+        b.apply.push(RevisionPlan {
+            revision: target.clone(),
+            track: Track::Canary,
+            replicas: (!autoscaled).then_some(replicas),
+            initial_replicas: Some(replicas),
+        });
+    }
+    b.relabel
+        .push((deployment_name(b.ctx.name, &stable.revision), Track::Stable));
+
+    if at_end && !features_wait {
+        let available = b
+            .observed(&target)
+            .is_some_and(|d| d.available && d.desired >= full);
+        if available {
+            let started = c.started_at.clone();
+            b.status.canary = Some(c);
+            make_stable(b, Some(scale_down_delay), started.as_ref());
+            b.canary_weight = 0;
+            b.split = false;
+            return;
+        }
+    }
+    if by_replicas && c.weight > 0 {
+        // `<model>` selects every pod of the model while the canary takes
+        // traffic: earlier revisions kept warm must go first.
+        retire_now(b);
+    }
+    b.status.canary = Some(c);
+}
+
+/// Deletes the warm previous revisions now (replica-ratio canaries select
+/// every pod of the model).
+fn retire_now(b: &mut Builder<'_>) {
+    for r in &mut b.status.retiring {
+        if r.scale_down_at.0 > b.now {
+            r.scale_down_at = time(b.now);
+        }
+    }
+}
+
+/// Marks the current step done and moves to the next one.
+fn complete_step(b: &mut Builder<'_>, c: &mut CanaryRevision, steps: &[RolloutStep], how: &str) {
+    let i = c.step_index as usize;
+    if let Some(step) = steps.get(i) {
+        let took = seconds_since(b.now, c.step_started_at.as_ref()).unwrap_or(0.0);
+        b.steps_completed.push((step_kind(step), took));
+        b.event(
+            false,
+            "StepCompleted",
+            format!(
+                "canary {}: step {}/{} ({}) {how}; weight {}%",
+                c.version,
+                i + 1,
+                steps.len(),
+                describe_step(step),
+                c.weight
+            ),
+        );
+    }
+    c.step_index += 1;
+    c.step_started_at = Some(time(b.now));
+}
+
+/// All traffic back to stable at once; the canary's pods stay until
+/// `abortScaleDownDelaySeconds` have passed.
+fn abort(
+    b: &mut Builder<'_>,
+    c: &mut CanaryRevision,
+    reason: &'static str,
+    why: String,
+    abort_delay: i64,
+) {
+    let now = b.now;
+    let stable = b
+        .status
+        .stable
+        .as_ref()
+        .map_or(String::new(), |s| s.version.clone());
+    c.aborted_at = Some(time(now));
+    c.abort_reason = Some(why.clone());
+    c.scale_down_at = Some(time(now + SignedDuration::from_secs(abort_delay)));
+    c.weight = 0;
+    c.pause_reason = None;
+    c.paused_at = None;
+    b.push_history(&c.version, &c.uri, None, &c.revision, "Aborted");
+    b.outcomes.push(Outcome {
+        outcome: "aborted",
+        seconds: seconds_since(now, c.started_at.as_ref()),
+    });
+    b.event(
+        true,
+        reason,
+        format!(
+            "canary {} aborted: {why}; all traffic is back on stable {stable}",
+            c.version
+        ),
+    );
+    b.wake_at(now + SignedDuration::from_secs(abort_delay));
+}
+
+/// The verdict of the running analyses: Some((true, why)) on a failure or
+/// error, Some((false, why)) when inconclusive.
+fn analysis_verdict(
+    spec: &RankingModelSpec,
+    status: &RankingModelStatus,
+    c: &CanaryRevision,
+) -> Option<(bool, String)> {
+    let analysis = status.analysis.as_ref()?;
+    let current = steps(spec)
+        .get(c.step_index as usize)
+        .and_then(|s| s.analysis.as_ref())
+        .map(|_| c.step_index);
+    let relevant = |m: &&MetricStatus| m.step.is_none() || (m.step.is_some() && m.step == current);
+    let describe = |m: &MetricStatus| {
+        m.message
+            .clone()
+            .unwrap_or_else(|| format!("metric {} is {}", m.name, m.phase))
+    };
+    if let Some(m) = analysis
+        .metrics
+        .iter()
+        .filter(relevant)
+        .find(|m| m.phase == "Failed" || m.phase == "Error")
+    {
+        return Some((true, describe(m)));
+    }
+    analysis
+        .metrics
+        .iter()
+        .filter(relevant)
+        .find(|m| m.phase == "Inconclusive")
+        .map(|m| (false, describe(m)))
+}

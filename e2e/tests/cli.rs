@@ -6,8 +6,8 @@
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Output;
 use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
@@ -15,16 +15,8 @@ use kube::config::Kubeconfig;
 use kube::{Api, Client};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
-use mlctl_e2e::{
-    TestNamespace, apply_yaml, client, helm, install_crds, require_e2e, service_account_token,
-    wait_for, workspace_root,
-};
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
+use mlctl_e2e::operator::{Operator, free_port, service_account_kubeconfig, target_dir};
+use mlctl_e2e::{TestNamespace, apply_yaml, client, install_crds, require_e2e, wait_for};
 
 fn binary(env: &str, name: &str, package: &str) -> PathBuf {
     let path = std::env::var_os(env)
@@ -38,108 +30,14 @@ fn binary(env: &str, name: &str, package: &str) -> PathBuf {
     path
 }
 
-/// A running operator process, killed when dropped.
-struct Operator {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// The chart's ServiceAccount and RBAC for a release watching `ns` only;
-/// returns a kubeconfig authenticating as that ServiceAccount.
-async fn chart_identity(client: &Client, ns: &str) -> PathBuf {
-    let out = Command::new(helm())
-        .args(["template", "mlctl-operator"])
-        .arg(workspace_root().join("charts/mlctl-operator"))
-        .args([
-            "--namespace",
-            ns,
-            "--set",
-            &format!("watchNamespaces={{{ns}}}"),
-        ])
-        .args(["--show-only", "templates/serviceaccount.yaml"])
-        .args(["--show-only", "templates/rbac.yaml"])
-        .output()
-        .expect("run helm template");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    apply_yaml(client, ns, &String::from_utf8_lossy(&out.stdout)).await;
-    token_kubeconfig(client, ns, "mlctl-operator").await
-}
-
-/// A kubeconfig for the admin's cluster that authenticates as a ServiceAccount.
-async fn token_kubeconfig(client: &Client, ns: &str, sa: &str) -> PathBuf {
-    let token = service_account_token(client, ns, sa).await;
-    let mut config = admin_kubeconfig();
-    for user in &mut config.auth_infos {
-        user.auth_info =
-            Some(serde_json::from_value(serde_json::json!({ "token": token })).unwrap());
-    }
-    let dir = target_dir().join("e2e-cli");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{ns}-{sa}.kubeconfig"));
-    std::fs::write(&path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
-    path
-}
-
 fn admin_kubeconfig() -> Kubeconfig {
     let admin = std::env::var_os("KUBECONFIG").expect("KUBECONFIG is set by e2e/run");
     Kubeconfig::read_from(PathBuf::from(admin)).expect("read kubeconfig")
 }
 
-fn start_operator(ns: &str, kubeconfig: &Path) -> Operator {
-    let dir = target_dir().join("e2e-cli");
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join(format!("{ns}-operator.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(binary(
-        "MLCTL_OPERATOR_BIN",
-        "mlctl-operator",
-        "mlctl-operator",
-    ))
-    .args(["--namespaces", ns, "--lease-namespace", ns])
-    .args(["--identity", "cli-test", "--log-format", "text"])
-    .args([
-        "--lease-duration-seconds",
-        "4",
-        "--lease-retry-seconds",
-        "1",
-    ])
-    .arg(format!("--metrics-addr=127.0.0.1:{}", free_port()))
-    .arg("--storage-initializer-image=ghcr.io/mlctl/storage-initializer:0.1.0")
-    .env("KUBECONFIG", kubeconfig)
-    .env("RUST_LOG", "info,mlctl_operator=debug")
-    .stdout(Stdio::from(file.try_clone().unwrap()))
-    .stderr(Stdio::from(file))
-    .spawn()
-    .expect("start mlctl-operator");
-    Operator { child, log }
-}
-
 /// A namespace with the CRDs, the chart's RBAC and an operator running.
 async fn setup(prefix: &str) -> (Client, TestNamespace, Operator) {
-    let client = client().await;
-    install_crds(&client).await;
-    let mut ns = TestNamespace::new(&client, prefix).await;
-    let kubeconfig = chart_identity(&client, ns.name()).await;
-    let operator = start_operator(ns.name(), &kubeconfig);
-    ns.dump_log_on_failure(operator.log.clone());
+    let (client, ns, operator, _) = mlctl_e2e::operator::setup(prefix).await;
     (client, ns, operator)
 }
 
@@ -487,7 +385,7 @@ async fn cli_errors_name_the_fix_and_usage_exits_2() {
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: nobody}\n",
     )
     .await;
-    let kubeconfig = token_kubeconfig(&client, &n, "nobody").await;
+    let kubeconfig = service_account_kubeconfig(&client, &n, "nobody").await;
     let out = mlctl(
         &n,
         &["get", "rm", "--kubeconfig", kubeconfig.to_str().unwrap()],

@@ -5,88 +5,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kube::Client;
-use kube::config::Kubeconfig;
-use mlctl_e2e::{
-    TestNamespace, apply_yaml, client, helm, install_crds, service_account_token, workspace_root,
-};
+use mlctl_e2e::TestNamespace;
 
 pub const LONG: Duration = Duration::from_secs(120);
 
-pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-/// The operator process, killed when dropped.
-pub struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[allow(unused_imports)] // each test file that includes this module uses a subset
+pub use mlctl_e2e::operator::{Operator, target_dir};
 
 /// CRDs, a namespace, the chart's RBAC and one operator bound by it.
 pub async fn setup(prefix: &str) -> (Client, TestNamespace, Operator) {
-    let client = client().await;
-    install_crds(&client).await;
-    let mut ns = TestNamespace::new(&client, prefix).await;
-    let out = Command::new(helm())
-        .args(["template", "mlctl-operator"])
-        .arg(workspace_root().join("charts/mlctl-operator"))
-        .args(["--namespace", ns.name()])
-        .args(["--set", &format!("watchNamespaces={{{}}}", ns.name())])
-        .args(["--show-only", "templates/serviceaccount.yaml"])
-        .args(["--show-only", "templates/rbac.yaml"])
-        .output()
-        .expect("run helm template");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    apply_yaml(&client, ns.name(), &String::from_utf8_lossy(&out.stdout)).await;
-    let token = service_account_token(&client, ns.name(), "mlctl-operator").await;
-    let admin = std::env::var_os("KUBECONFIG").expect("KUBECONFIG is set by e2e/run");
-    let mut config = Kubeconfig::read_from(PathBuf::from(admin)).expect("read kubeconfig");
-    for user in &mut config.auth_infos {
-        user.auth_info =
-            Some(serde_json::from_value(serde_json::json!({ "token": token })).unwrap());
-    }
-    let dir = target_dir().join("e2e-gate");
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join(format!("{}.kubeconfig", ns.name()));
-    std::fs::write(&kubeconfig, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
-    let log = dir.join(format!("{}.log", ns.name()));
-    let file = std::fs::File::create(&log).unwrap();
-    let binary = std::env::var_os("MLCTL_OPERATOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("debug/mlctl-operator"));
-    assert!(
-        binary.is_file(),
-        "{} missing: cargo build -p mlctl-operator",
-        binary.display()
-    );
-    let child = Command::new(binary)
-        .args(["--namespaces", ns.name(), "--lease-namespace", ns.name()])
-        .args(["--identity", "gate", "--log-format", "text"])
-        .arg("--metrics-addr=127.0.0.1:0")
-        .arg("--storage-initializer-image=ghcr.io/mlctl/storage-initializer:0.1.0")
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info,mlctl_operator=debug")
-        .stdout(Stdio::from(file.try_clone().unwrap()))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .expect("start mlctl-operator");
-    ns.dump_log_on_failure(log);
-    (client, ns, Operator(child))
+    let (client, ns, operator, _) = mlctl_e2e::operator::setup(prefix).await;
+    (client, ns, operator)
 }
 
 /// A scheduled pipeline (due once a year, on 1 January, so never during a

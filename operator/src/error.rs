@@ -43,6 +43,12 @@ impl Error {
         }
     }
 
+    /// Whether a write lost an optimistic-concurrency race (HTTP 409): the
+    /// object changed since it was read.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409)
+    }
+
     /// Whether the API server refused what we sent as invalid: retrying the
     /// same request cannot help, the spec has to change.
     pub fn is_invalid_request(&self) -> bool {

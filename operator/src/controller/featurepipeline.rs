@@ -20,7 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use mlctl_crds::FeaturePipeline;
-use mlctl_crds::featurepipeline::{FeaturePipelineStatus, SchemaStatus};
+use mlctl_crds::featurepipeline::SchemaStatus;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
@@ -100,6 +100,10 @@ pub async fn reconcile(
     let result = reconcile_inner(pipeline, &ctx).await;
     ctx.metrics.reconcile_duration(KIND, started.elapsed());
     match result {
+        Err(e) if e.is_conflict() => {
+            // Decided from a stale copy; the newer one is on its way.
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
         Err(e) if e.is_invalid_request() => {
             ctx.metrics.reconcile_error(KIND, &e.metric_label());
             let t = Transition {
@@ -453,7 +457,14 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
     }
 
     if decision.status != current {
-        write_status(&client, &pref, &decision.status).await?;
+        super::write_status(
+            &Api::<FeaturePipeline>::namespaced(client.clone(), &pref.namespace),
+            &pref.name,
+            "FeaturePipeline",
+            p.metadata.resource_version.as_deref(),
+            &decision.status,
+        )
+        .await?;
     }
     let reference = p.object_ref(&());
     for t in &decision.events {
@@ -592,27 +603,6 @@ async fn count_outcomes(
         };
         publish(ctx, reference, &t).await;
     }
-}
-
-async fn write_status(
-    client: &kube::Client,
-    pref: &PipelineRef,
-    status: &FeaturePipelineStatus,
-) -> Result<()> {
-    let api: Api<FeaturePipeline> = Api::namespaced(client.clone(), &pref.namespace);
-    let patch = serde_json::json!({
-        "apiVersion": mlctl_crds::API_VERSION,
-        "kind": "FeaturePipeline",
-        "metadata": {"name": pref.name},
-        "status": status,
-    });
-    api.patch_status(
-        &pref.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
 }
 
 async fn publish(ctx: &Context, reference: &ObjectReference, t: &Transition) {

@@ -99,6 +99,11 @@ pub async fn reconcile(
     let result = reconcile_inner(model, &ctx).await;
     ctx.metrics.reconcile_duration(KIND, started.elapsed());
     match result {
+        Err(e) if e.is_conflict() => {
+            // Decided from a stale copy; the newer one is on its way.
+            debug!("status changed since this reconcile read it; deciding again");
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
         Err(e) if e.is_invalid_request() => {
             // The API server refused a child rendered from this spec (e.g. an
             // autoscaler metric it cannot accept): say so where the user
@@ -344,7 +349,13 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     };
 
     if decision.status != current {
-        write_status(&ctx.client, &mref, &decision.status).await?;
+        write_status(
+            &ctx.client,
+            &mref,
+            model.metadata.resource_version.as_deref(),
+            &decision.status,
+        )
+        .await?;
     }
     for o in &decision.outcomes {
         ctx.metrics.rollout_outcome(o.outcome);
@@ -488,22 +499,11 @@ async fn relabel(api: &Api<Deployment>, name: &str, track: Track) -> Result<()> 
 async fn write_status(
     client: &kube::Client,
     mref: &ModelRef,
+    resource_version: Option<&str>,
     status: &RankingModelStatus,
 ) -> Result<()> {
     let api: Api<RankingModel> = Api::namespaced(client.clone(), &mref.namespace);
-    let patch = serde_json::json!({
-        "apiVersion": mlctl_crds::API_VERSION,
-        "kind": "RankingModel",
-        "metadata": {"name": mref.name},
-        "status": status,
-    });
-    api.patch_status(
-        &mref.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    super::write_status(&api, &mref.name, "RankingModel", resource_version, status).await
 }
 
 async fn publish(ctx: &Context, reference: &ObjectReference, t: &Transition) {
@@ -554,7 +554,13 @@ async fn report_invalid(model: &RankingModel, ctx: &Context, message: &str) -> R
     status.observed_generation = model.metadata.generation;
     status.phase = Some(mlctl_crds::rankingmodel::Phase::Degraded);
     if status != before {
-        write_status(&ctx.client, &mref, &status).await?;
+        write_status(
+            &ctx.client,
+            &mref,
+            model.metadata.resource_version.as_deref(),
+            &status,
+        )
+        .await?;
         publish(
             ctx,
             &model.object_ref(&()),

@@ -11,20 +11,18 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::core::DeserializeGuard;
 use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::events::Recorder;
+use kube::{Api, Resource};
 use mlctl_crds::FeaturePipeline;
 use mlctl_crds::featurepipeline::SchemaStatus;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
+use super::{apply_if_changed, delete, invalid_object, now_seconds, owned_by, publish};
 use crate::error::{Error, Result};
 use crate::pipeline::naming::{
     INTERVAL_START_LABEL, JOB_NAME_LABELS, PIPELINE_LABEL, RUN_LABEL, SCHEMA_HASH_ANNOTATION,
@@ -33,7 +31,7 @@ use crate::pipeline::naming::{
 use crate::pipeline::{
     self, Decision, Observed, ObservedRun, PipelineRef, RunPhase, RunTrigger, Workload, render,
 };
-use crate::render::{FIELD_MANAGER, applied_hash, stamp_hash};
+use crate::render::FIELD_MANAGER;
 use crate::rollout::Transition;
 use crate::telemetry::Metrics;
 
@@ -80,20 +78,8 @@ pub async fn reconcile(
         Err(invalid) => {
             ctx.metrics.reconcile_error(KIND, "invalid_object");
             warn!(name = ?invalid.metadata.name, error = %invalid.error, "cannot read FeaturePipeline");
-            let reference = ObjectReference {
-                api_version: Some(mlctl_crds::API_VERSION.into()),
-                kind: Some("FeaturePipeline".into()),
-                name: invalid.metadata.name.clone(),
-                namespace: invalid.metadata.namespace.clone(),
-                uid: invalid.metadata.uid.clone(),
-                ..ObjectReference::default()
-            };
-            let t = Transition {
-                warning: true,
-                reason: "InvalidObject",
-                message: format!("the operator cannot read this object: {}", invalid.error),
-            };
-            publish(&ctx, &reference, &t).await;
+            let (reference, t) = invalid_object::<FeaturePipeline>(invalid);
+            publish(&ctx.recorder, &reference, &t).await;
             return Ok(Action::await_change());
         }
     };
@@ -111,7 +97,7 @@ pub async fn reconcile(
                 reason: "InvalidSpec",
                 message: format!("the API server refused an object rendered from this spec: {e}"),
             };
-            publish(&ctx, &pipeline.object_ref(&()), &t).await;
+            publish(&ctx.recorder, &pipeline.object_ref(&()), &t).await;
             Ok(Action::requeue(Duration::from_secs(300)))
         }
         other => other,
@@ -127,11 +113,6 @@ pub fn error_policy(
     ctx.metrics.reconcile_error(KIND, &error.metric_label());
     warn!(%error, "reconcile failed");
     Action::requeue(Duration::from_secs(15))
-}
-
-fn now_seconds() -> Timestamp {
-    let now = Timestamp::now();
-    Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
 /// The SparkApplication resource when its CRD is served (checked on every
@@ -277,56 +258,11 @@ fn observe_spark(app: &DynamicObject, pods: &[Pod]) -> Option<ObservedRun> {
     })
 }
 
-/// Applies `desired` (stamped with its hash) unless the observed object
-/// already carries that hash. Returns whether it wrote.
-async fn apply_if_changed<K>(
-    api: &Api<K>,
-    desired: &K,
-    observed: Option<&ObjectMeta>,
-    meta: impl FnOnce(&mut K) -> &mut ObjectMeta,
-) -> Result<bool>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
-    let stamped = stamp_hash(desired, meta);
-    let want = applied_hash(stamped.meta()).map(str::to_string);
-    if observed.is_some_and(|o| applied_hash(o).map(str::to_string) == want) {
-        return Ok(false);
-    }
-    let name = stamped.name_any();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&stamped),
-    )
-    .await?;
-    debug!(%name, "applied");
-    Ok(true)
-}
-
 async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     Ok(api.get_opt(name).await?)
-}
-
-async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
 fn dynamic(value: serde_json::Value) -> Result<DynamicObject> {
@@ -468,7 +404,7 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
     }
     let reference = p.object_ref(&());
     for t in &decision.events {
-        publish(ctx, &reference, t).await;
+        publish(&ctx.recorder, &reference, t).await;
     }
     count_outcomes(ctx, &pref, &runs, &reference).await;
     let fresh_reference = decision
@@ -601,24 +537,7 @@ async fn count_outcomes(
             },
             message: format!("run {} ({}) {outcome}", r.name, r.trigger.as_str()),
         };
-        publish(ctx, reference, &t).await;
-    }
-}
-
-async fn publish(ctx: &Context, reference: &ObjectReference, t: &Transition) {
-    let event = Event {
-        type_: if t.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: t.reason.to_string(),
-        note: Some(t.message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, reference).await {
-        warn!(error = %e, reason = t.reason, "could not publish event");
+        publish(&ctx.recorder, reference, &t).await;
     }
 }
 

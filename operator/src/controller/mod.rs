@@ -3,13 +3,125 @@
 pub mod featurepipeline;
 pub mod rankingmodel;
 
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::error_boundary::InvalidObject;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::{debug, warn};
 
 use crate::error::Result;
-use crate::render::FIELD_MANAGER;
+use crate::render::{FIELD_MANAGER, applied_hash, stamp_hash};
+use crate::rollout::Transition;
 
+/// The clock, truncated to seconds (status times have second precision).
+pub fn now_seconds() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// Whether `uid` is the controlling owner of the object.
+pub fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+/// Applies `desired` (stamped with its hash) unless the observed object
+/// already carries that hash. Returns whether it wrote.
+pub async fn apply_if_changed<K>(
+    api: &Api<K>,
+    desired: &K,
+    observed: Option<&ObjectMeta>,
+    meta: impl FnOnce(&mut K) -> &mut ObjectMeta,
+) -> Result<bool>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let stamped = stamp_hash(desired, meta);
+    let want = applied_hash(stamped.meta()).map(str::to_string);
+    if observed.is_some_and(|o| applied_hash(o).map(str::to_string) == want) {
+        return Ok(false);
+    }
+    let name = stamped.name_any();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&stamped),
+    )
+    .await?;
+    debug!(%name, "applied");
+    Ok(true)
+}
+
+/// Deletes `name` in the background; already gone is fine.
+pub async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Publishes one transition as an Event. Events are best effort: losing one
+/// must not fail the reconcile.
+pub async fn publish(recorder: &Recorder, reference: &ObjectReference, t: &Transition) {
+    let event = Event {
+        type_: if t.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: t.reason.to_string(),
+        note: Some(t.message.chars().take(1000).collect()),
+        // Kubernetes folds Events with the same (reason, action) into one
+        // series that keeps the first note; a per-note action keeps every
+        // distinct transition (each step, each rollout, each run) visible
+        // while identical repeats still fold.
+        action: event_action(&t.message),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, reference).await {
+        warn!(error = %e, reason = t.reason, "could not publish event");
+    }
+}
+
+fn event_action(message: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(message.as_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("Reconcile-{hex}")
+}
+
+/// For an object of kind `K` that does not deserialize: a reference to it
+/// (from the metadata that did) and the Warning to publish on it.
+pub fn invalid_object<K>(invalid: &InvalidObject) -> (ObjectReference, Transition)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let reference = ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: invalid.metadata.name.clone(),
+        namespace: invalid.metadata.namespace.clone(),
+        uid: invalid.metadata.uid.clone(),
+        ..ObjectReference::default()
+    };
+    let transition = Transition {
+        warning: true,
+        reason: "InvalidObject",
+        message: format!("the operator cannot read this object: {}", invalid.error),
+    };
+    (reference, transition)
+}
 /// Writes `status` of the object `name` (server-side apply, the operator's
 /// field manager) only if the object is still at `resource_version`, the
 /// version the decision was made from: a reconcile that started from a

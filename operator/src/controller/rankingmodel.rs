@@ -7,23 +7,21 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::Recorder;
 use kube::{Api, Resource, ResourceExt};
 use mlctl_crds::rankingmodel::RankingModelStatus;
 use mlctl_crds::{FeaturePipeline, RankingModel};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
+use super::{apply_if_changed, delete, invalid_object, now_seconds, owned_by, publish};
 use crate::analysis;
 use crate::error::{Error, Result};
 use crate::render::{self, FIELD_MANAGER, INITIAL_REPLICAS_MANAGER, ModelRef, Track};
@@ -79,20 +77,8 @@ pub async fn reconcile(
         Err(invalid) => {
             ctx.metrics.reconcile_error(KIND, "invalid_object");
             warn!(name = ?invalid.metadata.name, error = %invalid.error, "cannot read RankingModel");
-            let reference = ObjectReference {
-                api_version: Some(mlctl_crds::API_VERSION.into()),
-                kind: Some("RankingModel".into()),
-                name: invalid.metadata.name.clone(),
-                namespace: invalid.metadata.namespace.clone(),
-                uid: invalid.metadata.uid.clone(),
-                ..ObjectReference::default()
-            };
-            let transition = Transition {
-                warning: true,
-                reason: "InvalidObject",
-                message: format!("the operator cannot read this object: {}", invalid.error),
-            };
-            publish(&ctx, &reference, &transition).await;
+            let (reference, transition) = invalid_object::<RankingModel>(invalid);
+            publish(&ctx.recorder, &reference, &transition).await;
             return Ok(Action::await_change());
         }
     };
@@ -125,18 +111,6 @@ pub fn error_policy(
     ctx.metrics.reconcile_error(KIND, &error.metric_label());
     warn!(%error, "reconcile failed");
     Action::requeue(Duration::from_secs(15))
-}
-
-fn now_seconds() -> Timestamp {
-    let now = Timestamp::now();
-    Timestamp::from_second(now.as_second()).unwrap_or(now)
-}
-
-fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
 async fn list_owned<K>(api: &Api<K>, name: &str, uid: &str) -> Result<Vec<K>>
@@ -172,33 +146,6 @@ fn observe(d: &Deployment) -> Option<ObservedDeployment> {
         ready: status.ready_replicas.unwrap_or(0),
         available,
     })
-}
-
-/// Applies `desired` (stamped with its hash) unless the observed object
-/// already carries that hash. Returns whether it wrote.
-async fn apply_if_changed<K>(
-    api: &Api<K>,
-    desired: &K,
-    observed: Option<&K>,
-    meta: impl FnOnce(&mut K) -> &mut ObjectMeta,
-) -> Result<bool>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
-    let stamped = render::stamp_hash(desired, meta);
-    let want = render::applied_hash(stamped.meta()).map(str::to_string);
-    if observed.is_some_and(|o| render::applied_hash(o.meta()).map(str::to_string) == want) {
-        return Ok(false);
-    }
-    let name = stamped.name_any();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&stamped),
-    )
-    .await?;
-    debug!(%name, "applied");
-    Ok(true)
 }
 
 async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> {
@@ -253,7 +200,10 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         let desired = render::deployment(&mref, &model.spec, &ctx.render, plan);
         let name = desired.name_any();
         let existing = observed_deployments.iter().find(|d| d.name_any() == name);
-        let wrote = apply_if_changed(&deployments, &desired, existing, |d| &mut d.metadata).await?;
+        let wrote = apply_if_changed(&deployments, &desired, existing.map(Resource::meta), |d| {
+            &mut d.metadata
+        })
+        .await?;
         if model.spec.autoscaling.is_some() {
             // The autoscaler will own `replicas`; the main field manager must
             // never mention it, so the size is set by a second one: once for
@@ -275,11 +225,7 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     }
     for name in &decision.delete {
         info!(deployment = %name, "deleting");
-        match deployments.delete(name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete(&deployments, name).await?;
     }
 
     // Services.
@@ -288,7 +234,10 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         let existing = observed_services
             .iter()
             .find(|s| s.name_any() == svc.name_any());
-        apply_if_changed(&services, &svc, existing, |s| &mut s.metadata).await?;
+        apply_if_changed(&services, &svc, existing.map(Resource::meta), |s| {
+            &mut s.metadata
+        })
+        .await?;
     }
 
     // Autoscaler.
@@ -296,7 +245,10 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     match (&model.spec.autoscaling, &decision.autoscaler_target) {
         (Some(a), Some(target)) => {
             let hpa = render::autoscaler(&mref, a, target);
-            apply_if_changed(&hpas, &hpa, observed_hpa.first(), |h| &mut h.metadata).await?;
+            apply_if_changed(&hpas, &hpa, observed_hpa.first().map(Resource::meta), |h| {
+                &mut h.metadata
+            })
+            .await?;
         }
         _ => {
             for h in &observed_hpa {
@@ -311,7 +263,10 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     match &decision.disruption_budget {
         Some(revision) => {
             let pdb = render::disruption_budget(&mref, revision);
-            apply_if_changed(&pdbs, &pdb, observed_pdb.first(), |p| &mut p.metadata).await?;
+            apply_if_changed(&pdbs, &pdb, observed_pdb.first().map(Resource::meta), |p| {
+                &mut p.metadata
+            })
+            .await?;
         }
         None => {
             for p in &observed_pdb {
@@ -367,7 +322,7 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         ctx.metrics.step_duration(step, *secs);
     }
     for t in &decision.events {
-        publish(ctx, &model.object_ref(&()), t).await;
+        publish(&ctx.recorder, &model.object_ref(&()), t).await;
     }
     if let Err(e) = routed {
         let transition = Transition {
@@ -375,7 +330,7 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
             reason: "TrafficRoutingFailed",
             message: e.to_string(),
         };
-        publish(ctx, &model.object_ref(&()), &transition).await;
+        publish(&ctx.recorder, &model.object_ref(&()), &transition).await;
         return Err(Error::Routing(e.to_string()));
     }
     Ok(match decision.requeue_after {
@@ -506,35 +461,6 @@ async fn write_status(
     super::write_status(&api, &mref.name, "RankingModel", resource_version, status).await
 }
 
-async fn publish(ctx: &Context, reference: &ObjectReference, t: &Transition) {
-    let event = Event {
-        type_: if t.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: t.reason.to_string(),
-        note: Some(t.message.chars().take(1000).collect()),
-        // Kubernetes folds Events with the same (reason, action) into one
-        // series that keeps the first note; a per-note action keeps every
-        // distinct transition (each step, each rollout) visible while
-        // identical repeats still fold.
-        action: event_action(&t.message),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, reference).await {
-        // Events are best effort: losing one must not fail the reconcile.
-        warn!(error = %e, reason = t.reason, "could not publish event");
-    }
-}
-
-fn event_action(message: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(message.as_bytes());
-    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    format!("Reconcile-{hex}")
-}
-
 /// Marks the model as not Ready because of its spec, once (no churn).
 async fn report_invalid(model: &RankingModel, ctx: &Context, message: &str) -> Result<()> {
     let Some(mref) = ModelRef::from_model(model) else {
@@ -562,7 +488,7 @@ async fn report_invalid(model: &RankingModel, ctx: &Context, message: &str) -> R
         )
         .await?;
         publish(
-            ctx,
+            &ctx.recorder,
             &model.object_ref(&()),
             &Transition {
                 warning: true,

@@ -70,6 +70,32 @@ pub fn router_for(routing: Option<&TrafficRouting>) -> Option<Box<dyn TrafficRou
     None
 }
 
+/// In one list of backends: adds a canary backend (made from the stable
+/// one) when missing and sets both weights. None when the list has no
+/// stable backend; otherwise whether anything changed.
+fn split(
+    backends: &mut Vec<Value>,
+    is_stable: impl Fn(&Value) -> bool,
+    is_canary: impl Fn(&Value) -> bool,
+    make_canary: impl FnOnce(&Value) -> Value,
+    canary_weight: i32,
+) -> Option<bool> {
+    let stable = backends.iter().find(|b| is_stable(b))?.clone();
+    let mut changed = false;
+    if !backends.iter().any(&is_canary) {
+        backends.push(make_canary(&stable));
+        changed = true;
+    }
+    for b in backends.iter_mut() {
+        if is_stable(b) {
+            changed |= set_weight(b, 100 - canary_weight);
+        } else if is_canary(b) {
+            changed |= set_weight(b, canary_weight);
+        }
+    }
+    Some(changed)
+}
+
 fn set_weight(entry: &mut Value, weight: i32) -> bool {
     if entry.get("weight").and_then(Value::as_i64) == Some(i64::from(weight)) {
         return false;
@@ -131,24 +157,22 @@ impl TrafficRouter for GatewayApi {
             let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else {
                 continue;
             };
-            let Some(stable_ref) = refs.iter().find(|r| is_service(r, stable)).cloned() else {
-                continue;
-            };
-            found = true;
-            if !refs.iter().any(|r| is_service(r, canary)) {
-                let mut canary_ref = stable_ref.clone();
-                if let Some(obj) = canary_ref.as_object_mut() {
-                    obj.insert("name".into(), json!(canary));
-                }
-                refs.push(canary_ref);
-                changed = true;
-            }
-            for r in refs.iter_mut() {
-                if is_service(r, stable) {
-                    changed |= set_weight(r, 100 - canary_weight);
-                } else if is_service(r, canary) {
-                    changed |= set_weight(r, canary_weight);
-                }
+            let outcome = split(
+                refs,
+                |r| is_service(r, stable),
+                |r| is_service(r, canary),
+                |stable_ref| {
+                    let mut canary_ref = stable_ref.clone();
+                    if let Some(obj) = canary_ref.as_object_mut() {
+                        obj.insert("name".into(), json!(canary));
+                    }
+                    canary_ref
+                },
+                canary_weight,
+            );
+            if let Some(c) = outcome {
+                found = true;
+                changed |= c;
             }
         }
         if !found {
@@ -215,29 +239,27 @@ impl TrafficRouter for Istio {
             let Some(dests) = route.get_mut("route").and_then(Value::as_array_mut) else {
                 continue;
             };
-            let Some(stable_dest) = dests.iter().find(|d| host_is(d, stable)).cloned() else {
-                continue;
-            };
-            found = true;
-            if !dests.iter().any(|d| host_is(d, canary)) {
-                let mut c = stable_dest.clone();
-                let host = stable_dest
-                    .pointer("/destination/host")
-                    .and_then(Value::as_str)
-                    .unwrap_or(stable)
-                    .replacen(stable, canary, 1);
-                if let Some(d) = c.get_mut("destination").and_then(Value::as_object_mut) {
-                    d.insert("host".into(), json!(host));
-                }
-                dests.push(c);
-                changed = true;
-            }
-            for d in dests.iter_mut() {
-                if host_is(d, stable) {
-                    changed |= set_weight(d, 100 - canary_weight);
-                } else if host_is(d, canary) {
-                    changed |= set_weight(d, canary_weight);
-                }
+            let outcome = split(
+                dests,
+                |d| host_is(d, stable),
+                |d| host_is(d, canary),
+                |stable_dest| {
+                    let mut c = stable_dest.clone();
+                    let host = stable_dest
+                        .pointer("/destination/host")
+                        .and_then(Value::as_str)
+                        .unwrap_or(stable)
+                        .replacen(stable, canary, 1);
+                    if let Some(d) = c.get_mut("destination").and_then(Value::as_object_mut) {
+                        d.insert("host".into(), json!(host));
+                    }
+                    c
+                },
+                canary_weight,
+            );
+            if let Some(c) = outcome {
+                found = true;
+                changed |= c;
             }
         }
         if !found {

@@ -1,0 +1,382 @@
+//! The transports: plain http(s) through reqwest, S3 and GCS through
+//! `object_store` (standard credential chains, request signing, listing). Both
+//! are reduced to one shape, a stream of body chunks, and every failure to an
+//! [`AttemptError`] that says whether another attempt can help. Retries are ours,
+//! not the libraries', so that each attempt is logged and bounded by our flags.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, GetOptions, ObjectStore, RetryConfig};
+
+use super::retry::{StatusClass, classify_status};
+use super::uri::{ModelUri, ObjectScheme};
+
+/// Why one attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptError {
+    /// Worth another attempt (connection errors, 5xx, 429, truncated bodies, idle
+    /// timeouts); the text says what happened.
+    Transient(String),
+    /// The object does not exist (404/410).
+    NotFound(Refusal),
+    /// The credentials may not read it (401/403).
+    Forbidden(Refusal),
+    /// Any other refusal that a retry cannot fix.
+    Rejected(Refusal),
+}
+
+/// A final answer from the server (or from us, before asking it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `403 Forbidden`, or a short reason when there was no HTTP status.
+    pub status: String,
+    /// What the store said, if anything (may be empty).
+    pub detail: String,
+}
+
+impl Refusal {
+    fn new(status: impl Into<String>, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            status: status.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Installs ring as rustls's process-wide crypto provider. rustls panics at client
+/// build when more than one provider is compiled in and none is chosen (a
+/// workspace build unifies features, so aws-lc-rs can appear next to ring).
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A connected client for one `MODEL_URI`.
+#[derive(Debug)]
+pub enum Transport {
+    Http(reqwest::Client),
+    Object(Arc<dyn ObjectStore>),
+}
+
+/// One object found under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The full object key.
+    pub key: String,
+    /// The path relative to the prefix, `/`-separated, every segment a safe file
+    /// name.
+    pub relative: String,
+    pub size: u64,
+}
+
+/// An open response body.
+pub struct Body {
+    chunks: BoxStream<'static, Result<Bytes, AttemptError>>,
+    /// The length the server announced, to detect truncation.
+    pub expected_len: Option<u64>,
+}
+
+impl Body {
+    /// The next chunk, `None` at the end; waits at most `idle`.
+    pub async fn next_chunk(&mut self, idle: Duration) -> Result<Option<Bytes>, AttemptError> {
+        match tokio::time::timeout(idle, self.chunks.next()).await {
+            Err(_) => Err(AttemptError::Transient(format!(
+                "no data for {} (--idle-timeout)",
+                super::retry::human(idle)
+            ))),
+            Ok(None) => Ok(None),
+            Ok(Some(chunk)) => chunk.map(Some),
+        }
+    }
+}
+
+impl Transport {
+    /// Builds the client for `uri`; credentials come from the environment.
+    ///
+    /// Only the connect timeout is given to the clients: the idle timeout is ours,
+    /// around every await (see [`Body::next_chunk`]), so that every transport
+    /// reports it the same way.
+    pub fn for_uri(uri: &ModelUri, connect_timeout: Duration) -> Result<Transport, String> {
+        match uri {
+            ModelUri::Http { .. } => reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .user_agent(concat!("mlctl-ranker-fetch/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map(Transport::Http)
+                .map_err(|e| error_chain(&e)),
+            ModelUri::Object { scheme, bucket, .. } => {
+                let options = ClientOptions::new()
+                    .with_connect_timeout(connect_timeout)
+                    // A whole-request timeout would cut off a large model mid-body;
+                    // the idle timeout and the overall --timeout bound it instead.
+                    .with_timeout_disabled()
+                    .with_allow_http(allow_plain_http());
+                // Our loop retries (and logs each attempt); the library must not.
+                let retry = RetryConfig {
+                    max_retries: 0,
+                    ..RetryConfig::default()
+                };
+                let store: Result<Arc<dyn ObjectStore>, _> = match scheme {
+                    ObjectScheme::S3 => object_store::aws::AmazonS3Builder::from_env()
+                        .with_bucket_name(bucket)
+                        .with_client_options(options)
+                        .with_retry(retry)
+                        .build()
+                        .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+                    ObjectScheme::Gs => object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_bucket_name(bucket)
+                        .with_client_options(options)
+                        .with_retry(retry)
+                        .build()
+                        .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+                };
+                store.map(Transport::Object).map_err(|e| error_chain(&e))
+            }
+        }
+    }
+
+    /// Starts downloading `key` (ignored for http, where the URI is the object).
+    pub async fn open(&self, uri: &ModelUri, key: &str) -> Result<Body, AttemptError> {
+        match (self, uri) {
+            (Transport::Http(client), ModelUri::Http { url }) => {
+                let response = client
+                    .get(url.clone())
+                    .send()
+                    .await
+                    .map_err(reqwest_error)?;
+                let status = response.status();
+                if !status.is_success() {
+                    return Err(status_error(
+                        status.as_u16(),
+                        status.to_string(),
+                        String::new(),
+                    ));
+                }
+                let expected_len = response.content_length();
+                let chunks = futures::stream::unfold(response, |mut response| async move {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => Some((Ok(chunk), response)),
+                        Ok(None) => None,
+                        Err(e) => Some((Err(reqwest_error(e)), response)),
+                    }
+                });
+                Ok(Body {
+                    chunks: chunks.boxed(),
+                    expected_len,
+                })
+            }
+            (Transport::Object(store), _) => {
+                let path = object_path(key)?;
+                let result = store
+                    .get_opts(&path, GetOptions::default())
+                    .await
+                    .map_err(object_error)?;
+                let expected_len = Some(result.range.end - result.range.start);
+                let chunks = result.into_stream().map(|c| c.map_err(object_error));
+                Ok(Body {
+                    chunks: chunks.boxed(),
+                    expected_len,
+                })
+            }
+            (Transport::Http(_), ModelUri::Object { .. }) => Err(AttemptError::Rejected(
+                Refusal::new("internal error: an http client for an object-store URI", ""),
+            )),
+        }
+    }
+
+    /// Lists every object under `prefix` (a key that is empty or ends in `/`).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, AttemptError> {
+        let Transport::Object(store) = self else {
+            return Err(AttemptError::Rejected(Refusal::new(
+                "internal error: listing over plain http",
+                "",
+            )));
+        };
+        let prefix_path = object_path(prefix)?;
+        let mut stream = store.list(Some(&prefix_path));
+        let mut listed = Vec::new();
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(object_error)?;
+            let Some(parts) = meta.location.prefix_match(&prefix_path) else {
+                continue;
+            };
+            let parts: Vec<String> = parts.map(|p| p.as_ref().to_string()).collect();
+            if parts.is_empty() {
+                continue; // the prefix itself, e.g. a console-made "folder" marker
+            }
+            if let Some(bad) = parts.iter().find(|p| !is_safe_segment(p)) {
+                return Err(AttemptError::Rejected(Refusal::new(
+                    format!(
+                        "object {} has path segment {bad:?}, which cannot be a file name",
+                        meta.location
+                    ),
+                    "",
+                )));
+            }
+            listed.push(Listed {
+                key: meta.location.to_string(),
+                relative: parts.join("/"),
+                size: meta.size,
+            });
+        }
+        // Zero-byte "folder" markers (`dir/sub/`) come back as `dir/sub` next to
+        // `dir/sub/x`: a file and a directory cannot share one name, and the marker
+        // carries nothing, so it goes.
+        let dirs: Vec<String> = listed
+            .iter()
+            .filter_map(|l| l.relative.rsplit_once('/').map(|(d, _)| d.to_string()))
+            .collect();
+        listed.retain(|l| {
+            !(l.size == 0
+                && dirs
+                    .iter()
+                    .any(|d| d == &l.relative || d.starts_with(&format!("{}/", l.relative))))
+        });
+        listed.sort_by(|a, b| a.relative.cmp(&b.relative));
+        Ok(listed)
+    }
+}
+
+/// Whether a key segment can be used as a file name under `MODEL_DIR`.
+pub fn is_safe_segment(segment: &str) -> bool {
+    !segment.is_empty() && segment != "." && segment != ".." && !segment.contains(['/', '\0'])
+}
+
+/// S3-compatible servers are often plain http inside the cluster (MinIO); when the
+/// endpoint says `http://` the user has chosen that, so it is allowed without a
+/// second switch. `AWS_ALLOW_HTTP=true` is honoured as usual.
+fn allow_plain_http() -> bool {
+    let endpoint_is_http = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .any(|v| v.starts_with("http://"));
+    let allowed = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    endpoint_is_http || allowed
+}
+
+fn object_path(key: &str) -> Result<ObjectPath, AttemptError> {
+    ObjectPath::parse(key.trim_end_matches('/')).map_err(|e| {
+        AttemptError::Rejected(Refusal::new(
+            format!("object key {key:?} is not a valid path"),
+            e.to_string(),
+        ))
+    })
+}
+
+fn status_error(status: u16, text: String, detail: String) -> AttemptError {
+    match classify_status(status) {
+        StatusClass::NotFound => AttemptError::NotFound(Refusal::new(text, detail)),
+        StatusClass::Forbidden => AttemptError::Forbidden(Refusal::new(text, detail)),
+        StatusClass::Transient if detail.is_empty() => AttemptError::Transient(text),
+        StatusClass::Transient => AttemptError::Transient(format!("{text}: {detail}")),
+        StatusClass::Rejected => AttemptError::Rejected(Refusal::new(text, detail)),
+    }
+}
+
+fn reqwest_error(e: reqwest::Error) -> AttemptError {
+    // Without the URL: a pre-signed URL's query is a credential.
+    let e = e.without_url();
+    match e.status() {
+        Some(status) => status_error(status.as_u16(), status.to_string(), String::new()),
+        // Connection, timeout, truncated and malformed bodies are all worth a retry.
+        None => AttemptError::Transient(error_chain(&e)),
+    }
+}
+
+fn object_error(e: object_store::Error) -> AttemptError {
+    let text = error_chain(&e);
+    match &e {
+        object_store::Error::NotFound { .. } => {
+            AttemptError::NotFound(Refusal::new("404 Not Found", text))
+        }
+        object_store::Error::PermissionDenied { .. } => {
+            AttemptError::Forbidden(Refusal::new("403 Forbidden", text))
+        }
+        object_store::Error::Unauthenticated { .. } => {
+            AttemptError::Forbidden(Refusal::new("401 Unauthorized", text))
+        }
+        // Statuses object_store has no variant for (400, 429, 5xx) end up here with
+        // the status only in the message; connection and body errors have none.
+        object_store::Error::Generic { .. } => match status_in(&text) {
+            Some(status) => {
+                let label = reqwest::StatusCode::from_u16(status)
+                    .map_or_else(|_| format!("HTTP {status}"), |s| s.to_string());
+                status_error(status, label, text)
+            }
+            None => AttemptError::Transient(text),
+        },
+        _ => AttemptError::Rejected(Refusal::new("refused", text)),
+    }
+}
+
+/// The HTTP status in an object_store message ("… status code: 503 Service …").
+fn status_in(text: &str) -> Option<u16> {
+    let (_, after) = text.split_once("status code: ")?;
+    after.get(..3)?.parse().ok()
+}
+
+/// An error and its sources on one line, without repeating text a wrapper
+/// already included.
+pub fn error_chain(e: &dyn StdError) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_found_in_object_store_messages() {
+        assert_eq!(
+            status_in(
+                "Generic S3 error: Error performing GET http://x in 1ms - Server returned non-2xx status code: 503 Service Unavailable: "
+            ),
+            Some(503)
+        );
+        assert_eq!(status_in("Generic S3 error: connection refused"), None);
+    }
+
+    #[test]
+    fn segments_that_would_escape_model_dir_are_unsafe() {
+        for bad in ["", ".", "..", "a/b", "a\0b"] {
+            assert!(!is_safe_segment(bad), "{bad:?}");
+        }
+        for good in ["model.txt", ".hidden", "v1..2"] {
+            assert!(is_safe_segment(good), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn an_https_client_builds_with_the_ring_provider() {
+        install_crypto_provider();
+        for uri in [
+            "https://example.invalid/m.txt",
+            "gs://bucket/m.txt",
+            "s3://bucket/m.txt",
+        ] {
+            let uri = ModelUri::parse(uri).unwrap();
+            // GCS without credentials fails at build for a reason that is not TLS.
+            match Transport::for_uri(&uri, Duration::from_secs(1)) {
+                Ok(_) => {}
+                Err(e) => assert!(!e.contains("CryptoProvider"), "{uri}: {e}"),
+            }
+        }
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
+}

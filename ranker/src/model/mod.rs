@@ -14,7 +14,12 @@
 
 use std::fmt;
 
+mod lightgbm;
 mod load;
+mod onnx;
+mod onnx_proto;
+mod ubjson;
+mod xgboost;
 pub use load::{Format, LoadError, load};
 
 /// Which library's arithmetic the ensemble is evaluated with.
@@ -184,7 +189,9 @@ pub struct Ensemble {
 pub struct InvalidEnsemble(pub String);
 
 /// LightGBM's `kZeroThreshold`: values this close to 0 are zero for `missing_type=Zero`.
-pub const ZERO_THRESHOLD: f64 = 1e-35;
+/// LightGBM defines it as the float literal `1e-35f`, so its value is the f32
+/// nearest 1e-35 widened (1.0000000180025095e-35), not the double 1e-35.
+pub const ZERO_THRESHOLD: f64 = 1e-35f32 as f64;
 
 impl Ensemble {
     /// Checks the structural invariants every evaluator relies on: child indices are

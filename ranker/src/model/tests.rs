@@ -122,3 +122,17 @@ fn f32_sums_round_like_float() {
     e.trees[0].nodes[2] = Node::Leaf { value: 1.0 };
     assert_eq!(e.score_reference(&[1.0]), 16_777_216.0);
 }
+
+#[test]
+fn zero_threshold_is_lightgbms_float_constant() {
+    // 1.0000000180025095e-35 is 1e-35f widened: LightGBM treats it as zero, while a
+    // double 1e-35 cut-off would not.
+    assert_eq!(ZERO_THRESHOLD, 1.000_000_018_002_509_5e-35);
+    let zero = stump(
+        Precision::F64,
+        numeric(-1.0, Comparison::LessOrEqual, false, Some(true)),
+    );
+    assert_eq!(zero.score_reference(&[ZERO_THRESHOLD]), -1.0);
+    assert_eq!(zero.score_reference(&[-ZERO_THRESHOLD]), -1.0);
+    assert_eq!(zero.score_reference(&[1.000_000_02e-35]), 1.0);
+}

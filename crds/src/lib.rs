@@ -4,6 +4,7 @@
 
 pub mod common;
 pub mod featurepipeline;
+pub mod images;
 pub mod rankingmodel;
 pub mod requests;
 pub mod validate;

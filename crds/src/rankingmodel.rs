@@ -54,7 +54,9 @@ pub struct RankingModelSpec {
     /// The model revision to serve. Changing it starts a rollout.
     pub model: ModelSource,
     /// The serving container. A change of image, args or env is a new revision
-    /// and goes through the same rollout as a model change.
+    /// and goes through the same rollout as a model change. Optional: without
+    /// it the model is served by this release's `mlctl-ranker` image.
+    #[serde(default)]
     pub runtime: Runtime,
     /// Number of serving pods when `autoscaling` is not set (default 1). Mutually
     /// exclusive with `autoscaling`; `kubectl scale rm/NAME` sets this field.
@@ -79,6 +81,9 @@ pub struct RankingModelSpec {
 /// A model artifact and its identity.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.credentialsSecret) || !self.uri.startsWith('pvc://')").message("spec.model.credentialsSecret is for downloaded artifacts (s3://, gs://, http(s)://): a pvc:// artifact is mounted, not fetched; remove credentialsSecret"),
+)]
 pub struct ModelSource {
     /// Version label of the model, e.g. `2026-11-20.3`: 1-63 lower-case letters,
     /// digits, '-' and '.', starting and ending with a letter or digit.
@@ -97,6 +102,18 @@ pub struct ModelSource {
     #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new("self.matches('^[a-fA-F0-9]{64}$')").message("spec.model.sha256 must be 64 hex characters (the output of sha256sum)"))]
     pub sha256: Option<String>,
+    /// Name of a Secret in the model's namespace holding the credentials the
+    /// storage initializer downloads the artifact with. Its keys become the init
+    /// container's environment (e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ENDPOINT_URL`) and it is mounted read-only at
+    /// `/var/run/secrets/mlctl/model-credentials` (point
+    /// `GOOGLE_APPLICATION_CREDENTIALS` at a key file there). The serving
+    /// container never sees it. Prefer `spec.runtime.serviceAccountName` with
+    /// IRSA or Workload Identity where the cloud offers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("spec.model.credentialsSecret must be the name of a Secret: lower-case letters, digits, '-' and '.'"))]
+    pub credentials_secret: Option<String>,
 }
 
 /// Model artifact formats.
@@ -126,10 +143,14 @@ impl ModelFormat {
 }
 
 /// The serving container of every revision.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Runtime {
-    /// Container image of the serving runtime.
+    /// Container image of the serving runtime. Defaults to this release's
+    /// `mlctl-ranker` image, written into the object when it is created (so an
+    /// operator upgrade never changes what an existing model runs: set the new
+    /// image to roll it out through the model's rollout strategy).
+    #[serde(default = "default_runtime_image")]
     #[schemars(length(min = 1, max = 1024))]
     pub image: String,
     /// Port the runtime listens on for ranking requests (default 8080).
@@ -167,6 +188,37 @@ pub struct Runtime {
     /// rolls out like a new version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_metadata: Option<PodMetadata>,
+    /// ServiceAccount the serving pods run as (storage initializer included):
+    /// how a pod gets cloud credentials through IRSA/EKS Pod Identity or GKE
+    /// Workload Identity to read `spec.model.uri`. Default: the namespace's
+    /// `default` account. Its API token is not mounted (the runtime never talks
+    /// to the API server). Updated in place, not a new revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("spec.runtime.serviceAccountName must be the name of a ServiceAccount: lower-case letters, digits, '-' and '.'"))]
+    pub service_account_name: Option<String>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            image: default_runtime_image(),
+            port: None,
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            resources: None,
+            readiness_path: None,
+            liveness_path: None,
+            image_pull_policy: None,
+            pod_metadata: None,
+            service_account_name: None,
+        }
+    }
+}
+
+fn default_runtime_image() -> String {
+    crate::images::DEFAULT_RANKER_IMAGE.to_string()
 }
 
 /// Labels and annotations added to generated pods.

@@ -160,7 +160,7 @@ pub fn start_operator(ns: &TestNamespace, kubeconfig: &PathBuf, identity: &str) 
             "1",
         ])
         .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
-        .arg("--storage-initializer-image=ghcr.io/mlctl/storage-initializer:0.1.0")
+        .arg("--storage-initializer-image=ghcr.io/mlctl/mlctl-ranker:0.1.0")
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,mlctl_operator=debug")
         .stdout(Stdio::from(file.try_clone().expect("clone log")))

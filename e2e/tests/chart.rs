@@ -137,8 +137,8 @@ fn default_values_render_cluster_wide_least_privilege_rbac() {
         .collect();
     assert!(args.contains(&"--leader-elect=true"), "{args:?}");
     assert!(
-        args.iter()
-            .any(|a| a.starts_with("--storage-initializer-image="))
+        args.contains(&"--storage-initializer-image=ghcr.io/mlctl/mlctl-ranker:0.1.0"),
+        "the storage initializer defaults to the mlctl-ranker image at the appVersion: {args:?}"
     );
 }
 

@@ -444,3 +444,84 @@ async fn generated_pods_are_admitted_under_restricted_pod_security() {
     assert_eq!(listed.items.len(), 3, "all pods admitted");
     ns.finish().await;
 }
+
+/// A model that names no runtime gets the CRD's default mlctl-ranker image, and
+/// its download credentials (Secret + ServiceAccount) reach the pods the API
+/// server admits: the account and the Secret's env only where they belong.
+#[tokio::test]
+async fn a_model_without_runtime_runs_the_ranker_image_with_its_credentials() {
+    require_e2e!();
+    let (client, ns, _operator, _) = setup("rm-creds").await;
+    apply_yaml(
+        &client,
+        ns.name(),
+        r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: model-reader
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: s3-credentials
+stringData:
+  AWS_ACCESS_KEY_ID: test
+  AWS_SECRET_ACCESS_KEY: test
+---
+apiVersion: mlctl.io/v1alpha1
+kind: RankingModel
+metadata:
+  name: ranker
+spec:
+  model:
+    version: v1
+    uri: s3://models/ranker/v1/model.txt
+    format: lightgbm
+    credentialsSecret: s3-credentials
+  runtime:
+    serviceAccountName: model-reader
+  replicas: 1
+"#,
+    )
+    .await;
+    let models: Api<RankingModel> = ns.api();
+    let model = wait_for(&models, "ranker", phase_is(Phase::Healthy), LONG).await;
+    assert_eq!(
+        model.spec.runtime.image,
+        mlctl_crds::images::DEFAULT_RANKER_IMAGE,
+        "the API server writes the CRD default into the object"
+    );
+    let deployments: Api<Deployment> = ns.api();
+    let d = deployments.get(&stable_deployment(&model)).await.unwrap();
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("model-reader"));
+    let init = &pod.init_containers.unwrap()[0];
+    assert_eq!(
+        init.image.as_deref(),
+        Some(mlctl_crds::images::DEFAULT_RANKER_IMAGE)
+    );
+    assert_eq!(init.args.as_deref(), Some(&["fetch".to_string()][..]));
+    assert_eq!(
+        init.env_from.as_ref().unwrap()[0]
+            .secret_ref
+            .as_ref()
+            .map(|s| s.name.as_str()),
+        Some("s3-credentials")
+    );
+    assert!(pod.containers[0].env_from.is_none());
+    // The pods exist (admitted with that ServiceAccount) and run.
+    let pods: Api<Pod> = ns.api();
+    let listed = pods
+        .list(&ListParams::default().labels("mlctl.io/model=ranker"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(
+        listed.items[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_deref()),
+        Some("model-reader")
+    );
+}

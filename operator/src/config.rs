@@ -43,11 +43,12 @@ pub struct Config {
     /// Identity in the Lease (default: the pod name, or host and pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Image of the init container that downloads and verifies model artifacts.
+    /// Image of the init container that downloads and verifies model artifacts
+    /// (run with the argument `fetch`; default: this release's mlctl-ranker image).
     #[arg(
         long,
         env = "MLCTL_STORAGE_INITIALIZER_IMAGE",
-        default_value = "ghcr.io/mlctl/storage-initializer:0.1.0"
+        default_value = mlctl_crds::images::DEFAULT_RANKER_IMAGE
     )]
     pub storage_initializer_image: String,
     /// Reconciles running at once.

@@ -24,6 +24,7 @@ fn spec(uri: &str) -> RankingModelSpec {
             uri: uri.into(),
             format: ModelFormat::Xgboost,
             sha256: Some("AB".repeat(32)),
+            credentials_secret: None,
         },
         runtime: Runtime {
             image: "runtime:1".into(),
@@ -270,4 +271,69 @@ fn content_hash_is_stable_and_sensitive() {
     assert_eq!(a, content_hash(&("x", 1)));
     assert_ne!(a, content_hash(&("x", 2)));
     assert_eq!(a.len(), 16);
+}
+
+#[test]
+fn credentials_reach_only_the_storage_initializer() {
+    let mut s = spec("s3://b/m/model.json");
+    s.model.credentials_secret = Some("model-reader".into());
+    s.runtime.service_account_name = Some("ranker-irsa".into());
+    let d = deployment(&model(), &s, &config(), &plan(Some(1)));
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("ranker-irsa"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.args.as_deref(), Some(&["fetch".to_string()][..]));
+    let env_from = init.env_from.as_ref().unwrap();
+    assert_eq!(
+        env_from[0].secret_ref.as_ref().map(|r| r.name.as_str()),
+        Some("model-reader")
+    );
+    let mount = init
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "model-credentials")
+        .unwrap();
+    assert_eq!(mount.mount_path, CREDENTIALS_DIR);
+    assert_eq!(mount.read_only, Some(true));
+    let ranker = &pod.containers[0];
+    assert!(ranker.env_from.is_none());
+    assert!(
+        ranker
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|m| m.name != "model-credentials"),
+        "the serving container must not see the credentials"
+    );
+    // Credentials and the account are not part of what is served.
+    assert_eq!(revision_of(&s), revision_of(&spec("s3://b/m/model.json")));
+}
+
+#[test]
+fn without_credentials_nothing_extra_is_mounted() {
+    let d = deployment(
+        &model(),
+        &spec("s3://b/m/model.json"),
+        &config(),
+        &plan(Some(1)),
+    );
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert!(pod.service_account_name.is_none());
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    assert!(init.env_from.is_none());
+    assert_eq!(
+        init.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+    assert!(
+        pod.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "model-credentials")
+    );
 }

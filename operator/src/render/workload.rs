@@ -6,9 +6,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -24,15 +25,20 @@ use super::{ModelRef, content_hash};
 pub const MODEL_DIR: &str = "/mnt/models";
 /// Default port of the runtime.
 pub const DEFAULT_PORT: i32 = 8080;
+/// Where `spec.model.credentialsSecret` is mounted in the storage initializer.
+pub const CREDENTIALS_DIR: &str = "/var/run/secrets/mlctl/model-credentials";
 /// Non-root user the pods run as.
 const RUN_AS_USER: i64 = 65532;
 
 /// Settings of the operator that shape the pods.
 #[derive(Debug, Clone)]
 pub struct RenderConfig {
-    /// Image of the init container that downloads and verifies the artifact.
+    /// Image of the init container that downloads and verifies the artifact
+    /// (started with the arguments [`STORAGE_INITIALIZER_ARGS`]).
     pub storage_initializer_image: String,
 }
+
+pub use mlctl_crds::images::STORAGE_INITIALIZER_ARGS;
 
 /// The role a revision's Deployment plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,22 +271,59 @@ pub fn deployment(
             if let Some(sha) = &spec.model.sha256 {
                 init_env.push(env("MODEL_SHA256", sha.to_lowercase()));
             }
+            let mut init_mounts = vec![
+                VolumeMount {
+                    name: "model".into(),
+                    mount_path: MODEL_DIR.into(),
+                    ..VolumeMount::default()
+                },
+                VolumeMount {
+                    name: "tmp".into(),
+                    mount_path: "/tmp".into(),
+                    ..VolumeMount::default()
+                },
+            ];
+            // The credentials reach the init container only: the serving
+            // container has no business reading the bucket.
+            let env_from = spec.model.credentials_secret.as_ref().map(|secret| {
+                volumes.push(Volume {
+                    name: "model-credentials".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret.clone()),
+                        default_mode: Some(0o440),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                });
+                init_mounts.push(VolumeMount {
+                    name: "model-credentials".into(),
+                    mount_path: CREDENTIALS_DIR.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                });
+                vec![EnvFromSource {
+                    secret_ref: Some(SecretEnvSource {
+                        name: secret.clone(),
+                        optional: Some(false),
+                    }),
+                    ..EnvFromSource::default()
+                }]
+            });
             init_containers.push(Container {
                 name: "storage-initializer".into(),
                 image: Some(config.storage_initializer_image.clone()),
+                args: Some(
+                    STORAGE_INITIALIZER_ARGS
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect(),
+                ),
                 env: Some(init_env),
-                volume_mounts: Some(vec![
-                    VolumeMount {
-                        name: "model".into(),
-                        mount_path: MODEL_DIR.into(),
-                        ..VolumeMount::default()
-                    },
-                    VolumeMount {
-                        name: "tmp".into(),
-                        mount_path: "/tmp".into(),
-                        ..VolumeMount::default()
-                    },
-                ]),
+                env_from,
+                // A failed fetch writes its reason to the termination message; when it
+                // could not, the log tail is the next best thing for `kubectl describe`.
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                volume_mounts: Some(init_mounts),
                 resources: Some(ResourceRequirements {
                     requests: Some(BTreeMap::from([
                         ("cpu".into(), quantity("100m")),
@@ -373,6 +416,7 @@ pub fn deployment(
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    service_account_name: runtime.service_account_name.clone(),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     termination_grace_period_seconds: Some(30),

@@ -8,6 +8,7 @@ fn spec(version: &str) -> RankingModelSpec {
             uri: format!("s3://models/r/{version}/model.txt"),
             format: ModelFormat::Lightgbm,
             sha256: None,
+            credentials_secret: None,
         },
         runtime: Runtime {
             image: "runtime:1".into(),

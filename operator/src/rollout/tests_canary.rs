@@ -56,6 +56,7 @@ fn spec(version: &str, steps: Vec<RolloutStep>) -> RankingModelSpec {
             uri: format!("s3://models/r/{version}/model.txt"),
             format: ModelFormat::Lightgbm,
             sha256: None,
+            credentials_secret: None,
         },
         runtime: Runtime {
             image: "runtime:1".into(),

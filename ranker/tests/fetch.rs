@@ -327,3 +327,38 @@ fn invalid_configuration_exits_2_before_any_request() {
     }
     assert!(tree(dir.path()).is_empty());
 }
+
+/// gs:// goes through object_store's GCS client; a service-account file may name
+/// another base URL (as for a GCS emulator), which here is the scripted server.
+#[test]
+fn gcs_objects_are_fetched_through_the_gcs_client() {
+    let body = artifact(4096);
+    let server = ScriptServer::start(vec![Reply::Status(503), Reply::Body(body.clone())]);
+    let dir = tempfile::tempdir().unwrap();
+    // Outside MODEL_DIR, which must hold only the artifact.
+    let account = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        account.path(),
+        format!(
+            r#"{{"private_key": "unused", "private_key_id": "unused", "client_email": "t@example.iam.gserviceaccount.com", "gcs_base_url": "{}", "disable_oauth": true}}"#,
+            server.url("")
+        ),
+    )
+    .unwrap();
+    let out = Fetch::new()
+        .env("MODEL_URI", "gs://bkt/models/m.onnx")
+        .env("MODEL_DIR", dir.path())
+        .env("MODEL_SHA256", sha256_hex(&body))
+        .env("GOOGLE_SERVICE_ACCOUNT", account.path())
+        .env("GOOGLE_ALLOW_HTTP", "true")
+        .run();
+    assert_eq!(out.code, Some(0));
+    assert_eq!(std::fs::read(dir.path().join("m.onnx")).unwrap(), body);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    // The GCS JSON API names the object as one encoded path segment.
+    assert!(
+        requests[1].starts_with("GET /bkt/models%2Fm%2Eonnx "),
+        "{requests:?}"
+    );
+}

@@ -11,7 +11,7 @@ use support_fetch::{Moto, artifact, moto_or_skip, sha256_hex, tree};
 /// guarantees it is killed (a shared static would never be dropped).
 #[test]
 fn s3_compatible_store() {
-    let Some(moto) = moto_or_skip() else {
+    let Some(moto) = moto_or_skip(&[]) else {
         return;
     };
     single_file_matches(&moto);
@@ -125,4 +125,30 @@ fn missing_bucket_is_a_404(moto: &Moto) {
         "{}",
         out.stderr
     );
+}
+
+/// A second moto that checks credentials after the two seeding requests: the
+/// fetch's fake key is unknown to it, as a wrong Secret would be to S3.
+#[test]
+fn s3_refusing_the_credentials_is_a_403_without_retries() {
+    let Some(moto) = moto_or_skip(&[("INITIAL_NO_AUTH_ACTION_COUNT", "2")]) else {
+        return;
+    };
+    moto.seed("locked", &[("m.txt", b"secret model")]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = moto
+        .fetch()
+        .env("MODEL_URI", "s3://locked/m.txt")
+        .env("MODEL_DIR", dir.path())
+        .run();
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.last_line().contains(
+            "403 Forbidden from s3://locked/m.txt: the pod's credentials cannot read the object — check spec.runtime.serviceAccountName / the credentials Secret"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("attempt ").count(), 1, "{}", out.stderr);
+    assert!(tree(dir.path()).is_empty());
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, GetOptions, ObjectStore, RetryConfig};
+use object_store::{ClientConfigKey, ClientOptions, GetOptions, ObjectStore, RetryConfig};
 
 use super::retry::{StatusClass, classify_status};
 use super::uri::{ModelUri, ObjectScheme};
@@ -111,12 +111,14 @@ impl Transport {
                 .map(Transport::Http)
                 .map_err(|e| error_chain(&e)),
             ModelUri::Object { scheme, bucket, .. } => {
-                let options = ClientOptions::new()
+                let mut options = client_options_from_env(*scheme)
                     .with_connect_timeout(connect_timeout)
                     // A whole-request timeout would cut off a large model mid-body;
                     // the idle timeout and the overall --timeout bound it instead.
-                    .with_timeout_disabled()
-                    .with_allow_http(allow_plain_http());
+                    .with_timeout_disabled();
+                if endpoint_is_plain_http() {
+                    options = options.with_allow_http(true);
+                }
                 // Our loop retries (and logs each attempt); the library must not.
                 let retry = RetryConfig {
                     max_retries: 0,
@@ -248,16 +250,32 @@ pub fn is_safe_segment(segment: &str) -> bool {
     !segment.is_empty() && segment != "." && segment != ".." && !segment.contains(['/', '\0'])
 }
 
+/// The HTTP client settings the store's builder would read from the environment
+/// (`AWS_ALLOW_HTTP`, `GOOGLE_PROXY_URL`, …). Builders drop them when given
+/// explicit options, so they are read here and ours are applied on top.
+fn client_options_from_env(scheme: ObjectScheme) -> ClientOptions {
+    let prefix = match scheme {
+        ObjectScheme::S3 => "AWS_",
+        ObjectScheme::Gs => "GOOGLE_",
+    };
+    std::env::vars()
+        .filter_map(|(name, value)| {
+            let key = name.strip_prefix(prefix)?.to_ascii_lowercase();
+            Some((key.parse::<ClientConfigKey>().ok()?, value))
+        })
+        .fold(ClientOptions::new(), |options, (key, value)| {
+            options.with_config(key, value)
+        })
+}
+
 /// S3-compatible servers are often plain http inside the cluster (MinIO); when the
 /// endpoint says `http://` the user has chosen that, so it is allowed without a
-/// second switch. `AWS_ALLOW_HTTP=true` is honoured as usual.
-fn allow_plain_http() -> bool {
-    let endpoint_is_http = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+/// second switch.
+fn endpoint_is_plain_http() -> bool {
+    ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
         .iter()
         .filter_map(|k| std::env::var(k).ok())
-        .any(|v| v.starts_with("http://"));
-    let allowed = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-    endpoint_is_http || allowed
+        .any(|v| v.starts_with("http://"))
 }
 
 fn object_path(key: &str) -> Result<ObjectPath, AttemptError> {
@@ -293,13 +311,13 @@ fn object_error(e: object_store::Error) -> AttemptError {
     let text = error_chain(&e);
     match &e {
         object_store::Error::NotFound { .. } => {
-            AttemptError::NotFound(Refusal::new("404 Not Found", text))
+            AttemptError::NotFound(Refusal::new("404 Not Found", store_said(&text)))
         }
         object_store::Error::PermissionDenied { .. } => {
-            AttemptError::Forbidden(Refusal::new("403 Forbidden", text))
+            AttemptError::Forbidden(Refusal::new("403 Forbidden", store_said(&text)))
         }
         object_store::Error::Unauthenticated { .. } => {
-            AttemptError::Forbidden(Refusal::new("401 Unauthorized", text))
+            AttemptError::Forbidden(Refusal::new("401 Unauthorized", store_said(&text)))
         }
         // Statuses object_store has no variant for (400, 429, 5xx) end up here with
         // the status only in the message; connection and body errors have none.
@@ -307,11 +325,28 @@ fn object_error(e: object_store::Error) -> AttemptError {
             Some(status) => {
                 let label = reqwest::StatusCode::from_u16(status)
                     .map_or_else(|_| format!("HTTP {status}"), |s| s.to_string());
-                status_error(status, label, text)
+                status_error(status, label, store_said(&text))
             }
             None => AttemptError::Transient(text),
         },
         _ => AttemptError::Rejected(Refusal::new("refused", text)),
+    }
+}
+
+/// The part of an object_store message a user needs: the store's own error code
+/// and message (S3 XML `<Code>`/`<Message>`, GCS JSON `"message"`), else the text.
+fn store_said(text: &str) -> String {
+    let between = |open: &str, close: &str| {
+        let (_, rest) = text.split_once(open)?;
+        Some(rest.split_once(close)?.0.trim().to_string())
+    };
+    match (
+        between("<Code>", "</Code>"),
+        between("<Message>", "</Message>"),
+    ) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => between("\"message\": \"", "\"").unwrap_or_else(|| text.to_string()),
     }
 }
 
@@ -350,6 +385,21 @@ mod tests {
             Some(503)
         );
         assert_eq!(status_in("Generic S3 error: connection refused"), None);
+    }
+
+    #[test]
+    fn the_stores_own_code_and_message_are_kept() {
+        let s3 = "Object at location m not found: Error performing GET http://h/b/m in 3ms - Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>";
+        assert_eq!(
+            store_said(s3),
+            "NoSuchKey: The specified key does not exist."
+        );
+        let gcs = r#"... 403 Forbidden: { "error": { "code": 403, "message": "caller does not have storage.objects.get access" } }"#;
+        assert_eq!(
+            store_said(gcs),
+            "caller does not have storage.objects.get access"
+        );
+        assert_eq!(store_said("connection refused"), "connection refused");
     }
 
     #[test]

@@ -222,9 +222,13 @@ async fn answer(socket: &mut tokio::net::TcpStream, reply: Reply) {
     };
     match reply {
         Reply::Body(body) => {
-            let _ = socket
-                .write_all(head("200 OK", body.len()).as_bytes())
-                .await;
+            // Object-store clients (GCS) insist on object metadata headers.
+            let head = head("200 OK", body.len()).replacen(
+                "\r\n",
+                "\r\nLast-Modified: Wed, 02 Dec 2026 00:00:00 GMT\r\nETag: \"1\"\r\n",
+                1,
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
             let _ = socket.write_all(&body).await;
         }
         Reply::Status(code) => {
@@ -289,8 +293,8 @@ pub fn s3_venv() -> Result<PathBuf, String> {
 /// Returns the moto server, or `None` after printing why when it is unavailable
 /// outside CI. In CI (`CI=true`) unavailability fails the test: a skip must never
 /// pass silently there.
-pub fn moto_or_skip() -> Option<Moto> {
-    match s3_venv().and_then(|venv| Moto::start(&venv)) {
+pub fn moto_or_skip(env: &[(&str, &str)]) -> Option<Moto> {
+    match s3_venv().and_then(|venv| Moto::start_with_env(&venv, env)) {
         Ok(moto) => Some(moto),
         Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("moto is required in CI: {why}")
@@ -310,9 +314,16 @@ pub struct Moto {
 
 impl Moto {
     pub fn start(venv: &Path) -> Result<Moto, String> {
+        Moto::start_with_env(venv, &[])
+    }
+
+    /// As [`Moto::start`], with extra environment for moto (e.g.
+    /// `INITIAL_NO_AUTH_ACTION_COUNT`, after which it checks credentials).
+    pub fn start_with_env(venv: &Path, env: &[(&str, &str)]) -> Result<Moto, String> {
         let port = closed_port();
         let mut child = Command::new(venv.join("bin/moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test tools lint-rust unit build e2e crds cluster-up cluster-down bench demo demo-down
+.PHONY: help test tools lint-rust unit build e2e crds cluster-up cluster-down bench bench-ranker demo demo-down
 
 help:
 	@echo "make demo          - local control plane, operator and a canary rollout followed live"
@@ -17,6 +17,7 @@ help:
 	@echo "make cluster-up    - start the local control plane (then: eval \"\$$(e2e/cluster env)\")"
 	@echo "make cluster-down  - stop it"
 	@echo "make bench         - operator latency and memory benchmark (cluster must be up)"
+	@echo "make bench-ranker  - mlctl-ranker vs LightGBM, XGBoost, lleaves, treelite, onnxruntime; HTTP p50/p99"
 
 ## demo: the README's quickstart (scripts/demo: cluster, CRDs, chart, operator, a canary).
 demo:
@@ -41,7 +42,7 @@ unit:
 	$(CARGO) test --workspace --exclude mlctl-e2e --locked
 
 build:
-	$(CARGO) build --locked -p mlctl-operator -p mlctl
+	$(CARGO) build --locked -p mlctl-operator -p mlctl -p mlctl-ranker
 
 e2e: build
 	e2e/run
@@ -58,3 +59,9 @@ cluster-down:
 bench:
 	$(CARGO) build --release --locked -p mlctl-operator -p mlctl-e2e --bin mlctl-operator --bin operator-bench
 	$(CARGO) run --release --locked -p mlctl-e2e --bin operator-bench
+
+## bench-ranker: scoring speed side by side with the libraries and compilers (docs/ranker.md),
+## then the HTTP latency of `:rank` on one core. Not a test; installs its Python peers.
+bench-ranker:
+	ranker/bench/run
+	ranker/bench/http

@@ -199,12 +199,13 @@ def lightgbm_cases():
     lgb_scored("lgb_categorical_binary", {"objective": "binary"}, categorical=(1,), seed=8)
     lgb_scored("lgb_one_tree", {"objective": "regression"}, rounds=1, seed=9)
     lgb_scored("lgb_many_trees", {"objective": "regression", "num_leaves": 3, "learning_rate": 0.02},
-               rounds=1200, seed=10)
+               rounds=1000, seed=10)
     lgb_scored("lgb_early_stopping", {"objective": "regression", "learning_rate": 0.3}, rounds=300,
                seed=11, early_stopping=True)
     lgb_scored("lgb_early_stopping_all_trees", {"objective": "regression", "learning_rate": 0.3},
                rounds=300, seed=11, early_stopping=True, keep_all=True)
-    _, _, f = lgb_case("lgb_linear_tree", {"objective": "regression", "linear_tree": True}, seed=12)
+    _, _, f = lgb_case("lgb_linear_tree", {"objective": "regression", "linear_tree": True}, rounds=2,
+                       seed=12)
     write_refusal("lgb_linear_tree", f, "lightgbm", "linear")
     _, _, f = lgb_case("lgb_multiclass", {"objective": "multiclass", "num_class": 4}, rounds=3, seed=13)
     write_refusal("lgb_multiclass", f, "lightgbm", "num_class")
@@ -235,6 +236,8 @@ def xgb_train(params, rounds, categorical=(), seed=1, early_stopping=False):
         y = relevance(signal)
     elif obj.startswith("binary:"):
         y = (signal > np.median(signal)).astype(np.int32)
+    elif obj == "reg:logistic":
+        y = 1.0 / (1.0 + np.exp(-signal))  # a target in [0, 1]
     elif obj.startswith("multi:"):
         y = relevance(signal)
     else:
@@ -272,7 +275,8 @@ def xgb_scored(name, params, rounds=20, ext="json", categorical=(), seed=1, earl
     via_dmatrix = loaded.predict(dm, output_margin=True)
     assert np.array_equal(expected, via_dmatrix), name
     assert np.array_equal(expected, booster.inplace_predict(rows, predict_type="margin")), name
-    extra = {"trees": loaded.num_boosted_rounds()}
+    # Trees in the artifact (num_parallel_tree > 1 grows several per round).
+    extra = {"trees": len(json.loads(loaded.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"])}
     if early_stopping:
         extra["best_iteration"] = booster.best_iteration
     write_case(name, model_file, "xgboost", "f32", rows, expected, None, extra)
@@ -292,7 +296,11 @@ def xgboost_cases():
                ext="ubj", categorical=(1,), seed=8)
     xgb_scored("xgb_one_tree", {"objective": "reg:squarederror"}, rounds=1, seed=9)
     xgb_scored("xgb_many_trees", {"objective": "reg:squarederror", "max_depth": 1, "eta": 0.02},
-               rounds=1100, ext="ubj", seed=10)
+               rounds=1000, ext="ubj", seed=10)
+    xgb_scored("xgb_random_forest", {"objective": "reg:squarederror", "num_parallel_tree": 4,
+                                     "subsample": 0.7, "colsample_bynode": 0.7}, rounds=3, seed=13)
+    xgb_scored("xgb_reg_logistic", {"objective": "reg:logistic"}, seed=14)
+    xgb_scored("xgb_logitraw", {"objective": "binary:logitraw"}, ext="ubj", seed=15)
     xgb_scored("xgb_early_stopping", {"objective": "reg:squarederror", "eta": 0.5}, rounds=300,
                seed=11, early_stopping=True)
     for name, params, word in (

@@ -14,6 +14,11 @@ const FORMAT: &str = "xgboost";
 /// XGBoost's largest category (`kMaxCat`-like bound: categories are f32-exact ints).
 const MAX_CATEGORY: i64 = 1 << 24;
 
+/// Bitset words all categorical splits of a model may take together (64 MiB): a
+/// few bytes of JSON naming category 2^24 - 1 cost 2 MiB of bitset, so a small
+/// corrupt or hostile file could otherwise exhaust memory.
+const MAX_CATEGORY_WORDS: usize = 16 << 20;
+
 fn malformed(reason: impl Into<String>) -> LoadError {
     LoadError::Malformed {
         format: FORMAT,
@@ -207,10 +212,11 @@ fn from_value(v: &Value, format: SourceFormat) -> Result<Ensemble, LoadError> {
     let trees_json = at(model, "trees")?
         .as_array()
         .ok_or_else(|| malformed("`gradient_booster.model.trees` is not an array"))?;
+    let mut category_words = 0usize;
     let trees = trees_json
         .iter()
         .enumerate()
-        .map(|(i, t)| parse_tree(t, i, num_features))
+        .map(|(i, t)| parse_tree(t, i, num_features, &mut category_words))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Ensemble {
         precision: Precision::F32,
@@ -232,7 +238,12 @@ fn f32_value(x: f64) -> f64 {
     f64::from(x as f32)
 }
 
-fn parse_tree(t: &Value, index: usize, num_features: usize) -> Result<Tree, LoadError> {
+fn parse_tree(
+    t: &Value,
+    index: usize,
+    num_features: usize,
+    category_words: &mut usize,
+) -> Result<Tree, LoadError> {
     let ctx = |e: LoadError| match e {
         LoadError::Malformed { format, reason } => LoadError::Malformed {
             format,
@@ -271,7 +282,7 @@ fn parse_tree(t: &Value, index: usize, num_features: usize) -> Result<Tree, Load
             )));
         }
     }
-    let categories = categorical_sets(t, index)?;
+    let categories = categorical_sets(t, index, category_words)?;
     let mut raw = Vec::with_capacity(n);
     for i in 0..n {
         if left[i] == -1 {
@@ -335,7 +346,12 @@ fn parse_tree(t: &Value, index: usize, num_features: usize) -> Result<Tree, Load
 }
 
 /// The category set of each categorical node, as a bitset.
-fn categorical_sets(t: &Value, index: usize) -> Result<Vec<(usize, Vec<u32>)>, LoadError> {
+/// `category_words` counts the bitset words of the whole model so far.
+fn categorical_sets(
+    t: &Value,
+    index: usize,
+    category_words: &mut usize,
+) -> Result<Vec<(usize, Vec<u32>)>, LoadError> {
     if t.get("categories_nodes").is_none() {
         return Ok(vec![]);
     }
@@ -374,6 +390,14 @@ fn categorical_sets(t: &Value, index: usize) -> Result<Vec<(usize, Vec<u32>)>, L
                 bits.resize(c / 32 + 1, 0);
             }
             bits[c / 32] |= 1 << (c % 32);
+        }
+        *category_words += bits.len();
+        if *category_words > MAX_CATEGORY_WORDS {
+            return Err(unsupported(format!(
+                "trees[{index}]: the categorical splits need more than {} MiB of category sets; \
+                 encode categories as consecutive codes from 0",
+                (MAX_CATEGORY_WORDS * 4) >> 20
+            )));
         }
         let node = usize::try_from(nodes[k])
             .map_err(|_| malformed(format!("trees[{index}]: categories_nodes[{k}] is negative")))?;

@@ -198,6 +198,9 @@ def lightgbm_cases():
     lgb_scored("lgb_categorical", {"objective": "lambdarank"}, categorical=(0, 3), seed=7)
     lgb_scored("lgb_categorical_binary", {"objective": "binary"}, categorical=(1,), seed=8)
     lgb_scored("lgb_one_tree", {"objective": "regression"}, rounds=1, seed=9)
+    # No split is possible: LightGBM writes one tree with num_leaves=1 (the average).
+    lgb_scored("lgb_single_leaf", {"objective": "regression", "min_data_in_leaf": 300}, rounds=5,
+               seed=33)
     lgb_scored("lgb_many_trees", {"objective": "regression", "num_leaves": 3, "learning_rate": 0.02},
                rounds=1000, seed=10)
     lgb_scored("lgb_early_stopping", {"objective": "regression", "learning_rate": 0.3}, rounds=300,
@@ -295,6 +298,9 @@ def xgboost_cases():
     xgb_scored("xgb_categorical_ubj", {"objective": "rank:ndcg", "max_cat_to_onehot": 1},
                ext="ubj", categorical=(1,), seed=8)
     xgb_scored("xgb_one_tree", {"objective": "reg:squarederror"}, rounds=1, seed=9)
+    # A large gamma prunes later trees down to a lone root leaf.
+    xgb_scored("xgb_single_leaf_trees", {"objective": "reg:squarederror", "gamma": 20.0}, rounds=10,
+               seed=32)
     xgb_scored("xgb_many_trees", {"objective": "reg:squarederror", "max_depth": 1, "eta": 0.02},
                rounds=1000, ext="ubj", seed=10)
     xgb_scored("xgb_random_forest", {"objective": "reg:squarederror", "num_parallel_tree": 4,
@@ -369,6 +375,17 @@ def onnx_cases():
     rows = probe_rows(24, xgb_thresholds(xclf.get_booster()))
     onx = convert_xgboost(xclf, initial_types=initial, target_opset=15)
     onnx_scored("onnx_xgb_classifier", onx, rows, True)
+
+    # onnxmltools writes LightGBM categorical splits as BRANCH_EQ chains: refused.
+    xc, sc = data(31, categorical=(0,))
+    cat = lgb.LGBMRegressor(n_estimators=5, num_leaves=7, random_state=31, n_jobs=1, verbose=-1,
+                            max_cat_to_onehot=4)
+    cat.fit(xc, sc, categorical_feature=[0])
+    onx = convert_lightgbm(cat, initial_types=initial, target_opset=15)
+    onx.graph.name = "onnx_lgb_categorical"
+    with open(os.path.join(HERE, "onnx_lgb_categorical.onnx"), "wb") as fh:
+        fh.write(onx.SerializeToString())
+    write_refusal("onnx_lgb_categorical", "onnx_lgb_categorical.onnx", "onnx", "BRANCH_EQ")
 
     # A neural ranker: MatMul -> Relu -> MatMul. Must be refused, naming the operators.
     rng = np.random.default_rng(25)

@@ -401,8 +401,16 @@ fn build_trees(
                 "BRANCH_GTE" => (Comparison::Less, f, t, !tracks_true),
                 "BRANCH_GT" => (Comparison::LessOrEqual, f, t, !tracks_true),
                 other => {
+                    // onnxmltools writes LightGBM categorical splits as BRANCH_EQ.
+                    let hint = if other.ends_with("EQ") {
+                        " (equality splits encode categorical features; serve the LightGBM or \
+                         XGBoost model file instead, which keeps them as category sets)"
+                    } else {
+                        ""
+                    };
                     return Err(unsupported(format!(
-                        "tree {tree} node {} has mode {other}; mlctl-ranker serves BRANCH_LEQ/LT/GTE/GT",
+                        "tree {tree} node {} has mode {other}; mlctl-ranker serves \
+                         BRANCH_LEQ/LT/GTE/GT{hint}",
                         node_ids[i]
                     )));
                 }

@@ -4,7 +4,9 @@
 
 mod support_fetch;
 
-use support_fetch::{Fetch, Reply, ScriptServer, artifact, closed_port, sha256_hex, tree};
+use support_fetch::{
+    Fetch, Reply, ScriptServer, artifact, closed_port, sha256_hex, tree, wait_for,
+};
 
 #[test]
 fn downloads_and_verifies_a_file() {
@@ -361,4 +363,42 @@ fn gcs_objects_are_fetched_through_the_gcs_client() {
         requests[1].starts_with("GET /bkt/models%2Fm%2Eonnx "),
         "{requests:?}"
     );
+}
+
+/// The kubelet stops a pod with SIGTERM: the partial download must go with it.
+#[test]
+fn sigterm_mid_download_removes_the_partial_file() {
+    // More than the writer's 1 MiB buffer, so that data reaches the disk.
+    let body = artifact(3_000_000);
+    let server = ScriptServer::start(vec![Reply::StallMidBody {
+        body,
+        sent: 2_000_000,
+    }]);
+    let dir = tempfile::tempdir().unwrap();
+    let termination = tempfile::NamedTempFile::new().unwrap();
+    let child = Fetch::new()
+        .env("MODEL_URI", server.url("/m.txt"))
+        .env("MODEL_DIR", dir.path())
+        .args(["--termination-log".as_ref(), termination.path().as_os_str()])
+        .spawn();
+    // The temporary file is there and has data: the download is under way.
+    let partial = dir
+        .path()
+        .join(format!(".mlctl-fetch-{}-m.txt.part", child.id()));
+    let started = wait_for(std::time::Duration::from_secs(30), || {
+        std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0)
+    });
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(started, "no partial file appeared: {stderr}");
+    assert!(killed.success());
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    assert!(tree(dir.path()).is_empty(), "{:?}", tree(dir.path()));
+    let message = std::fs::read_to_string(termination.path()).unwrap();
+    assert!(message.starts_with("interrupted by SIGTERM"), "{message}");
 }

@@ -358,7 +358,7 @@ impl Job<'_> {
         let final_path = self.dir.join(&name);
         let shown = self.uri.to_string();
         if let Some(expected) = expected
-            && file_sha256(&final_path).is_ok_and(|actual| actual == expected)
+            && sha256_of_existing(&final_path).await.as_deref() == Some(expected)
         {
             // An init container restarted in the same pod finds its emptyDir full.
             log(&format!(
@@ -565,6 +565,16 @@ fn refused(
     make: impl FnOnce(String, String, String) -> FetchError,
 ) -> FetchError {
     make(shown.into(), refusal.status, refusal.detail)
+}
+
+/// The sha256 of a file already at `path`, if there is one (hashed off the async
+/// thread so that the timeout and signals still fire during a large file).
+async fn sha256_of_existing(path: &Path) -> Option<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || file_sha256(&path))
+        .await
+        .ok()?
+        .ok()
 }
 
 /// The sha256 of a file on disk, streamed.

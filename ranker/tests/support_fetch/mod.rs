@@ -63,6 +63,15 @@ impl Fetch {
         self
     }
 
+    /// Starts the process without waiting (stderr captured).
+    pub fn spawn(mut self) -> std::process::Child {
+        self.command
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn mlctl-ranker")
+    }
+
     pub fn run(mut self) -> Outcome {
         let Output { status, stderr, .. } = self.command.output().expect("run mlctl-ranker");
         let outcome = Outcome {
@@ -124,6 +133,8 @@ pub enum Reply {
     CloseMidBody { body: Vec<u8>, sent: usize },
     /// Reads the request and never answers (until the server stops).
     Hang,
+    /// Announces the full length, sends the first `sent` bytes, then goes silent.
+    StallMidBody { body: Vec<u8>, sent: usize },
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 that answers request N with `script[N]` (the
@@ -250,6 +261,14 @@ async fn answer(socket: &mut tokio::net::TcpStream, reply: Reply) {
                 .await;
             let _ = socket.write_all(&body[..sent]).await;
             let _ = socket.flush().await;
+        }
+        Reply::StallMidBody { body, sent } => {
+            let _ = socket
+                .write_all(head("200 OK", body.len()).as_bytes())
+                .await;
+            let _ = socket.write_all(&body[..sent]).await;
+            let _ = socket.flush().await;
+            std::future::pending::<()>().await;
         }
         Reply::Hang => {
             // Held open until the runtime (and with it this task) is dropped.
@@ -404,4 +423,16 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; false on timeout.
+pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }

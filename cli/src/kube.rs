@@ -23,6 +23,36 @@ pub struct KubeArgs {
     pub namespace: Option<String>,
 }
 
+/// The cluster options once more at the top level, so that kubectl habits
+/// work: `mlctl -n NS get rm`, `mlctl --context C describe rm X`. clap hands a
+/// global value down to the command's own [`KubeArgs`] (same ids, same types),
+/// so commands read only their own copy. Hidden: each cluster command lists
+/// its options in its own help, and `lint`/`eval` (which talk to no cluster)
+/// accept and ignore them, as kubectl does with its global flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[group(skip)]
+pub struct GlobalClusterArgs {
+    /// Path of the kubeconfig file.
+    #[arg(long, value_name = "FILE", global = true, hide = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, value_name = "NAME", global = true, hide = true)]
+    pub context: Option<String>,
+    /// Namespace.
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "NAMESPACE",
+        global = true,
+        hide = true
+    )]
+    pub namespace: Option<String>,
+    /// All namespaces; only `mlctl get` lists across namespaces, so the
+    /// dispatcher refuses it anywhere else.
+    #[arg(short = 'A', long, global = true, hide = true)]
+    pub all_namespaces: bool,
+}
+
 impl KubeArgs {
     /// A client for the chosen cluster and the namespace to act in.
     pub async fn client(&self) -> Result<(kube::Client, String), CliError> {

@@ -7,7 +7,7 @@ use kube::api::ListParams;
 use mlctl_crds::RankingModel;
 
 use super::get::{age, format_rows};
-use super::state::step_text;
+use super::state::{first_deployment, step_text};
 use crate::exit;
 use crate::kube::{CliError, EVENT, KubeArgs, RANKING_MODEL, Target};
 
@@ -19,7 +19,7 @@ pub struct DescribeArgs {
     /// The RankingModel.
     name: String,
     #[command(flatten)]
-    kube: KubeArgs,
+    pub(super) kube: KubeArgs,
 }
 
 pub async fn run(args: &DescribeArgs) -> Result<u8, CliError> {
@@ -112,15 +112,30 @@ pub fn render(
                 time(&s.since)
             ),
         ),
-        None => line("Stable:", "none".to_string()),
+        None => match first_deployment(&status) {
+            Some(first) => line(
+                "Stable:",
+                format!(
+                    "none yet: deploying the first version {} ({}) revision {}, started {}",
+                    first.version,
+                    first.uri,
+                    first.revision,
+                    time(&first.started_at)
+                ),
+            ),
+            None => line("Stable:", "none".to_string()),
+        },
     }
+    // The first version is tracked in status.canary but is none: it gets no
+    // step (the steps are for the versions after it) and no weight.
+    let canary = status.canary.as_ref().filter(|_| status.stable.is_some());
     let steps = model
         .spec
         .rollout
         .as_ref()
         .map(|r| r.steps.clone())
         .unwrap_or_default();
-    match &status.canary {
+    match canary {
         Some(c) => {
             let step = if steps.is_empty() {
                 String::new()
@@ -147,24 +162,27 @@ pub fn render(
                     time(&c.started_at)
                 ),
             );
-            if let Some(reason) = &c.pause_reason {
-                line(
-                    "",
-                    format!("paused since {} ({reason})", time(&c.paused_at)),
-                );
-            }
-            if c.aborted_at.is_some() {
-                line(
-                    "",
-                    format!(
-                        "aborted at {}: {}",
-                        time(&c.aborted_at),
-                        c.abort_reason.clone().unwrap_or_default()
-                    ),
-                );
-            }
         }
         None => line("Canary:", "none".to_string()),
+    }
+    // Pauses (features not ready) and aborts happen to a first version too.
+    if let Some(c) = &status.canary {
+        if let Some(reason) = &c.pause_reason {
+            line(
+                "",
+                format!("paused since {} ({reason})", time(&c.paused_at)),
+            );
+        }
+        if c.aborted_at.is_some() {
+            line(
+                "",
+                format!(
+                    "aborted at {}: {}",
+                    time(&c.aborted_at),
+                    c.abort_reason.clone().unwrap_or_default()
+                ),
+            );
+        }
     }
     for r in &status.retiring {
         line(
@@ -177,7 +195,7 @@ pub fn render(
     }
     if !steps.is_empty() {
         out.push_str("Steps:\n");
-        let current = status.canary.as_ref().map(|c| c.step_index);
+        let current = canary.map(|c| c.step_index);
         for (i, step) in steps.iter().enumerate() {
             let i32_index = i32::try_from(i).unwrap_or(i32::MAX);
             let marker = match current {
@@ -380,5 +398,29 @@ mod tests {
             refused.contains("(cannot list events: forbidden)"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn a_first_deployment_is_shown_as_one_not_as_a_canary_at_step_1() {
+        let model: RankingModel = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mlctl.io/v1alpha1", "kind": "RankingModel",
+            "metadata": {"name": "ranker", "namespace": "search", "generation": 1},
+            "spec": {"model": {"version": "v1", "uri": "s3://m/v1", "format": "lightgbm"}, "runtime": {"image": "i"},
+                "rollout": {"steps": [{"setWeight": 20}, {"pause": {}}]}},
+            "status": {"phase": "Progressing", "observedGeneration": 1, "message": "deploying v1: 1/3 ready",
+                "canary": {"version": "v1", "uri": "s3://m/v1", "revision": "aaa", "weight": 0, "stepIndex": 0, "startedAt": "2026-11-25T11:59:00Z"}}
+        }))
+        .unwrap();
+        let now = "2026-11-25T12:00:00Z".parse().unwrap();
+        let page = render(&model, &Ok(vec![]), now);
+        for expected in [
+            "Stable:      none yet: deploying the first version v1 (s3://m/v1) revision aaa, started 2026-11-25T11:59:00Z\n",
+            "Canary:      none\n",
+            "   0  setWeight 20\n",
+        ] {
+            assert!(page.contains(expected), "missing {expected:?} in\n{page}");
+        }
+        assert!(!page.contains("weight 0%"), "{page}");
+        assert!(!page.contains("<- current"), "{page}");
     }
 }

@@ -74,15 +74,15 @@ pub struct GetArgs {
     #[arg(value_parser = Kind::parse, value_name = "KIND")]
     kind: Kind,
     /// One object; all of them without it.
-    name: Option<String>,
+    pub(super) name: Option<String>,
     /// Output format; a table without it.
     #[arg(short, long, value_enum)]
     output: Option<Output>,
     /// List across all namespaces (adds a NAMESPACE column).
     #[arg(short = 'A', long, conflicts_with = "name")]
-    all_namespaces: bool,
+    pub(super) all_namespaces: bool,
     #[command(flatten)]
-    kube: KubeArgs,
+    pub(super) kube: KubeArgs,
 }
 
 pub async fn run(args: &GetArgs) -> Result<u8, CliError> {
@@ -234,7 +234,15 @@ fn table(
             row.push(text_at(object, ".metadata.namespace"));
         }
         row.push(text_at(object, ".metadata.name"));
+        let first = match kind {
+            Kind::RankingModel => first_deployment_version(object),
+            Kind::FeaturePipeline => None,
+        };
         for column in &columns {
+            if let Some(cell) = first.and_then(|v| first_deployment_cell(v, &column.json_path)) {
+                row.push(cell);
+                continue;
+            }
             let cell = text_at(object, &column.json_path);
             row.push(if column.type_ == "date" {
                 age(&cell, now)
@@ -245,6 +253,27 @@ fn table(
         rows.push(row);
     }
     format_rows(&rows)
+}
+
+/// The version a first deployment brings up (see `state::first_deployment`):
+/// the operator tracks it as `status.canary` while nothing is stable yet.
+fn first_deployment_version(object: &serde_json::Value) -> Option<&str> {
+    let status = object.get("status")?;
+    if status.get("stable").is_some_and(|s| !s.is_null()) {
+        return None;
+    }
+    status.pointer("/canary/version")?.as_str()
+}
+
+/// The CRD's printer columns would show a first deployment as a canary at
+/// weight 0 next to no stable version; the table says what it is instead:
+/// the stable column reads `deploying v1`, and there is no canary.
+fn first_deployment_cell(version: &str, json_path: &str) -> Option<String> {
+    match json_path {
+        ".status.stable.version" => Some(format!("deploying {version}")),
+        ".status.canary.version" | ".status.canary.weight" => Some("<none>".to_string()),
+        _ => None,
+    }
 }
 
 /// Aligns rows into columns separated by three spaces, like kubectl.
@@ -371,6 +400,32 @@ mod tests {
             "NAME        STABLE   CANARY   WEIGHT   PHASE         READY    AGE\n\
              ranker      v1       v2       20       Progressing   True     5m0s\n\
              a-new-one   <none>   <none>   <none>   <none>        <none>   30s\n"
+        );
+    }
+
+    #[test]
+    fn a_first_deployment_reads_as_deploying_not_as_a_canary() {
+        let first = serde_json::json!({
+            "metadata": {"name": "ranker", "creationTimestamp": "2026-11-25T11:59:00Z"},
+            "spec": {"model": {"version": "v1"}},
+            "status": {"phase": "Progressing", "canary": {"version": "v1", "weight": 0, "stepIndex": 0}}
+        });
+        let text = render(Kind::RankingModel, &[first], None, false, false, now()).unwrap();
+        assert_eq!(
+            text,
+            "NAME     STABLE         CANARY   WEIGHT   PHASE         READY    AGE\n\
+             ranker   deploying v1   <none>   <none>   Progressing   <none>   60s\n"
+        );
+        // A canary next to a stable version (models()[0]) keeps its columns,
+        // even at weight 0.
+        let mut canary = models()[0].clone();
+        canary["status"]["canary"]["weight"] = serde_json::json!(0);
+        let text = render(Kind::RankingModel, &[canary], None, false, false, now()).unwrap();
+        assert!(
+            text.lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with("ranker   v1       v2       0        Progressing")),
+            "{text}"
         );
     }
 

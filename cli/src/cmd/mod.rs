@@ -13,7 +13,7 @@ mod version;
 use clap::{Parser, Subcommand};
 
 use crate::exit;
-use crate::kube::{CliError, KubeArgs};
+use crate::kube::{CliError, GlobalClusterArgs, KubeArgs};
 use rollout::{Request, RequestArgs, WaitArgs};
 
 /// Run search-ranking models in production on Kubernetes.
@@ -24,9 +24,11 @@ use rollout::{Request, RequestArgs, WaitArgs};
     about,
     long_about = None,
     disable_help_subcommand = true,
-    after_help = "Exit codes: 0 success, 1 error, 2 usage, 10 rollout failed, 11 paused for a person, 12 timed out (mlctl help exit-codes)."
+    after_help = "Cluster options go before or after the command, as with kubectl: --kubeconfig FILE, --context NAME, -n/--namespace NAMESPACE, and -A/--all-namespaces for get (mlctl -n search get rm).\n\nExit codes: 0 success, 1 error, 2 usage, 10 rollout failed, 11 paused for a person, 12 timed out (mlctl help exit-codes)."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    cluster: GlobalClusterArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -128,6 +130,10 @@ struct RollbackArgs {
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> u8 {
+    if let Err(message) = check_all_namespaces(&cli) {
+        eprintln!("error: {message}");
+        return exit::USAGE;
+    }
     match cli.command {
         Command::Help { topic } => help(&topic),
         Command::Lint(args) => lint::run(&args),
@@ -145,6 +151,24 @@ pub fn run(cli: Cli) -> u8 {
             exit::SUCCESS
         }
         cluster => cluster_command(cluster),
+    }
+}
+
+/// `-A` is a `get` option made global so that `mlctl -A get rm` works; clap
+/// then accepts it on every command and cannot apply get's "not with a NAME"
+/// rule when it came before the verb, so both are checked here.
+fn check_all_namespaces(cli: &Cli) -> Result<(), String> {
+    if !cli.cluster.all_namespaces {
+        return Ok(());
+    }
+    match &cli.command {
+        Command::Get(args) if args.name.is_some() => Err(
+            "-A/--all-namespaces lists every namespace and cannot go with a NAME; drop -A or the NAME (use -n NAMESPACE for one object)".to_string(),
+        ),
+        Command::Get(_) => Ok(()),
+        _ => Err(
+            "-A/--all-namespaces applies to mlctl get only; pick one namespace with -n NAMESPACE".to_string(),
+        ),
     }
 }
 
@@ -230,5 +254,110 @@ fn help(topic: &[String]) -> u8 {
     match current.print_long_help() {
         Ok(()) => exit::SUCCESS,
         Err(_) => exit::ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    fn parse(line: &[&str]) -> Cli {
+        let mut args = vec!["mlctl"];
+        args.extend_from_slice(line);
+        match Cli::try_parse_from(&args) {
+            Ok(cli) => cli,
+            Err(err) => panic!("{line:?} does not parse: {err}"),
+        }
+    }
+
+    /// The cluster options the command itself will use.
+    fn kube_of(cli: &Cli) -> &KubeArgs {
+        match &cli.command {
+            Command::Get(args) => &args.kube,
+            Command::Describe(args) => &args.kube,
+            Command::Status(args) => &args.kube,
+            Command::Abort(args) => &args.request.kube,
+            other => panic!("no cluster options in {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_definition_passes_clap_checks() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cluster_options_go_before_or_after_the_verb() {
+        for line in [
+            &["-n", "ns", "get", "rm"][..],
+            &["get", "rm", "-n", "ns"],
+            &["get", "-n", "ns", "rm"],
+            &["--namespace=ns", "describe", "rm", "x"],
+            &["-n", "ns", "status", "rm", "x"],
+            &["-n", "ns", "abort", "x"],
+        ] {
+            let cli = parse(line);
+            assert_eq!(kube_of(&cli).namespace.as_deref(), Some("ns"), "{line:?}");
+        }
+        let cli = parse(&["--context", "c", "describe", "rm", "x"]);
+        assert_eq!(kube_of(&cli).context.as_deref(), Some("c"));
+        let cli = parse(&["--kubeconfig", "/k", "--context", "c", "get", "fp"]);
+        assert_eq!(
+            kube_of(&cli).kubeconfig.as_deref(),
+            Some(std::path::Path::new("/k"))
+        );
+        assert_eq!(kube_of(&cli).context.as_deref(), Some("c"));
+        // As with kubectl, the last one given wins.
+        let cli = parse(&["-n", "a", "get", "rm", "-n", "b"]);
+        assert_eq!(kube_of(&cli).namespace.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn all_namespaces_goes_before_get_but_not_with_a_name_or_another_verb() {
+        for line in [&["-A", "get", "rm"][..], &["get", "rm", "-A"]] {
+            let cli = parse(line);
+            let Command::Get(args) = &cli.command else {
+                panic!("not get")
+            };
+            assert!(args.all_namespaces, "{line:?}");
+            assert_eq!(check_all_namespaces(&cli), Ok(()));
+        }
+        // clap's own conflict check still holds after the verb.
+        assert!(Cli::try_parse_from(["mlctl", "get", "rm", "x", "-A"]).is_err());
+        let named = check_all_namespaces(&parse(&["-A", "get", "rm", "x"]));
+        assert!(named.is_err_and(|e| e.contains("NAME")));
+        let status = check_all_namespaces(&parse(&["-A", "status", "rm", "x"]));
+        assert!(status.is_err_and(|e| e.contains("mlctl get only")));
+        assert_eq!(run(parse(&["status", "rm", "x", "-A"])), exit::USAGE);
+    }
+
+    #[test]
+    fn offline_commands_accept_cluster_options_and_keep_them_out_of_their_help() {
+        let cli = parse(&["-n", "ns", "lint", "f.yaml"]);
+        assert!(matches!(cli.command, Command::Lint(_)));
+        let mut command = Cli::command();
+        command.build();
+        for offline in ["lint", "eval", "completion"] {
+            let Some(sub) = command.find_subcommand_mut(offline) else {
+                panic!("no {offline}")
+            };
+            let help = sub.render_long_help().to_string();
+            assert!(!help.contains("--namespace"), "{offline}:\n{help}");
+            assert!(!help.contains("--kubeconfig"), "{offline}:\n{help}");
+        }
+        // Cluster commands still document them, and the top-level help says
+        // where they may go.
+        let Some(get) = command.find_subcommand_mut("get") else {
+            panic!("no get")
+        };
+        let help = get.render_long_help().to_string();
+        assert!(
+            help.contains("--namespace") && help.contains("--all-namespaces"),
+            "{help}"
+        );
+        let top = Cli::command().render_long_help().to_string();
+        assert!(top.contains("before or after the command"), "{top}");
     }
 }

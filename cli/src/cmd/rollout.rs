@@ -54,7 +54,7 @@ pub struct StatusArgs {
     #[command(flatten)]
     wait: WaitArgs,
     #[command(flatten)]
-    kube: KubeArgs,
+    pub(super) kube: KubeArgs,
 }
 
 /// Arguments of `promote`, `abort` and `retry` in cluster mode.

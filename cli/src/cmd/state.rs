@@ -2,7 +2,7 @@
 //! classification behind the exit codes, the progress line and the summary.
 
 use mlctl_crds::RankingModel;
-use mlctl_crds::rankingmodel::{Phase, RankingModelStatus, RolloutStep};
+use mlctl_crds::rankingmodel::{CanaryRevision, Phase, RankingModelStatus, RolloutStep};
 
 use crate::exit;
 
@@ -106,6 +106,15 @@ fn failure_reason(status: &RankingModelStatus) -> String {
         .unwrap_or_else(|| "Degraded".to_string())
 }
 
+/// The revision of a first deployment, if this is one. With nothing stable
+/// yet, the operator brings the first version up at full size and tracks it
+/// in `status.canary` (weight 0, step 0). It is no canary: nothing else
+/// serves, and the steps are for the versions after it, so callers show it as
+/// "deploying the first version" instead of `canary v1 weight 0% step 1/N`.
+pub fn first_deployment(status: &RankingModelStatus) -> Option<&CanaryRevision> {
+    status.canary.as_ref().filter(|_| status.stable.is_none())
+}
+
 /// A step as one short phrase: `setWeight 20`, `pause 30s`, `pause (until
 /// promoted)`, `analysis error-rate,latency`.
 pub fn step_text(step: &RolloutStep) -> String {
@@ -137,7 +146,14 @@ pub fn progress_line(model: &RankingModel) -> String {
     if let Some(stable) = &status.stable {
         parts.push(format!("stable {}", stable.version));
     }
-    if let Some(canary) = &status.canary {
+    let first = first_deployment(status);
+    if let Some(first) = first {
+        let mut text = format!("deploying the first version {}", first.version);
+        if let Some(reason) = &first.abort_reason {
+            text.push_str(&format!(" aborted: {reason}"));
+        }
+        parts.push(text);
+    } else if let Some(canary) = &status.canary {
         let steps = model
             .spec
             .rollout
@@ -166,7 +182,7 @@ pub fn progress_line(model: &RankingModel) -> String {
         .analysis
         .iter()
         .flat_map(|a| a.metrics.iter())
-        .filter(|_| status.canary.is_some());
+        .filter(|_| status.canary.is_some() && first.is_none());
     for metric in metrics {
         let last = metric
             .measurements
@@ -184,9 +200,15 @@ pub fn progress_line(model: &RankingModel) -> String {
             metric.errors
         ));
     }
-    // The operator's message repeats the canary's step and weight; it says
-    // something new only without a canary.
-    if let Some(message) = status.message.as_ref().filter(|_| status.canary.is_none()) {
+    // The operator's message repeats a canary's step and weight; it says
+    // something new without one, and during a first deployment (how many
+    // replicas are ready, or that it waits for features) unless that was
+    // aborted, where it would call the first version a canary.
+    let message_is_news = match first {
+        Some(first) => first.aborted_at.is_none(),
+        None => status.canary.is_none(),
+    };
+    if let Some(message) = status.message.as_ref().filter(|_| message_is_news) {
         parts.push(format!("- {message}"));
     }
     parts.join("  ")
@@ -203,9 +225,15 @@ pub fn summary(model: &RankingModel, state: &State, namespace: &str) -> String {
         .unwrap_or("none");
     match state {
         State::Healthy => format!("rankingmodel/{name}: Healthy: {stable} serves all traffic"),
-        State::Failed(reason) => format!(
-            "rankingmodel/{name}: rollout failed: {reason}; stable is {stable} (mlctl describe rm {name} -n {namespace}; mlctl retry {name} -n {namespace} to try the canary again)"
-        ),
+        State::Failed(reason) => match model.status.as_ref().and_then(first_deployment) {
+            Some(first) => format!(
+                "rankingmodel/{name}: rollout failed: {reason}; nothing serves yet: the first version {} did not become available (mlctl describe rm {name} -n {namespace}; fix the model and mlctl set-version, or mlctl retry {name} -n {namespace})",
+                first.version
+            ),
+            None => format!(
+                "rankingmodel/{name}: rollout failed: {reason}; stable is {stable} (mlctl describe rm {name} -n {namespace}; mlctl retry {name} -n {namespace} to try the canary again)"
+            ),
+        },
         State::Paused(reason) => format!(
             "rankingmodel/{name}: Paused ({reason}): {}; continue with mlctl promote {name} -n {namespace}, or mlctl abort {name} -n {namespace}",
             progress_line(model)
@@ -259,7 +287,7 @@ mod tests {
 
     #[test]
     fn paused_is_11_unless_waiting_for_the_pause() {
-        let s = serde_json::json!({"phase": "Paused", "observedGeneration": 1, "canary": {"version": "v2", "uri": "u", "revision": "r", "weight": 20, "stepIndex": 3, "pauseReason": "PauseStep"}});
+        let s = serde_json::json!({"phase": "Paused", "observedGeneration": 1, "stable": {"version": "v1", "uri": "u", "revision": "a"}, "canary": {"version": "v2", "uri": "u", "revision": "r", "weight": 20, "stepIndex": 3, "pauseReason": "PauseStep"}});
         let m = model(s, 1);
         let state = classify(&m, None);
         assert_eq!(state, State::Paused("PauseStep".into()));
@@ -317,6 +345,51 @@ mod tests {
         assert_eq!(
             line,
             "Progressing  stable v1  canary v2 weight 20% step 3/4 (analysis err)  analysis err Running (2 ok, 0 failed, 0 inconclusive, 0 errors last 0.01)"
+        );
+    }
+
+    #[test]
+    fn a_first_deployment_is_no_canary() {
+        // What the operator writes while it brings up the first version.
+        let s = serde_json::json!({"phase": "Progressing", "observedGeneration": 1,
+            "canary": {"version": "v2", "uri": "u", "revision": "b", "weight": 0, "stepIndex": 0},
+            "message": "deploying v2: 1/3 ready"});
+        let m = model(s, 1);
+        let line = progress_line(&m);
+        assert_eq!(
+            line,
+            "Progressing  deploying the first version v2  - deploying v2: 1/3 ready"
+        );
+        let deploying = summary(&m, &classify(&m, None), "ns");
+        assert_eq!(
+            deploying,
+            "rankingmodel/ranker: Progressing  deploying the first version v2  - deploying v2: 1/3 ready"
+        );
+        // At the progress deadline it fails; the summary says nothing serves.
+        let s = serde_json::json!({"phase": "Degraded", "observedGeneration": 1,
+            "canary": {"version": "v2", "uri": "u", "revision": "b", "weight": 0, "stepIndex": 0},
+            "message": "rollout of v2 stalled: pods not available"});
+        let m = model(s, 1);
+        let state = classify(&m, None);
+        let summary = summary(&m, &state, "ns");
+        assert!(
+            summary.contains("rollout failed: rollout of v2 stalled")
+                && summary.contains("nothing serves yet: the first version v2"),
+            "{summary}"
+        );
+        assert!(!summary.contains("canary"), "{summary}");
+    }
+
+    #[test]
+    fn a_canary_next_to_a_stable_version_keeps_its_step_and_weight() {
+        let s = serde_json::json!({"phase": "Progressing", "observedGeneration": 1,
+            "stable": {"version": "v1", "uri": "u", "revision": "a"},
+            "canary": {"version": "v2", "uri": "u", "revision": "b", "weight": 0, "stepIndex": 0},
+            "message": "canary v2 step 1/4"});
+        let line = progress_line(&model(s, 1));
+        assert_eq!(
+            line,
+            "Progressing  stable v1  canary v2 weight 0% step 1/4 (setWeight 20)"
         );
     }
 }

@@ -111,6 +111,8 @@ fn forbidden_names_the_credentials() {
     );
 }
 
+/// A server without range support answers a resume with the whole object (200):
+/// the partial bytes are discarded and the download starts over.
 #[test]
 fn an_interrupted_body_is_retried_from_the_start() {
     let body = artifact(200_000);
@@ -129,6 +131,33 @@ fn an_interrupted_body_is_retried_from_the_start() {
         .run();
     assert_eq!(out.code, Some(0));
     assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.header("range"), [None, Some("bytes=50000-".into())]);
+    assert_eq!(std::fs::read(dir.path().join("m.txt")).unwrap(), body);
+    assert_eq!(tree(dir.path()), ["m.txt"]);
+}
+
+/// A server with range support sends only the rest; the hash still covers the
+/// whole file.
+#[test]
+fn an_interrupted_body_is_resumed_where_it_stopped() {
+    let body = artifact(200_000);
+    let server = ScriptServer::start(vec![
+        Reply::CloseMidBody {
+            body: body.clone(),
+            sent: 50_000,
+        },
+        Reply::Ranged(body.clone()),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Fetch::new()
+        .env("MODEL_URI", server.url("/m.txt"))
+        .env("MODEL_DIR", dir.path())
+        .env("MODEL_SHA256", sha256_hex(&body))
+        .run();
+    assert_eq!(out.code, Some(0));
+    assert_eq!(server.header("range"), [None, Some("bytes=50000-".into())]);
+    assert_eq!(server.header("if-range"), [None, Some("\"1\"".into())]);
+    assert!(out.stderr.contains("at byte 50000"), "{}", out.stderr);
     assert_eq!(std::fs::read(dir.path().join("m.txt")).unwrap(), body);
     assert_eq!(tree(dir.path()), ["m.txt"]);
 }
@@ -401,4 +430,39 @@ fn sigterm_mid_download_removes_the_partial_file() {
     assert!(tree(dir.path()).is_empty(), "{:?}", tree(dir.path()));
     let message = std::fs::read_to_string(termination.path()).unwrap();
     assert!(message.starts_with("interrupted by SIGTERM"), "{message}");
+}
+
+/// The object-store path resumes too: a ranged GET conditional on the ETag.
+#[test]
+fn gcs_downloads_resume_with_a_conditional_range() {
+    let body = artifact(300_000);
+    let server = ScriptServer::start(vec![
+        Reply::CloseMidBody {
+            body: body.clone(),
+            sent: 120_000,
+        },
+        Reply::Ranged(body.clone()),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let account = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        account.path(),
+        format!(
+            r#"{{"private_key": "unused", "private_key_id": "unused", "client_email": "t@example.iam.gserviceaccount.com", "gcs_base_url": "{}", "disable_oauth": true}}"#,
+            server.url("")
+        ),
+    )
+    .unwrap();
+    let out = Fetch::new()
+        .env("MODEL_URI", "gs://bkt/m.txt")
+        .env("MODEL_DIR", dir.path())
+        .env("MODEL_SHA256", sha256_hex(&body))
+        .env("GOOGLE_SERVICE_ACCOUNT", account.path())
+        .env("GOOGLE_ALLOW_HTTP", "true")
+        .run();
+    assert_eq!(out.code, Some(0));
+    assert_eq!(server.header("range"), [None, Some("bytes=120000-".into())]);
+    assert_eq!(server.header("if-match"), [None, Some("\"1\"".into())]);
+    assert_eq!(std::fs::read(dir.path().join("m.txt")).unwrap(), body);
+    assert_eq!(tree(dir.path()), ["m.txt"]);
 }

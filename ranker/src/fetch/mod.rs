@@ -3,6 +3,7 @@
 //! that is renamed into place only once complete and (with `MODEL_SHA256`)
 //! verified; retries transient failures with backoff; exits 0 only on success.
 
+mod error;
 mod retry;
 mod sink;
 mod source;
@@ -14,26 +15,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+pub use error::{FetchError, exit_code};
 pub use retry::{Backoff, parse_duration};
 pub use sink::{TEMP_PREFIX, hex};
 pub use source::install_crypto_provider;
 pub use uri::{ModelUri, ObjectScheme, UriError};
 
 use sink::{PartFile, StagingDir, remove_stale, temp_file_name};
-use source::{AttemptError, Refusal, Transport};
-
-/// Exit codes of `mlctl-ranker fetch` (a contract: the pod status shows them).
-pub mod exit_code {
-    /// The artifact could not be downloaded (not found, forbidden, retries
-    /// exhausted, local I/O, interrupted).
-    pub const FAILED: u8 = 1;
-    /// The configuration is invalid (URI, sha256, flags); nothing was downloaded.
-    pub const INVALID: u8 = 2;
-    /// The download completed but its sha256 is not `MODEL_SHA256`.
-    pub const MISMATCH: u8 = 3;
-    /// `--timeout` elapsed.
-    pub const TIMEOUT: u8 = 4;
-}
+use source::{AttemptError, Refusal, Resume, Transport};
 
 /// Options of `mlctl-ranker fetch`. Flags override the environment.
 #[derive(clap::Args, Debug, Clone)]
@@ -73,112 +62,6 @@ pub struct Args {
     /// message; written only if the file already exists (the kubelet creates it).
     #[arg(long, default_value = "/dev/termination-log")]
     pub termination_log: PathBuf,
-}
-
-/// Why a fetch failed; the text is the one-line message users see.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("MODEL_URI is not set: the operator sets it from spec.model.uri (or pass --uri)")]
-    NoUri,
-    #[error(transparent)]
-    Uri(#[from] UriError),
-    #[error(
-        "MODEL_SHA256 {value:?} is not a sha256: write the 64 hex characters `sha256sum <file>` prints (spec.model.sha256)"
-    )]
-    BadSha256 { value: String },
-    #[error(
-        "MODEL_SHA256 is set but MODEL_URI {uri} is a prefix: a sha256 verifies one file, so point the URI at the file or unset spec.model.sha256"
-    )]
-    Sha256ForPrefix { uri: String },
-    #[error("cannot build the client for {uri}: {reason}")]
-    Client { uri: String, reason: String },
-    #[error("{status} from {uri}: the object does not exist, check spec.model.uri{}", detail_suffix(.detail))]
-    NotFound {
-        uri: String,
-        status: String,
-        detail: String,
-    },
-    #[error(
-        "{status} from {uri}: the pod's credentials cannot read the object — check spec.runtime.serviceAccountName / the credentials Secret{}",
-        detail_suffix(.detail)
-    )]
-    Forbidden {
-        uri: String,
-        status: String,
-        detail: String,
-    },
-    #[error("{status} from {uri}: refused, and retrying cannot help{}", detail_suffix(.detail))]
-    Rejected {
-        uri: String,
-        status: String,
-        detail: String,
-    },
-    #[error("giving up on {uri} after {attempts} attempts (--max-attempts): {last}")]
-    GaveUp {
-        uri: String,
-        attempts: u32,
-        last: String,
-    },
-    #[error("sha256 mismatch for {uri}: expected {expected}, got {actual}")]
-    Mismatch {
-        uri: String,
-        expected: String,
-        actual: String,
-    },
-    #[error(
-        "no objects under {uri}: check spec.model.uri (a URI ending in '/' downloads every object under that prefix)"
-    )]
-    EmptyPrefix { uri: String },
-    #[error(
-        "timed out after {after} fetching {uri} (--timeout): the store is unreachable or too slow"
-    )]
-    Timeout { uri: String, after: String },
-    #[error("interrupted by {signal} while fetching {uri}; nothing was left in MODEL_DIR")]
-    Interrupted { uri: String, signal: &'static str },
-    #[error("cannot write {}: {source} (MODEL_DIR must be a writable directory)", .path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl FetchError {
-    /// The process exit code for this error (see [`exit_code`]).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            FetchError::NoUri
-            | FetchError::Uri(_)
-            | FetchError::BadSha256 { .. }
-            | FetchError::Sha256ForPrefix { .. }
-            | FetchError::Client { .. } => exit_code::INVALID,
-            FetchError::Mismatch { .. } => exit_code::MISMATCH,
-            FetchError::Timeout { .. } => exit_code::TIMEOUT,
-            _ => exit_code::FAILED,
-        }
-    }
-
-    fn io(path: &Path, source: io::Error) -> FetchError {
-        FetchError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}
-
-fn detail_suffix(detail: &str) -> String {
-    if detail.is_empty() {
-        return String::new();
-    }
-    // Store error bodies can be long XML; the first few hundred characters hold
-    // the code and message.
-    let short: String = detail.chars().take(300).collect();
-    let ellipsis = if short.len() < detail.len() {
-        "…"
-    } else {
-        ""
-    };
-    format!(" (the store said: {short}{ellipsis})")
 }
 
 /// What a successful fetch did.
@@ -469,24 +352,61 @@ impl Job<'_> {
     ) -> Result<(), FetchError> {
         let idle = self.policy.idle;
         let path = part.path().to_path_buf();
+        let local = |e| Failure::Local(FetchError::io(&path, e));
+        // The version of the object the bytes in `part` came from; a retry with
+        // it continues where the last attempt stopped instead of starting over.
+        let mut validator: Option<String> = None;
         self.with_retries(&format!("GET {shown}"), shown, async || {
-            part.reset()
-                .map_err(|e| Failure::Local(FetchError::io(&path, e)))?;
-            let opened = tokio::time::timeout(idle, self.transport.open(self.uri, key)).await;
-            let mut body = opened.map_err(|_| {
-                AttemptError::Transient(format!(
-                    "no response for {} (--idle-timeout)",
-                    retry::human(idle)
-                ))
-            })??;
-            while let Some(chunk) = body.next_chunk(idle).await? {
-                part.write(&chunk)
-                    .map_err(|e| Failure::Local(FetchError::io(&path, e)))?;
+            let resume = match validator.take() {
+                Some(validator) if part.bytes() > 0 => Some(Resume {
+                    offset: part.bytes(),
+                    validator,
+                }),
+                _ => None,
+            };
+            match &resume {
+                Some(r) => log(&format!("resuming {shown} at byte {}", r.offset)),
+                None => part.reset().map_err(local)?,
             }
+            let opened =
+                tokio::time::timeout(idle, self.transport.open(self.uri, key, resume.as_ref()))
+                    .await;
+            let mut body = match opened {
+                Ok(Ok(body)) => body,
+                Ok(Err(AttemptError::Stale(why))) => {
+                    // Next attempt starts over (no validator kept).
+                    return Err(AttemptError::Transient(format!(
+                        "cannot resume ({why}); starting over"
+                    ))
+                    .into());
+                }
+                Ok(Err(e)) => {
+                    validator = resume.map(|r| r.validator);
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    validator = resume.map(|r| r.validator);
+                    return Err(AttemptError::Transient(format!(
+                        "no response for {} (--idle-timeout)",
+                        retry::human(idle)
+                    ))
+                    .into());
+                }
+            };
+            if body.start != part.bytes() {
+                // The server sent the whole object although we asked for the rest
+                // (no range support, or If-Range saw a new version).
+                part.reset().map_err(local)?;
+            }
+            validator = body.validator.take();
+            let begin = part.bytes();
+            while let Some(chunk) = body.next_chunk(idle).await? {
+                part.write(&chunk).map_err(local)?;
+            }
+            let received = part.bytes() - begin;
             match body.expected_len {
-                Some(len) if len != part.bytes() => Err(AttemptError::Transient(format!(
-                    "truncated body: got {} of {len} bytes",
-                    part.bytes()
+                Some(len) if len != received => Err(AttemptError::Transient(format!(
+                    "truncated body: got {received} of {len} bytes"
                 ))
                 .into()),
                 _ => Ok(()),
@@ -511,7 +431,9 @@ impl Job<'_> {
             let why = match attempt().await {
                 Ok(value) => return Ok(value),
                 Err(Failure::Local(e)) => return Err(e),
-                Err(Failure::Remote(AttemptError::Transient(why))) => why,
+                Err(Failure::Remote(AttemptError::Transient(why) | AttemptError::Stale(why))) => {
+                    why
+                }
                 Err(Failure::Remote(AttemptError::NotFound(r))) => {
                     return Err(refused(shown, r, |uri, status, detail| {
                         FetchError::NotFound {

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientConfigKey, ClientOptions, GetOptions, ObjectStore, RetryConfig};
+use object_store::{
+    ClientConfigKey, ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig,
+};
 
 use super::retry::{StatusClass, classify_status};
 use super::uri::{ModelUri, ObjectScheme};
@@ -29,6 +31,17 @@ pub enum AttemptError {
     Forbidden(Refusal),
     /// Any other refusal that a retry cannot fix.
     Rejected(Refusal),
+    /// A resumed download cannot continue (the object changed, or the server
+    /// answered with another range): worth another attempt from the beginning.
+    Stale(String),
+}
+
+/// Where a retry continues, and which version of the object it must still be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub offset: u64,
+    /// A strong ETag or a Last-Modified date from the earlier response.
+    pub validator: String,
 }
 
 /// A final answer from the server (or from us, before asking it).
@@ -78,8 +91,13 @@ pub struct Listed {
 /// An open response body.
 pub struct Body {
     chunks: BoxStream<'static, Result<Bytes, AttemptError>>,
-    /// The length the server announced, to detect truncation.
+    /// The length the server announced for this response, to detect truncation.
     pub expected_len: Option<u64>,
+    /// The object offset the body starts at: the resume offset when the server
+    /// honoured the range, else 0.
+    pub start: u64,
+    /// What identifies this version of the object, for resuming a later attempt.
+    pub validator: Option<String>,
 }
 
 impl Body {
@@ -143,16 +161,31 @@ impl Transport {
         }
     }
 
-    /// Starts downloading `key` (ignored for http, where the URI is the object).
-    pub async fn open(&self, uri: &ModelUri, key: &str) -> Result<Body, AttemptError> {
+    /// Starts downloading `key` (ignored for http, where the URI is the object),
+    /// from `resume.offset` if given and the object is still the same version.
+    pub async fn open(
+        &self,
+        uri: &ModelUri,
+        key: &str,
+        resume: Option<&Resume>,
+    ) -> Result<Body, AttemptError> {
+        use reqwest::header::{CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
         match (self, uri) {
             (Transport::Http(client), ModelUri::Http { url }) => {
-                let response = client
-                    .get(url.clone())
-                    .send()
-                    .await
-                    .map_err(reqwest_error)?;
+                let mut request = client.get(url.clone());
+                if let Some(resume) = resume {
+                    // If-Range: a server whose object changed sends it whole (200).
+                    request = request
+                        .header(RANGE, format!("bytes={}-", resume.offset))
+                        .header(IF_RANGE, &resume.validator);
+                }
+                let response = request.send().await.map_err(reqwest_error)?;
                 let status = response.status();
+                if resume.is_some() && matches!(status.as_u16(), 412 | 416) {
+                    return Err(AttemptError::Stale(format!(
+                        "{status} to a resumed request"
+                    )));
+                }
                 if !status.is_success() {
                     return Err(status_error(
                         status.as_u16(),
@@ -160,6 +193,30 @@ impl Transport {
                         String::new(),
                     ));
                 }
+                let header = |name| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let validator = header(ETAG)
+                    .filter(|etag| !etag.starts_with("W/"))
+                    .or_else(|| header(LAST_MODIFIED));
+                let start = if status.as_u16() == 206 {
+                    let range = header(CONTENT_RANGE).unwrap_or_default();
+                    let wanted = resume.map_or(0, |r| r.offset);
+                    match content_range_start(&range) {
+                        Some(start) if start == wanted => start,
+                        _ => {
+                            return Err(AttemptError::Stale(format!(
+                                "206 with Content-Range {range:?}, expected bytes {wanted}-"
+                            )));
+                        }
+                    }
+                } else {
+                    0
+                };
                 let expected_len = response.content_length();
                 let chunks = futures::stream::unfold(response, |mut response| async move {
                     match response.chunk().await {
@@ -171,19 +228,48 @@ impl Transport {
                 Ok(Body {
                     chunks: chunks.boxed(),
                     expected_len,
+                    start,
+                    validator,
                 })
             }
             (Transport::Object(store), _) => {
                 let path = object_path(key)?;
-                let result = store
-                    .get_opts(&path, GetOptions::default())
-                    .await
-                    .map_err(object_error)?;
-                let expected_len = Some(result.range.end - result.range.start);
+                let options = match resume {
+                    Some(resume) => GetOptions {
+                        range: Some(GetRange::Offset(resume.offset)),
+                        if_match: Some(resume.validator.clone()),
+                        ..GetOptions::default()
+                    },
+                    None => GetOptions::default(),
+                };
+                let result = match store.get_opts(&path, options).await {
+                    Ok(result) => result,
+                    Err(e @ object_store::Error::Precondition { .. }) if resume.is_some() => {
+                        return Err(AttemptError::Stale(error_chain(&e)));
+                    }
+                    Err(e) => {
+                        return Err(match object_error(e) {
+                            AttemptError::Rejected(r) if resume.is_some() => {
+                                AttemptError::Stale(format!("{}: {}", r.status, r.detail))
+                            }
+                            other => other,
+                        });
+                    }
+                };
+                let start = result.range.start;
+                if start != resume.map_or(0, |r| r.offset) {
+                    return Err(AttemptError::Stale(format!(
+                        "the store sent bytes from {start}, not the requested offset"
+                    )));
+                }
+                let expected_len = Some(result.range.end - start);
+                let validator = result.meta.e_tag.clone();
                 let chunks = result.into_stream().map(|c| c.map_err(object_error));
                 Ok(Body {
                     chunks: chunks.boxed(),
                     expected_len,
+                    start,
+                    validator,
                 })
             }
             (Transport::Http(_), ModelUri::Object { .. }) => Err(AttemptError::Rejected(
@@ -350,6 +436,12 @@ fn store_said(text: &str) -> String {
     }
 }
 
+/// The first byte position of a `Content-Range: bytes A-B/T` header.
+fn content_range_start(header: &str) -> Option<u64> {
+    let (first, _) = header.strip_prefix("bytes ")?.split_once('-')?;
+    first.trim().parse().ok()
+}
+
 /// The HTTP status in an object_store message ("… status code: 503 Service …").
 fn status_in(text: &str) -> Option<u16> {
     let (_, after) = text.split_once("status code: ")?;
@@ -400,6 +492,13 @@ mod tests {
             "caller does not have storage.objects.get access"
         );
         assert_eq!(store_said("connection refused"), "connection refused");
+    }
+
+    #[test]
+    fn content_range_starts_are_parsed() {
+        assert_eq!(content_range_start("bytes 500-999/1000"), Some(500));
+        assert_eq!(content_range_start("bytes */1000"), None);
+        assert_eq!(content_range_start("items 1-2/3"), None);
     }
 
     #[test]

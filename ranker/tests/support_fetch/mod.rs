@@ -129,7 +129,11 @@ pub enum Reply {
     Body(Vec<u8>),
     /// This status with an empty body.
     Status(u16),
-    /// Announces the full length, sends only the first `sent` bytes, closes.
+    /// 200 with this body and ETag "1", or 206 with the rest when asked for a
+    /// range from that version.
+    Ranged(Vec<u8>),
+    /// Announces the full length (and ETag "1"), sends only the first `sent`
+    /// bytes, closes.
     CloseMidBody { body: Vec<u8>, sent: usize },
     /// Reads the request and never answers (until the server stops).
     Hang,
@@ -170,16 +174,16 @@ impl ScriptServer {
                     let seen = seen.clone();
                     let script = script.clone();
                     tokio::spawn(async move {
-                        let Some(request_line) = read_request(&mut socket).await else {
+                        let Some(request) = read_request(&mut socket).await else {
                             return;
                         };
                         let index = {
                             let mut seen = seen.lock().unwrap();
-                            seen.push(request_line);
+                            seen.push(request.clone());
                             seen.len() - 1
                         };
                         let reply = script[index.min(script.len() - 1)].clone();
-                        answer(&mut socket, reply).await;
+                        answer(&mut socket, reply, &request).await;
                     });
                 }
             });
@@ -198,7 +202,17 @@ impl ScriptServer {
 
     /// Request lines received so far (`GET /m.txt HTTP/1.1`).
     pub fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
+        let heads = self.requests.lock().unwrap().clone();
+        heads
+            .iter()
+            .map(|h| h.lines().next().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// The value of header `name` (lower-case) in each request, if present.
+    pub fn header(&self, name: &str) -> Vec<Option<String>> {
+        let heads = self.requests.lock().unwrap().clone();
+        heads.iter().map(|h| header_value(h, name)).collect()
     }
 }
 
@@ -223,11 +237,19 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<String> {
         }
         buf.extend_from_slice(&byte[..n]);
     }
-    let text = String::from_utf8_lossy(&buf);
-    Some(text.lines().next().unwrap_or("").to_string())
+    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
-async fn answer(socket: &mut tokio::net::TcpStream, reply: Reply) {
+fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
+    })
+}
+
+async fn answer(socket: &mut tokio::net::TcpStream, reply: Reply, request: &str) {
     let head = |status: &str, len: usize| {
         format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
     };
@@ -255,10 +277,44 @@ async fn answer(socket: &mut tokio::net::TcpStream, reply: Reply) {
                 .write_all(head(&format!("{code} {reason}"), 0).as_bytes())
                 .await;
         }
+        Reply::Ranged(body) => {
+            // Honours `Range: bytes=N-` when If-Range names this version ("1").
+            let from = header_value(request, "range")
+                .filter(|_| {
+                    // If-Range (http clients) or If-Match (object stores).
+                    let version = header_value(request, "if-range")
+                        .or_else(|| header_value(request, "if-match"));
+                    version.as_deref() == Some("\"1\"")
+                })
+                .and_then(|r| {
+                    r.strip_prefix("bytes=")?
+                        .strip_suffix('-')?
+                        .parse::<usize>()
+                        .ok()
+                });
+            let head = match from {
+                Some(from) => format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{}\r\nContent-Length: {}\r\nETag: \"1\"\r\nLast-Modified: Wed, 02 Dec 2026 00:00:00 GMT\r\nConnection: close\r\n\r\n",
+                    body.len() - 1,
+                    body.len(),
+                    body.len() - from
+                ),
+                None => head("200 OK", body.len()).replacen(
+                    "\r\n",
+                    "\r\nETag: \"1\"\r\nLast-Modified: Wed, 02 Dec 2026 00:00:00 GMT\r\n",
+                    1,
+                ),
+            };
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&body[from.unwrap_or(0)..]).await;
+        }
         Reply::CloseMidBody { body, sent } => {
-            let _ = socket
-                .write_all(head("200 OK", body.len()).as_bytes())
-                .await;
+            let head = head("200 OK", body.len()).replacen(
+                "\r\n",
+                "\r\nETag: \"1\"\r\nLast-Modified: Wed, 02 Dec 2026 00:00:00 GMT\r\n",
+                1,
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
             let _ = socket.write_all(&body[..sent]).await;
             let _ = socket.flush().await;
         }

@@ -36,7 +36,11 @@ impl Finding {
     /// error, a CEL message) would otherwise break `file:LINE:` parsing and
     /// run into the next finding.
     fn line_text(&self) -> String {
-        let text = self.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = self
+            .text
+            .trim_end()
+            .replace("\r\n", " ")
+            .replace(['\n', '\r'], " ");
         format!("{}:{}: {text}\n", self.file, self.line)
     }
 }
@@ -213,8 +217,11 @@ spec:
         let finding = Finding {
             file: "f.yaml".into(),
             line: 3,
-            text: "spec: two\nlines\r\n".into(),
+            text: "spec: \"a  b\" on two\nlines\r\nor three\n".into(),
         };
-        assert_eq!(finding.line_text(), "f.yaml:3: spec: two lines\n");
+        assert_eq!(
+            finding.line_text(),
+            "f.yaml:3: spec: \"a  b\" on two lines or three\n"
+        );
     }
 }

@@ -39,8 +39,10 @@ enum Step<'a> {
 }
 
 impl Document {
-    /// The line of `field`'s key, or the document's first line when the field
-    /// is missing (a required value) or names the whole object (`""`).
+    /// The line of `field`'s key. A missing field (a required value) points at
+    /// its nearest ancestor that is there (`model:` for a missing
+    /// `spec.model.uri`), and a field with no ancestor in the document, or the
+    /// whole object (`""`), at the document's first line.
     pub fn line_of(&self, field: &str) -> usize {
         self.find(field).unwrap_or(self.line)
     }
@@ -49,17 +51,19 @@ impl Document {
         let mut node = &self.root;
         let mut line = None;
         for step in steps(field) {
-            let (at, next) = match (node, step) {
+            let found = match (node, step) {
                 (Node::Map(entries), Step::Key(key) | Step::Bracket(key)) => entries
                     .iter()
                     .find(|e| e.key.as_deref() == Some(key))
-                    .map(|e| (e.line, &e.value))?,
-                (Node::Seq(items), Step::Bracket(index)) => {
-                    let index: usize = index.parse().ok()?;
-                    items.get(index).map(|(at, item)| (*at, item))?
-                }
-                _ => return None,
+                    .map(|e| (e.line, &e.value)),
+                (Node::Seq(items), Step::Bracket(index)) => index
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| items.get(i))
+                    .map(|(at, item)| (*at, item)),
+                _ => None,
             };
+            let Some((at, next)) = found else { break };
             line = Some(at);
             node = next;
         }
@@ -234,12 +238,13 @@ spec:
     }
 
     #[test]
-    fn missing_fields_and_the_whole_object_point_at_the_first_line() {
+    fn missing_fields_point_at_their_nearest_ancestor() {
         let doc = one(BLOCK);
-        assert_eq!(doc.line_of(""), 2);
-        assert_eq!(doc.line_of("spec.model.uri"), 2);
-        assert_eq!(doc.line_of("spec.rollout.steps[7]"), 2);
-        assert_eq!(doc.line_of("spec.model.version.deeper"), 2);
+        assert_eq!(doc.line_of(""), 2, "the whole object: the first line");
+        assert_eq!(doc.line_of("status"), 2, "no ancestor: the first line");
+        assert_eq!(doc.line_of("spec.model.uri"), 9, "model:");
+        assert_eq!(doc.line_of("spec.rollout.steps[7]"), 12, "steps:");
+        assert_eq!(doc.line_of("spec.model.version.deeper"), 10);
     }
 
     #[test]
@@ -253,7 +258,8 @@ spec:
         let json = "{\n  \"apiVersion\": \"mlctl.io/v1alpha1\",\n  \"spec\": {\n    \"replicas\": 3\n  }\n}\n";
         let doc = one(json);
         assert_eq!(doc.line_of("spec.replicas"), 4);
-        assert_eq!(doc.line_of("spec.model"), 1);
+        assert_eq!(doc.line_of("spec.model"), 3, "missing: its parent spec");
+        assert_eq!(doc.line_of("metadata"), 1);
     }
 
     #[test]
@@ -264,10 +270,10 @@ spec:
         assert_eq!(docs[0].line_of("a"), 2);
         assert_eq!(docs[2].line_of("b.c"), 8);
         assert_eq!(docs[2].line_of(""), 7);
-        // An alias is a leaf: a path through it ends at the first line.
+        // An alias is a leaf: a path through it ends at the alias.
         let doc = one("x: &a {k: 1}\ny: *a\n");
         assert_eq!(doc.line_of("y"), 2);
-        assert_eq!(doc.line_of("y.k"), 1);
+        assert_eq!(doc.line_of("y.k"), 2);
     }
 
     #[test]

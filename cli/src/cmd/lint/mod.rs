@@ -25,8 +25,9 @@ pub struct LintArgs {
 /// One finding, ready to print as `file:line: field: message`.
 struct Finding {
     file: String,
-    /// The line of the offending field's key (1-based), or of the document's
-    /// first line when the field is missing or the problem is the whole object.
+    /// The line of the offending field's key (1-based); for a missing field the
+    /// line of its nearest ancestor that is there; the document's first line for
+    /// a problem with the whole object.
     line: usize,
     text: String,
 }

@@ -85,7 +85,7 @@ def probe_rows(seed, thresholds, categorical=(), n_cats=40):
     for f, ts in sorted(thresholds.items()):
         for t in sorted(set(ts))[:6]:
             picked.append((f, t))
-    for i, (f, t) in enumerate(picked[:40]):
+    for i, (f, t) in enumerate(picked[:30]):
         base = x[i % N_ROWS].copy()
         for v in (t, float(np.float32(t)), np.nextafter(t, -np.inf), np.nextafter(t, np.inf)):
             row = base.copy()
@@ -150,9 +150,11 @@ def lgb_case(name, params, rounds=20, categorical=(), seed=1, early_stopping=Fal
         y, grp = (signal > np.median(signal)).astype(np.int32), None
     elif obj == "multiclass":
         y, grp = relevance(signal), None
+    elif obj == "poisson":
+        y, grp = np.floor(np.exp(signal / 2)), None  # counts
     else:
         y, grp = signal, None
-    base = {"verbose": -1, "num_threads": 1, "seed": seed, "deterministic": True, "num_leaves": 15,
+    base = {"verbose": -1, "num_threads": 1, "seed": seed, "deterministic": True, "num_leaves": 10,
             "min_data_in_leaf": 5, "max_cat_to_onehot": 4, "min_data_per_group": 5, "cat_smooth": 1}
     base.update(params)
     names = [f"f{i}_{'cat' if i in categorical else 'num'}" for i in range(N_FEATURES)]
@@ -193,6 +195,7 @@ def lightgbm_cases():
     lgb_scored("lgb_rank_xendcg", {"objective": "rank_xendcg"}, seed=2)
     lgb_scored("lgb_regression", {"objective": "regression"}, seed=3)
     lgb_scored("lgb_binary", {"objective": "binary"}, seed=4)
+    lgb_scored("lgb_poisson", {"objective": "poisson"}, seed=16)  # raw score is the log-rate
     lgb_scored("lgb_zero_as_missing", {"objective": "regression", "zero_as_missing": True}, seed=5)
     lgb_scored("lgb_no_missing", {"objective": "regression", "use_missing": False}, seed=6)
     lgb_scored("lgb_categorical", {"objective": "lambdarank"}, categorical=(0, 3), seed=7)
@@ -306,6 +309,9 @@ def xgboost_cases():
     xgb_scored("xgb_random_forest", {"objective": "reg:squarederror", "num_parallel_tree": 4,
                                      "subsample": 0.7, "colsample_bynode": 0.7}, rounds=3, seed=13)
     xgb_scored("xgb_reg_logistic", {"objective": "reg:logistic"}, seed=14)
+    xgb_scored("xgb_absoluteerror", {"objective": "reg:absoluteerror"}, seed=17)
+    xgb_scored("xgb_pseudohuber", {"objective": "reg:pseudohubererror"}, ext="ubj", seed=18)
+    xgb_scored("xgb_quantile", {"objective": "reg:quantileerror", "quantile_alpha": 0.8}, seed=19)
     xgb_scored("xgb_logitraw", {"objective": "binary:logitraw"}, ext="ubj", seed=15)
     xgb_scored("xgb_early_stopping", {"objective": "reg:squarederror", "eta": 0.5}, rounds=300,
                seed=11, early_stopping=True)

@@ -35,7 +35,7 @@ import xgboost as xgb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N_FEATURES = 6
-N_ROWS = 40  # random rows per case; special rows are added on top
+N_ROWS = 24  # random rows per case; special rows (about 75) are added on top
 
 
 def data(seed, n=600, categorical=(), n_cats=40, nan_frac=0.05, zero_frac=0.05):
@@ -80,14 +80,17 @@ def probe_rows(seed, thresholds, categorical=(), n_cats=40):
     kzt = float(np.float32(1e-35))
     for v in (1e-35, kzt, -kzt, np.nextafter(kzt, np.inf), np.nextafter(-kzt, -np.inf)):
         special.append([v] * N_FEATURES)
-    # Each threshold the model uses, exactly, as float32, and one ulp either side.
+    # Thresholds the model uses: exactly, one double ulp above, and the float32 cast with
+    # one float32 ulp either side (an f32 model sees every double between as the cast).
     picked = []
     for f, ts in sorted(thresholds.items()):
-        for t in sorted(set(ts))[:6]:
+        for t in sorted(set(ts))[:3]:
             picked.append((f, t))
-    for i, (f, t) in enumerate(picked[:30]):
+    for i, (f, t) in enumerate(picked[:13]):
         base = x[i % N_ROWS].copy()
-        for v in (t, float(np.float32(t)), np.nextafter(t, -np.inf), np.nextafter(t, np.inf)):
+        t32 = np.float32(t)
+        for v in (t, np.nextafter(t, np.inf), float(t32), float(np.nextafter(t32, np.float32(-np.inf))),
+                  float(np.nextafter(t32, np.float32(np.inf)))):
             row = base.copy()
             row[f] = v
             special.append(list(row))

@@ -352,6 +352,57 @@ def onnx_scored(name, onx, rows, classifier):
     write_case(name, model_file, "onnx", "f32", rows, np.asarray(expected, dtype=np.float64))
 
 
+def tree_ensemble_v5(onx, name):
+    """Rewrites a base-free TreeEnsembleRegressor (ai.onnx.ml 1-3) as the opset-5
+    TreeEnsemble: interior nodes and leaves in separate lists, tensors for modes,
+    thresholds and weights. onnxmltools cannot export it yet."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    (reg,) = [n for n in onx.graph.node if n.op_type == "TreeEnsembleRegressor"]
+    a = {x.name: helper.get_attribute_value(x) for x in reg.attribute}
+    assert not a.get("base_values"), "a base would need a tree of its own in opset 5"
+    key = list(zip(a["nodes_treeids"], a["nodes_nodeids"]))
+    is_leaf = {k: m == b"LEAF" for k, m in zip(key, a["nodes_modes"])}
+    weight = {(t, n): w for t, n, w in zip(a["target_treeids"], a["target_nodeids"], a["target_weights"])}
+    interior = [i for i, k in enumerate(key) if not is_leaf[k]]
+    pos = {key[i]: j for j, i in enumerate(interior)}
+    leaves, leaf_pos = [], {}
+    for k in key:
+        if is_leaf[k]:
+            leaf_pos[k] = len(leaves)
+            leaves.append(weight[k])
+    attrs = {n: [] for n in ("featureids", "splits", "modes", "true", "trueleaf", "false", "falseleaf", "tracks")}
+    modes = {b"BRANCH_LEQ": 0, b"BRANCH_LT": 1, b"BRANCH_GTE": 2, b"BRANCH_GT": 3}
+    tracks = a.get("nodes_missing_value_tracks_true") or [0] * len(key)
+    for i in interior:
+        t = key[i][0]
+        attrs["featureids"].append(a["nodes_featureids"][i])
+        attrs["splits"].append(a["nodes_values"][i])
+        attrs["modes"].append(modes[a["nodes_modes"][i]])
+        attrs["tracks"].append(tracks[i])
+        for side, ids in (("true", a["nodes_truenodeids"]), ("false", a["nodes_falsenodeids"])):
+            child = (t, ids[i])
+            attrs[side + "leaf"].append(int(is_leaf[child]))
+            attrs[side].append(leaf_pos[child] if is_leaf[child] else pos[child])
+    roots = [pos[(t, 0)] for t in sorted(set(a["nodes_treeids"]), key=a["nodes_treeids"].index)]
+    node = helper.make_node(
+        "TreeEnsemble", ["input"], ["variable"], domain="ai.onnx.ml", n_targets=1, aggregate_function=1,
+        post_transform=0, tree_roots=roots, nodes_featureids=attrs["featureids"],
+        nodes_splits=helper.make_tensor("splits", TensorProto.FLOAT, [len(interior)], attrs["splits"]),
+        nodes_modes=helper.make_tensor("modes", TensorProto.UINT8, [len(interior)], attrs["modes"]),
+        nodes_truenodeids=attrs["true"], nodes_trueleafs=attrs["trueleaf"],
+        nodes_falsenodeids=attrs["false"], nodes_falseleafs=attrs["falseleaf"],
+        nodes_missing_value_tracks_true=attrs["tracks"], leaf_targetids=[0] * len(leaves),
+        leaf_weights=helper.make_tensor("weights", TensorProto.FLOAT, [len(leaves)], leaves))
+    graph = helper.make_graph([node], name, list(onx.graph.input), list(onx.graph.output))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
+                                                    helper.make_opsetid("ai.onnx.ml", 5)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    return model
+
+
 def onnx_cases():
     import onnx
     from onnx import TensorProto, helper
@@ -366,6 +417,10 @@ def onnx_cases():
     rows = probe_rows(21, lgb_thresholds(reg.booster_))
     onnx_scored("onnx_lgb_regressor", convert_lightgbm(reg, initial_types=initial, target_opset=15),
                 rows, False)
+
+    onnx_scored("onnx_v5_lgb_regressor",
+                tree_ensemble_v5(convert_lightgbm(reg, initial_types=initial, target_opset=15),
+                                 "onnx_v5_lgb_regressor"), rows, False)
 
     clf = lgb.LGBMClassifier(n_estimators=30, num_leaves=15, random_state=22, n_jobs=1, verbose=-1)
     clf.fit(x, (signal > np.median(signal)).astype(np.int32))

@@ -18,6 +18,7 @@ mod lightgbm;
 mod load;
 mod onnx;
 mod onnx_proto;
+mod onnx_v5;
 mod ubjson;
 mod xgboost;
 pub use load::{Format, LoadError, load};

@@ -1,6 +1,7 @@
 //! ONNX graphs holding one `ai.onnx.ml` TreeEnsembleRegressor/Classifier (as
 //! onnxmltools exports LightGBM and XGBoost models), scored like onnxruntime with
-//! f32 inputs. Any other graph is refused, naming its operators.
+//! f32 inputs (the opset-5 TreeEnsemble is in onnx_v5.rs). Any other graph is
+//! refused, naming its operators.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,15 +15,17 @@ const FORMAT: &str = "onnx";
 const ML_DOMAIN: &str = "ai.onnx.ml";
 const REGRESSOR: &str = "TreeEnsembleRegressor";
 const CLASSIFIER: &str = "TreeEnsembleClassifier";
+/// The ai.onnx.ml opset-5 operator that replaces both.
+const TREE_ENSEMBLE: &str = "TreeEnsemble";
 
-fn malformed(reason: impl Into<String>) -> LoadError {
+pub(super) fn malformed(reason: impl Into<String>) -> LoadError {
     LoadError::Malformed {
         format: FORMAT,
         reason: reason.into(),
     }
 }
 
-fn unsupported(reason: impl Into<String>) -> LoadError {
+pub(super) fn unsupported(reason: impl Into<String>) -> LoadError {
     LoadError::Unsupported {
         format: FORMAT,
         reason: reason.into(),
@@ -40,6 +43,22 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Ensemble, LoadError> {
     check_pass_through(graph, ensemble_node)?;
     let num_features = input_width(graph, ensemble_node)?;
     let attrs = Attributes(&ensemble_node.attribute);
+    if ensemble_node.op_type == TREE_ENSEMBLE {
+        let (trees, transform) = super::onnx_v5::trees(&attrs, num_features)?;
+        return Ok(Ensemble {
+            precision: Precision::F32,
+            num_features,
+            feature_names: vec![],
+            base_score: 0.0,
+            info: ModelInfo {
+                format: SourceFormat::Onnx,
+                objective: TREE_ENSEMBLE.into(),
+                trees_in_artifact: trees.len(),
+            },
+            trees,
+            transform,
+        });
+    }
     let classifier = ensemble_node.op_type == CLASSIFIER;
     let transform = match attrs.string("post_transform")?.as_deref().unwrap_or("NONE") {
         "NONE" => OutputTransform::Identity,
@@ -131,20 +150,13 @@ fn find_ensemble(graph: &GraphProto) -> Result<&NodeProto, LoadError> {
     let ensembles: Vec<&NodeProto> = graph
         .node
         .iter()
-        .filter(|n| (n.op_type == REGRESSOR || n.op_type == CLASSIFIER) && n.domain == ML_DOMAIN)
+        .filter(|n| {
+            [REGRESSOR, CLASSIFIER, TREE_ENSEMBLE].contains(&n.op_type.as_str())
+                && n.domain == ML_DOMAIN
+        })
         .collect();
     match ensembles.as_slice() {
         [one] => Ok(one),
-        [] if graph
-            .node
-            .iter()
-            .any(|n| n.op_type == "TreeEnsemble" && n.domain == ML_DOMAIN) =>
-        {
-            Err(unsupported(
-                "ai.onnx.ml TreeEnsemble (ai.onnx.ml opset 5) is not supported yet; export with \
-                 ai.onnx.ml opset 3 or lower (TreeEnsembleRegressor/Classifier)",
-            ))
-        }
         [] => {
             let mut ops: Vec<&str> = vec![];
             for n in &graph.node {
@@ -154,7 +166,7 @@ fn find_ensemble(graph: &GraphProto) -> Result<&NodeProto, LoadError> {
             }
             Err(unsupported(format!(
                 "ONNX graph with operators {} is not a tree ensemble; mlctl-ranker serves ai.onnx.ml \
-                 TreeEnsembleRegressor/Classifier graphs",
+                 TreeEnsembleRegressor/Classifier (or opset-5 TreeEnsemble) graphs",
                 if ops.is_empty() {
                     "(none)".to_string()
                 } else {
@@ -282,13 +294,13 @@ fn input_width(graph: &GraphProto, ensemble: &NodeProto) -> Result<usize, LoadEr
 }
 
 /// Attribute lookup by name.
-struct Attributes<'a>(&'a [AttributeProto]);
+pub(super) struct Attributes<'a>(pub(super) &'a [AttributeProto]);
 
 impl Attributes<'_> {
-    fn get(&self, name: &str) -> Option<&AttributeProto> {
+    pub(super) fn get(&self, name: &str) -> Option<&AttributeProto> {
         self.0.iter().find(|a| a.name == name)
     }
-    fn ints(&self, name: &str) -> Vec<i64> {
+    pub(super) fn ints(&self, name: &str) -> Vec<i64> {
         self.get(name).map(|a| a.ints.clone()).unwrap_or_default()
     }
     fn floats(&self, name: &str) -> Vec<f32> {

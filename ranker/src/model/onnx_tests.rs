@@ -5,7 +5,8 @@ use prost::Message;
 
 use super::*;
 use crate::model::onnx_proto::{
-    Dimension, FLOAT, ModelProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
+    Dimension, FLOAT, ModelProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto,
+    ValueInfoProto,
 };
 
 fn ints(name: &str, v: &[i64]) -> AttributeProto {
@@ -155,7 +156,7 @@ fn graphs_that_change_the_score_are_refused_naming_the_operator() {
 
     let v5 = vec![node("TreeEnsemble", ML_DOMAIN, "input", "score")];
     let err = parse(&model(v5, "score", 1)).unwrap_err().to_string();
-    assert!(err.contains("opset 5"), "{err}");
+    assert!(err.contains("nodes_splits"), "{err}");
 }
 
 #[test]
@@ -212,4 +213,59 @@ fn garbage_is_malformed_not_a_panic() {
     assert!(matches!(err, LoadError::Malformed { .. }), "{err}");
     let err = parse(b"").unwrap_err().to_string();
     assert!(err.contains("no graph"), "{err}");
+}
+
+fn tensor_attr(
+    name: &str,
+    data_type: i32,
+    float_data: Vec<f32>,
+    int32_data: Vec<i32>,
+) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        t: Some(TensorProto {
+            data_type,
+            float_data,
+            int32_data,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn opset5_tree_ensemble_with_gte_and_a_one_leaf_tree() {
+    // Tree 0: node 0 is `x1 >= 0.5` (mode 2), true → leaf 0 (-1), false → leaf 1 (+1).
+    // Tree 1 is a single leaf: node 1 sends both branches to leaf 2 (0.25).
+    let mut n = node("TreeEnsemble", ML_DOMAIN, "input", "score");
+    n.attribute = vec![
+        ints("tree_roots", &[0, 1]),
+        ints("nodes_featureids", &[1, 0]),
+        tensor_attr("nodes_splits", FLOAT, vec![0.5, 0.0], vec![]),
+        tensor_attr("nodes_modes", 2, vec![], vec![2, 0]),
+        ints("nodes_truenodeids", &[0, 2]),
+        ints("nodes_trueleafs", &[1, 1]),
+        ints("nodes_falsenodeids", &[1, 2]),
+        ints("nodes_falseleafs", &[1, 1]),
+        ints("nodes_missing_value_tracks_true", &[1, 0]),
+        ints("leaf_targetids", &[0, 0, 0]),
+        tensor_attr("leaf_weights", FLOAT, vec![-1.0, 1.0, 0.25], vec![]),
+    ];
+    let e = parse(&model(vec![n.clone()], "score", 1)).unwrap();
+    assert_eq!(e.trees.len(), 2);
+    assert_eq!(e.score_reference(&[0.0, 0.5]), -0.75);
+    assert_eq!(e.score_reference(&[0.0, 0.4]), 1.25);
+    assert_eq!(
+        e.score_reference(&[0.0, f64::NAN]),
+        -0.75,
+        "NaN tracks true"
+    );
+
+    for a in &mut n.attribute {
+        if a.name == "nodes_modes" {
+            a.t.as_mut().unwrap().int32_data = vec![4, 0];
+        }
+    }
+    let err = parse(&model(vec![n], "score", 1)).unwrap_err().to_string();
+    assert!(err.contains("mode 4"), "{err}");
 }

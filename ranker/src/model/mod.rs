@@ -330,10 +330,10 @@ pub fn goes_left(test: &Test, x: f64) -> bool {
                 // LightGBM Zero treats NaN as 0, which is missing: same direction.
                 return zero_missing_left.unwrap_or(*nan_left);
             }
-            if let Some(left) = zero_missing_left {
-                if x.abs() <= ZERO_THRESHOLD {
-                    return *left;
-                }
+            if let Some(left) = zero_missing_left
+                && x.abs() <= ZERO_THRESHOLD
+            {
+                return *left;
             }
             match comparison {
                 Comparison::LessOrEqual => x <= *threshold,

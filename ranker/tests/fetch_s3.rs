@@ -17,6 +17,8 @@ fn s3_compatible_store() {
     single_file_matches(&moto);
     single_file_mismatch_leaves_nothing(&moto);
     prefix_downloads_every_object_keeping_relative_paths(&moto);
+    a_bare_bucket_is_every_object(&moto);
+    an_empty_prefix_is_explained(&moto);
     missing_object_is_a_404_without_retries(&moto);
     missing_bucket_is_a_404(&moto);
 }
@@ -90,6 +92,35 @@ fn prefix_downloads_every_object_keeping_relative_paths(moto: &Moto) {
         "{}",
         out.stderr
     );
+}
+
+fn a_bare_bucket_is_every_object(moto: &Moto) {
+    moto.seed("whole", &[("a.txt", b"a"), ("d/b.txt", b"b")]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = moto
+        .fetch()
+        .env("MODEL_URI", "s3://whole")
+        .env("MODEL_DIR", dir.path())
+        .run();
+    assert_eq!(out.code, Some(0));
+    assert_eq!(tree(dir.path()), ["a.txt", "d", "d/b.txt"]);
+}
+
+fn an_empty_prefix_is_explained(moto: &Moto) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = moto
+        .fetch()
+        .env("MODEL_URI", "s3://prefix/nothing/here/")
+        .env("MODEL_DIR", dir.path())
+        .run();
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.last_line()
+            .contains("no objects under s3://prefix/nothing/here/: check spec.model.uri"),
+        "{}",
+        out.stderr
+    );
+    assert!(tree(dir.path()).is_empty());
 }
 
 fn missing_object_is_a_404_without_retries(moto: &Moto) {

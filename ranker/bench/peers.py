@@ -9,7 +9,7 @@ and 100,000 documents with one protocol: per repetition at least 2,000 documents
 calls of `batch` rows (different rows each call), best of 3 repetitions (1 for
 100,000), per-document time excluding model loading and input generation.
 
-Usage: peers.py CACHE_DIR PEER_BINARY_CMD... (called by ranker/bench/run).
+Usage: peers.py CACHE_DIR --prepare | PEER_BINARY_CMD... (called by ranker/bench/run).
 """
 
 import json
@@ -24,6 +24,9 @@ FEATURES = 136
 TRAIN_ROWS = 30_000
 TEST_ROWS = 100_000
 SHAPES = [(100, 31), (500, 63), (1000, 255)]
+# MLCTL_BENCH_SHAPES=100x31,500x63 times a subset (the table says which were run).
+if os.environ.get("MLCTL_BENCH_SHAPES"):
+    SHAPES = [tuple(int(v) for v in s.split("x")) for s in os.environ["MLCTL_BENCH_SHAPES"].split(",")]
 BATCHES = [1, 100, 1000, 100_000]
 DOCS_PER_REPETITION = 2000
 SEED = 20260101
@@ -166,6 +169,16 @@ def main():
     x_test, _ = mslr_like(TEST_ROWS, SEED + 1)
     if not os.path.exists(rows_path):
         np.save(rows_path, x_test)
+
+    if peer_cmd == ["--prepare"]:
+        # Train and compile everything first, so no timing shares the CPU with it.
+        for trees, leaves in SHAPES:
+            t0 = time.time()
+            lgb_path, xgb_path = train(cache, trees, leaves, x_train, y, groups)
+            peers(cache, lgb_path, xgb_path, trees, leaves)
+            print(f"# {trees}x{leaves}: models and compiled peers ready in {time.time() - t0:.0f} s",
+                  file=sys.stderr, flush=True)
+        return
 
     results = []  # (shape, batch, peer, ns)
     exactness = []

@@ -1,33 +1,31 @@
 //! The compiled layout: every tree's nodes in one flat array of small fixed-size
-//! records, with comparisons normalised to a single `x < T` so the hot loop has one
-//! compare and no per-kind dispatch for ordinary numeric splits.
+//! records, with each numeric split normalised to a single `x < T` on a prepared
+//! row, so the hot loop is one load, one compare and one select per node.
 //!
-//! A node is reached through a `u32` reference whose top bit says "this is a leaf".
-//! Leaves are stored as nodes too, pointing at themselves: a walk can then take any
-//! number of extra steps without leaving its leaf, which lets several walks advance
-//! in lockstep without a per-walk "am I done" branch.
+//! Rows are prepared once per call ([`prepare_row`]): each feature is stored twice,
+//! once with NaN replaced by +inf (so NaN goes right of every `x < T`) and once with
+//! NaN replaced by -inf (so it goes left). A node reads the copy matching its
+//! missing-value direction, so missing values cost nothing in the loop. Internal
+//! nodes come first in the array and leaves after them, each leaf pointing at itself:
+//! a walk is finished when its index reaches the leaves, and a finished walk can take
+//! extra steps without moving, which lets several walks advance in lockstep.
 
 use crate::model::{Comparison, Ensemble, Node, Test};
-
-/// Set in a node reference when the node is a leaf.
-pub(crate) const LEAF: u32 = 1 << 31;
-/// In `FastNode::feature`: a missing (NaN) value goes left.
-const NAN_LEFT: u32 = 1 << 31;
-/// In `FastNode::feature`: the test is not a plain `x < T`; evaluate the original
-/// [`Test`] (zero-as-missing, categorical, `x <= +inf`).
-const GENERAL: u32 = 1 << 30;
-const FEATURE_MASK: u32 = GENERAL - 1;
 
 /// A value the hot loop compares: f32 (XGBoost/ONNX models, and LightGBM models fed
 /// f32 rows) or f64 (LightGBM models fed f64 rows).
 pub(crate) trait Value: Copy + PartialOrd + Default + Send + Sync + 'static {
-    fn is_missing(self) -> bool;
+    const INFINITY: Self;
+    const NEG_INFINITY: Self;
+    fn is_nan(self) -> bool;
     fn widen(self) -> f64;
 }
 
 impl Value for f32 {
+    const INFINITY: f32 = f32::INFINITY;
+    const NEG_INFINITY: f32 = f32::NEG_INFINITY;
     #[inline(always)]
-    fn is_missing(self) -> bool {
+    fn is_nan(self) -> bool {
         self.is_nan()
     }
     #[inline(always)]
@@ -37,8 +35,10 @@ impl Value for f32 {
 }
 
 impl Value for f64 {
+    const INFINITY: f64 = f64::INFINITY;
+    const NEG_INFINITY: f64 = f64::NEG_INFINITY;
     #[inline(always)]
-    fn is_missing(self) -> bool {
+    fn is_nan(self) -> bool {
         self.is_nan()
     }
     #[inline(always)]
@@ -47,16 +47,39 @@ impl Value for f64 {
     }
 }
 
-/// One node: 16 bytes for f32 thresholds, 24 for f64, so a node is one load and a
-/// tree of 63 leaves fits in a few cache lines.
+/// Writes the prepared form of `row` (already in the comparison type) into `out`
+/// (`2 * row.len()` values): `[x or +inf, x or -inf]` per feature.
+#[inline]
+pub(crate) fn prepare_row<T: Value>(row: impl Iterator<Item = T>, out: &mut [T]) {
+    for (x, pair) in row.zip(out.chunks_exact_mut(2)) {
+        if x.is_nan() {
+            pair[0] = T::INFINITY;
+            pair[1] = T::NEG_INFINITY;
+        } else {
+            pair[0] = x;
+            pair[1] = x;
+        }
+    }
+}
+
+/// The original value of feature `f` of a prepared row: NaN when its two copies
+/// are +inf and -inf (no real value is both).
+#[inline]
+fn original<T: Value>(row: &[T], f: usize) -> f64 {
+    let (a, b) = (row[2 * f], row[2 * f + 1]);
+    if a != b { f64::NAN } else { a.widen() }
+}
+
+/// One node: 16 bytes for f32 thresholds, 24 for f64, so a node is one cache-line
+/// access and a tree of 63 leaves fits in 2 KB.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct FastNode<T> {
-    /// `x < threshold` goes left (for non-NaN `x`).
+    /// `x < threshold` goes left.
     threshold: T,
-    /// Feature index in the low 30 bits, `NAN_LEFT` and `GENERAL` flags above.
-    feature: u32,
-    /// References of the left and right child (`LEAF` bit for leaves).
+    /// Index into the prepared row: `2 * feature + nan_goes_left`.
+    column: u32,
+    /// Left and right child.
     children: [u32; 2],
 }
 
@@ -64,18 +87,20 @@ pub(crate) struct FastNode<T> {
 #[derive(Clone, Debug)]
 pub(crate) struct Forest<T> {
     nodes: Vec<FastNode<T>>,
-    /// Per node: index into `tests` for `GENERAL` nodes (unused otherwise). Kept out
-    /// of `FastNode` so ordinary nodes stay small.
-    general_index: Vec<u32>,
-    tests: Vec<Test>,
+    /// Nodes at this index and above are leaves.
+    first_leaf: u32,
+    /// Root of each tree, in model order.
+    pub(crate) roots: Vec<u32>,
+    /// Leaf values, indexed by `node - first_leaf`.
+    leaf_values: Vec<f64>,
+    /// The original tests of nodes that are not a plain `x < T` (zero-as-missing,
+    /// categorical, `x <= +inf`, `x < -inf` with NaN left), whose `column` is
+    /// `GENERAL | index`. Empty for most models, and then the hot loop never looks.
+    general: Vec<(u32, Test)>,
 }
 
-/// What both layouts share: tree roots and leaf values, indexed like the nodes.
-#[derive(Clone, Debug)]
-pub(crate) struct Shape {
-    pub(crate) roots: Vec<u32>,
-    pub(crate) leaf_values: Vec<f64>,
-}
+/// In `FastNode::column`: the node is general; the low bits index `Forest::general`.
+const GENERAL: u32 = 1 << 31;
 
 /// The largest f32 that is `<= t` (`-inf` when none is finite).
 fn round_down_f32(t: f64) -> f32 {
@@ -107,142 +132,161 @@ pub(crate) fn f64_threshold(t: f64, comparison: Comparison) -> Option<f64> {
     }
 }
 
-impl Shape {
-    pub(crate) fn new(ensemble: &Ensemble) -> Shape {
-        let mut roots = Vec::with_capacity(ensemble.trees.len());
-        let mut leaf_values = Vec::new();
-        for tree in &ensemble.trees {
-            let base = leaf_values.len() as u32;
-            roots.push(reference(&tree.nodes, base, 0));
-            for node in &tree.nodes {
-                leaf_values.push(match node {
-                    Node::Leaf { value } => *value,
-                    Node::Split { .. } => 0.0,
-                });
-            }
-        }
-        Shape { roots, leaf_values }
+/// The fast form of a split, or `None` when it must be evaluated from its test.
+fn fast_split<T: Value>(
+    test: &Test,
+    threshold: &impl Fn(f64, Comparison) -> Option<T>,
+) -> Option<(T, bool)> {
+    let Test::Numeric {
+        threshold: t,
+        comparison,
+        nan_left,
+        zero_missing_left: None,
+    } = test
+    else {
+        return None;
+    };
+    let t = threshold(*t, *comparison)?;
+    // NaN is read as -inf for NaN-left nodes: that goes left unless T is -inf.
+    if *nan_left && t == T::NEG_INFINITY {
+        return None;
     }
-}
-
-/// The reference of node `i` of a tree whose first node is at `base`.
-fn reference(nodes: &[Node], base: u32, i: u32) -> u32 {
-    match nodes.get(i as usize) {
-        Some(Node::Leaf { .. }) | None => (base + i) | LEAF,
-        Some(Node::Split { .. }) => base + i,
-    }
+    Some((t, *nan_left))
 }
 
 impl<T: Value> Forest<T> {
-    /// Lays out every tree; `threshold` normalises one numeric split, `None` making
-    /// it a general node.
+    /// Lays out every tree; `threshold` normalises one numeric split (`None` makes it
+    /// a general node).
     pub(crate) fn new(
         ensemble: &Ensemble,
         threshold: impl Fn(f64, Comparison) -> Option<T>,
     ) -> Forest<T> {
-        let mut forest = Forest {
-            nodes: Vec::new(),
-            general_index: Vec::new(),
-            tests: Vec::new(),
+        // Number every node: internal nodes from 0, leaves from `first_leaf`.
+        let internal: usize = ensemble
+            .trees
+            .iter()
+            .map(|t| {
+                t.nodes
+                    .iter()
+                    .filter(|n| matches!(n, Node::Split { .. }))
+                    .count()
+            })
+            .sum();
+        let first_leaf = internal as u32;
+        let (mut next_internal, mut next_leaf) = (0u32, first_leaf);
+        let ids: Vec<Vec<u32>> = ensemble
+            .trees
+            .iter()
+            .map(|tree| {
+                tree.nodes
+                    .iter()
+                    .map(|n| {
+                        let counter = match n {
+                            Node::Split { .. } => &mut next_internal,
+                            Node::Leaf { .. } => &mut next_leaf,
+                        };
+                        *counter += 1;
+                        *counter - 1
+                    })
+                    .collect()
+            })
+            .collect();
+        let placeholder = FastNode {
+            threshold: T::default(),
+            column: 0,
+            children: [0; 2],
         };
-        for tree in &ensemble.trees {
-            let base = forest.nodes.len() as u32;
-            for (i, node) in tree.nodes.iter().enumerate() {
-                let own = base + i as u32;
-                let (node, general) = match node {
-                    Node::Leaf { .. } => (
-                        FastNode {
-                            threshold: T::default(),
-                            feature: 0,
-                            children: [own | LEAF; 2],
-                        },
-                        0,
-                    ),
+        let mut forest = Forest {
+            nodes: vec![placeholder; next_leaf as usize],
+            first_leaf,
+            roots: ids
+                .iter()
+                .map(|t| t.first().copied().unwrap_or(0))
+                .collect(),
+            leaf_values: vec![0.0; (next_leaf - first_leaf) as usize],
+            general: Vec::new(),
+        };
+        for (tree, ids) in ensemble.trees.iter().zip(&ids) {
+            for (node, &id) in tree.nodes.iter().zip(ids) {
+                match node {
+                    Node::Leaf { value } => {
+                        forest.leaf_values[(id - first_leaf) as usize] = *value;
+                        forest.nodes[id as usize].children = [id; 2];
+                    }
                     Node::Split {
                         feature,
                         test,
                         left,
                         right,
                     } => {
-                        let children = [
-                            reference(&tree.nodes, base, *left),
-                            reference(&tree.nodes, base, *right),
-                        ];
-                        let fast = match test {
-                            Test::Numeric {
-                                threshold: t,
-                                comparison,
-                                nan_left,
-                                zero_missing_left: None,
-                            } => threshold(*t, *comparison).map(|t| (t, *nan_left)),
-                            _ => None,
-                        };
-                        match fast {
-                            Some((t, nan_left)) => (
-                                FastNode {
-                                    threshold: t,
-                                    feature: *feature | if nan_left { NAN_LEFT } else { 0 },
-                                    children,
-                                },
-                                0,
-                            ),
+                        let children = [ids[*left as usize], ids[*right as usize]];
+                        let (threshold, column) = match fast_split(test, &threshold) {
+                            Some((t, nan_left)) => (t, 2 * feature + u32::from(nan_left)),
                             None => {
-                                forest.tests.push(test.clone());
-                                (
-                                    FastNode {
-                                        threshold: T::default(),
-                                        feature: *feature | GENERAL,
-                                        children,
-                                    },
-                                    forest.tests.len() as u32 - 1,
-                                )
+                                forest.general.push((*feature, test.clone()));
+                                (T::default(), GENERAL | (forest.general.len() as u32 - 1))
                             }
-                        }
+                        };
+                        forest.nodes[id as usize] = FastNode {
+                            threshold,
+                            column,
+                            children,
+                        };
                     }
-                };
-                forest.nodes.push(node);
-                forest.general_index.push(general);
+                }
             }
         }
         forest
     }
 
-    /// One step of a walk: the child of `at` that `row` goes to (a leaf stays put).
+    /// Whether some node needs its original test (then the slower walk is used).
+    pub(crate) fn has_general(&self) -> bool {
+        !self.general.is_empty()
+    }
+
+    /// The value of the leaf a walk ended on.
     #[inline(always)]
-    pub(crate) fn step(&self, at: u32, row: &[T]) -> u32 {
-        let i = (at & !LEAF) as usize;
-        let node = &self.nodes[i];
-        let x = row[(node.feature & FEATURE_MASK) as usize];
-        if node.feature & GENERAL != 0 {
-            return self.general_step(i, x);
+    pub(crate) fn leaf_value(&self, at: u32) -> f64 {
+        self.leaf_values[(at - self.first_leaf) as usize]
+    }
+
+    /// One step of a walk over a prepared row: the child of `at` the row goes to (a
+    /// leaf stays put).
+    #[inline(always)]
+    fn step<const G: bool>(&self, at: u32, row: &[T]) -> u32 {
+        let node = &self.nodes[at as usize];
+        if G && node.column & GENERAL != 0 {
+            return self.general_step(node, row);
         }
-        // Bitwise `|` on bools: both sides are cheap, and a branch here would be
-        // mispredicted as often as the data decides.
-        let left = (x < node.threshold) | ((node.feature & NAN_LEFT != 0) & x.is_missing());
-        node.children[usize::from(!left)]
+        let x = row[node.column as usize];
+        // An index, not a branch: the direction is data-dependent, so a branch would
+        // be mispredicted about as often as it is taken.
+        node.children[usize::from(!(x < node.threshold))]
     }
 
     #[cold]
     #[inline(never)]
-    fn general_step(&self, i: usize, x: T) -> u32 {
-        let node = &self.nodes[i];
-        let test = &self.tests[self.general_index[i] as usize];
-        let left = crate::model::goes_left(test, x.widen());
-        node.children[usize::from(!left)]
+    fn general_step(&self, node: &FastNode<T>, row: &[T]) -> u32 {
+        let (feature, test) = &self.general[(node.column & !GENERAL) as usize];
+        let x = original(row, *feature as usize);
+        node.children[usize::from(!crate::model::goes_left(test, x))]
     }
 
-    /// Walks `L` (root, row) pairs in lockstep until every walk is at a leaf; returns
-    /// the leaf references. Interleaving independent walks lets the CPU overlap their
+    /// Walks `L` (root, prepared row) pairs in lockstep until every walk is at a leaf;
+    /// returns the leaves. Interleaving independent walks lets the CPU overlap their
     /// memory loads instead of waiting on one dependent chain at a time.
     #[inline(always)]
-    pub(crate) fn walk<const L: usize>(&self, mut at: [u32; L], rows: [&[T]; L]) -> [u32; L] {
-        loop {
-            if at.iter().fold(LEAF, |all, r| all & r) != 0 {
-                return at;
-            }
+    pub(crate) fn walk<const L: usize, const G: bool>(
+        &self,
+        mut at: [u32; L],
+        rows: [&[T]; L],
+    ) -> [u32; L] {
+        // A branch-free reduction: `any` would branch once per lane, unpredictably.
+        while at.iter().fold(u32::MAX, |m, &a| m.min(a)) < self.first_leaf {
             for k in 0..L {
-                at[k] = self.step(at[k], rows[k]);
+                at[k] = self.step::<G>(at[k], rows[k]);
             }
         }
+        at
     }
 }

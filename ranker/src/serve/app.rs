@@ -31,6 +31,11 @@ pub struct Scored {
     pub documents: usize,
     /// The `:rank` request's `query`, for the request log line.
     pub query: Option<String>,
+    /// Seconds spent parsing and scoring (the rest of the handler is mostly
+    /// serialization), for the request log line.
+    pub parse_seconds: f64,
+    /// Seconds spent in the scorer.
+    pub score_seconds: f64,
 }
 
 /// The response type of every handler.
@@ -275,9 +280,12 @@ impl App {
     }
 
     fn rank_typed<T: ScoreRows>(&self, model: &Loaded, body: &[u8]) -> Result<Scored, Reject> {
+        let started = Instant::now();
         let req = parse::parse_rank::<T>(body, &model.schema)?;
+        let parsed = Instant::now();
         let mut scores = vec![0.0f64; req.ids.len()];
         T::score(&model.scorer, &req.rows, &mut scores);
+        let scored = Instant::now();
         let order = rank::order(&scores);
         let resp = RankResponse {
             model: &self.name,
@@ -296,6 +304,8 @@ impl App {
             body: out,
             documents: req.ids.len(),
             query: req.query,
+            parse_seconds: (parsed - started).as_secs_f64(),
+            score_seconds: (scored - parsed).as_secs_f64(),
         })
     }
 
@@ -308,9 +318,12 @@ impl App {
     }
 
     fn infer_typed<T: ScoreRows>(&self, model: &Loaded, body: &[u8]) -> Result<Scored, Reject> {
+        let started = Instant::now();
         let req = infer::parse_infer::<T>(body, &model.schema)?;
+        let parsed = Instant::now();
         let mut scores = vec![0.0f64; req.num_rows];
         T::score(&model.scorer, &req.rows, &mut scores);
+        let scored = Instant::now();
         let resp = InferResponse {
             model_name: &self.name,
             model_version: &self.version,
@@ -329,6 +342,8 @@ impl App {
             body: out,
             documents: req.num_rows,
             query: req.id,
+            parse_seconds: (parsed - started).as_secs_f64(),
+            score_seconds: (scored - parsed).as_secs_f64(),
         })
     }
 
@@ -585,6 +600,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infal
         documents,
         query = scored.as_ref().and_then(|s| s.query.as_deref()).unwrap_or(""),
         ms = elapsed.as_secs_f64() * 1e3,
+        parse_ms = scored.as_ref().map_or(0.0, |s| s.parse_seconds * 1e3),
+        score_ms = scored.as_ref().map_or(0.0, |s| s.score_seconds * 1e3),
         "request"
     );
     Ok(resp)

@@ -4,6 +4,7 @@
 //! no request.
 
 mod app;
+mod fast;
 mod infer;
 mod loaded;
 mod metrics;

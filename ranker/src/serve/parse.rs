@@ -128,6 +128,19 @@ pub struct RankRequest<T> {
 
 /// Parses `{"query": ..., "documents": [{"id": ..., "features": [...] | {...}}]}`.
 pub fn parse_rank<T: Feature>(body: &[u8], schema: &Schema) -> Result<RankRequest<T>, Reject> {
+    // The byte-level parser takes well-formed bodies about twice as fast; it gives
+    // up on anything else, and this parser then accepts it or names the problem.
+    if let Some(req) = super::fast::parse_rank(body, schema) {
+        return Ok(req);
+    }
+    parse_rank_serde(body, schema)
+}
+
+/// The serde parser alone: every accepted shape, and the error messages.
+pub(super) fn parse_rank_serde<T: Feature>(
+    body: &[u8],
+    schema: &Schema,
+) -> Result<RankRequest<T>, Reject> {
     let mut state = State {
         schema,
         reject: None,

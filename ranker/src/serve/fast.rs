@@ -1,0 +1,463 @@
+//! A byte-level fast path for the common `:rank` body: `{"query": ..., "documents":
+//! [{"id": ..., "features": [numbers or null] | {name: number}}]}` with no escapes
+//! and no unknown fields. It only ever accepts: on anything else (an error, an
+//! escape, an extra field) it returns `None` and the serde parser, which names the
+//! problem, decides. Numbers are parsed correctly rounded (exact fast path for
+//! short decimals, the standard library otherwise), like the serde path.
+
+use super::parse::{DocId, Feature, RankRequest, Schema};
+
+/// Parses a well-formed body, or returns `None` to defer to the full parser.
+pub fn parse_rank<T: Feature>(body: &[u8], schema: &Schema) -> Option<RankRequest<T>> {
+    let mut p = Cursor { b: body, i: 0 };
+    let mut out = RankRequest {
+        query: None,
+        ids: Vec::new(),
+        rows: Vec::new(),
+    };
+    let mut seen_documents = false;
+    p.ws();
+    p.eat(b'{')?;
+    loop {
+        p.ws();
+        let key = p.string()?;
+        p.ws();
+        p.eat(b':')?;
+        p.ws();
+        match key {
+            "documents" if !seen_documents => {
+                seen_documents = true;
+                documents(&mut p, schema, &mut out)?;
+            }
+            "query" if out.query.is_none() => out.query = p.query()?,
+            _ => return None,
+        }
+        p.ws();
+        match p.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    p.ws();
+    (p.i == body.len() && seen_documents).then_some(out)
+}
+
+fn documents<T: Feature>(
+    p: &mut Cursor<'_>,
+    schema: &Schema,
+    out: &mut RankRequest<T>,
+) -> Option<()> {
+    let f = schema.num_features;
+    p.eat(b'[')?;
+    p.ws();
+    if p.peek() == Some(b']') {
+        p.i += 1;
+        return Some(());
+    }
+    // A document is at least ~20 bytes; reserve once instead of doubling.
+    let guess = (p.b.len() / (20 + 2 * f)).min(schema.max_documents);
+    out.ids.reserve(guess);
+    out.rows.reserve(guess * f);
+    loop {
+        if out.ids.len() == schema.max_documents {
+            return None;
+        }
+        p.ws();
+        let start = out.rows.len();
+        out.rows.resize(start + f, T::MISSING);
+        let row = out.rows.get_mut(start..)?;
+        let id = document(p, schema, row)?;
+        out.ids.push(id);
+        p.ws();
+        match p.next()? {
+            b',' => continue,
+            b']' => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+fn document<T: Feature>(p: &mut Cursor<'_>, schema: &Schema, row: &mut [T]) -> Option<DocId> {
+    p.eat(b'{')?;
+    let mut id = None;
+    let mut seen_features = false;
+    loop {
+        p.ws();
+        let key = p.string()?;
+        p.ws();
+        p.eat(b':')?;
+        p.ws();
+        match key {
+            "id" if id.is_none() => id = Some(p.id()?),
+            "features" if !seen_features => {
+                seen_features = true;
+                match p.peek()? {
+                    b'[' => feature_array(p, row)?,
+                    b'{' => feature_object(p, schema, row)?,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+        p.ws();
+        match p.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    if seen_features { id } else { None }
+}
+
+fn feature_array<T: Feature>(p: &mut Cursor<'_>, row: &mut [T]) -> Option<()> {
+    p.eat(b'[')?;
+    p.ws();
+    if p.peek() == Some(b']') {
+        p.i += 1;
+        return row.is_empty().then_some(());
+    }
+    let mut k = 0usize;
+    loop {
+        p.ws();
+        let v = p.value::<T>()?;
+        *row.get_mut(k)? = v;
+        k += 1;
+        p.ws();
+        match p.next()? {
+            b',' => continue,
+            b']' => break,
+            _ => return None,
+        }
+    }
+    (k == row.len()).then_some(())
+}
+
+fn feature_object<T: Feature>(p: &mut Cursor<'_>, schema: &Schema, row: &mut [T]) -> Option<()> {
+    p.eat(b'{')?;
+    p.ws();
+    if p.peek() == Some(b'}') {
+        p.i += 1;
+        return Some(());
+    }
+    let mut seen = vec![false; row.len()];
+    let mut next_expected = 0usize;
+    loop {
+        p.ws();
+        let key = p.string()?;
+        let column = if schema.names.get(next_expected).map(String::as_str) == Some(key) {
+            next_expected
+        } else {
+            *schema.index.get(key)?
+        };
+        next_expected = column + 1;
+        let slot = seen.get_mut(column)?;
+        if *slot {
+            return None;
+        }
+        *slot = true;
+        p.ws();
+        p.eat(b':')?;
+        p.ws();
+        *row.get_mut(column)? = p.value::<T>()?;
+        p.ws();
+        match p.next()? {
+            b',' => continue,
+            b'}' => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// Exact powers of ten as f64 (10^22 is the largest exactly representable).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\n' | b'\r' | b'\t') {
+            self.i += 1;
+        }
+    }
+
+    /// A string without escapes or control characters (else `None`).
+    fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            match self.next()? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => {}
+            }
+        }
+        std::str::from_utf8(self.b.get(start..self.i - 1)?).ok()
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.i.checked_add(word.len())?;
+        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+    }
+
+    /// A feature value: a number or `null` (missing).
+    fn value<T: Feature>(&mut self) -> Option<T> {
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+            return Some(T::MISSING);
+        }
+        Some(T::from_f64(self.number()?))
+    }
+
+    fn query(&mut self) -> Option<Option<String>> {
+        match self.peek()? {
+            b'"' => Some(Some(self.string()?.to_owned())),
+            b'n' => self.literal(b"null").map(|()| None),
+            _ => match self.integer()? {
+                DocId::UInt(v) => Some(Some(v.to_string())),
+                DocId::Int(v) => Some(Some(v.to_string())),
+                DocId::Str(_) => None,
+            },
+        }
+    }
+
+    fn id(&mut self) -> Option<DocId> {
+        if self.peek()? == b'"' {
+            return Some(DocId::Str(self.string()?.to_owned()));
+        }
+        self.integer()
+    }
+
+    /// A JSON integer that fits u64 (or i64 when negative); anything else defers.
+    fn integer(&mut self) -> Option<DocId> {
+        let neg = self.peek()? == b'-';
+        if neg {
+            self.i += 1;
+        }
+        let start = self.i;
+        let mut v: u64 = 0;
+        while let Some(c @ b'0'..=b'9') = self.peek() {
+            v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            self.i += 1;
+        }
+        let digits = self.i - start;
+        // Leading zeros, fractions and exponents are the serde path's to judge.
+        if digits == 0
+            || (digits > 1 && self.b.get(start) == Some(&b'0'))
+            || matches!(self.peek(), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        if neg {
+            // -0 is an unsigned 0 for serde_json too.
+            if v == 0 {
+                return Some(DocId::UInt(0));
+            }
+            let m = i64::try_from(v).ok()?;
+            return Some(DocId::Int(-m));
+        }
+        Some(DocId::UInt(v))
+    }
+
+    /// A JSON number, correctly rounded to f64; `None` on bad syntax or overflow.
+    fn number(&mut self) -> Option<f64> {
+        // The hottest loop of the server: plain indexing after explicit bound checks.
+        let b = self.b;
+        let start = self.i;
+        let mut i = start;
+        let neg = b.get(i) == Some(&b'-');
+        if neg {
+            i += 1;
+        }
+        let int_start = i;
+        let mut mant: u64 = 0;
+        // Wrapping: a mantissa of more than 19 digits is re-parsed below anyway.
+        while i < b.len() && b[i].is_ascii_digit() {
+            mant = mant.wrapping_mul(10).wrapping_add(u64::from(b[i] - b'0'));
+            i += 1;
+        }
+        let int_len = i - int_start;
+        if int_len == 0 || (int_len > 1 && b[int_start] == b'0') {
+            return None;
+        }
+        let mut digits = int_len;
+        let mut exp10: i64 = 0;
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+            let frac_start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                mant = mant.wrapping_mul(10).wrapping_add(u64::from(b[i] - b'0'));
+                i += 1;
+            }
+            let frac_len = i - frac_start;
+            if frac_len == 0 {
+                return None;
+            }
+            digits += frac_len;
+            exp10 = -(frac_len as i64);
+        }
+        if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+            i += 1;
+            let eneg = i < b.len() && b[i] == b'-';
+            if i < b.len() && (b[i] == b'-' || b[i] == b'+') {
+                i += 1;
+            }
+            let e_start = i;
+            let mut e: i64 = 0;
+            while i < b.len() && b[i].is_ascii_digit() {
+                // Saturate: such exponents take the slow path anyway.
+                e = (e * 10 + i64::from(b[i] - b'0')).min(1_000_000);
+                i += 1;
+            }
+            if i == e_start {
+                return None;
+            }
+            exp10 += if eneg { -e } else { e };
+        }
+        self.i = i;
+        // Clinger's fast path: an exact mantissa times an exact power of ten is one
+        // correctly rounded operation.
+        let v = if digits <= 19 && mant < (1u64 << 53) && (-22..=22).contains(&exp10) {
+            let m = mant as f64;
+            let p = *POW10.get(exp10.unsigned_abs() as usize)?;
+            let v = if exp10 < 0 { m / p } else { m * p };
+            if neg { -v } else { v }
+        } else {
+            let text = std::str::from_utf8(b.get(start..i)?).ok()?;
+            text.parse::<f64>().ok()?
+        };
+        // Out of range is an error for serde_json: let it say so.
+        v.is_finite().then_some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn schema() -> Schema {
+        Schema::new(3, vec!["a".into(), "b".into(), "c".into()], 100)
+    }
+
+    fn number(text: &str) -> Option<f64> {
+        let mut c = Cursor {
+            b: text.as_bytes(),
+            i: 0,
+        };
+        let v = c.number()?;
+        (c.i == text.len()).then_some(v)
+    }
+
+    #[test]
+    fn numbers_follow_json_syntax() {
+        for (t, v) in [
+            ("0", 0.0),
+            ("-0.5", -0.5),
+            ("12.25", 12.25),
+            ("1e3", 1000.0),
+            ("1E-2", 0.01),
+            ("2.5e+2", 250.0),
+            ("0.30000000000000004", 0.30000000000000004),
+            ("123456789012345678901234", 1.2345678901234568e23),
+            ("4.9e-324", 4.9e-324),
+        ] {
+            assert_eq!(number(t), Some(v), "{t}");
+        }
+        for t in [
+            "01", "1.", ".5", "+1", "1e", "-", "NaN", "1e400", "0x10", "--1",
+        ] {
+            assert_eq!(number(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn defers_on_anything_unusual() {
+        for body in [
+            r#"{"documents":[{"id":"a\n","features":[1,2,3]}]}"#,
+            r#"{"documents":[{"id":"a","features":[1,2,3],"x":1}]}"#,
+            r#"{"documents":[{"id":"a","features":[1,2]}]}"#,
+            r#"{"documents":[{"id":1.5,"features":[1,2,3]}]}"#,
+            r#"{"documents":[{"id":"a","features":{"z":1}}]}"#,
+            r#"{"documents":[{"id":"a","features":{"a":1,"a":1}}]}"#,
+            r#"{"documents":[{"id":"a","features":[1,2,3]}]} x"#,
+            r#"{"documents":[],"documents":[]}"#,
+            r#"{"other":1,"documents":[]}"#,
+            r#"{"query":"q"}"#,
+        ] {
+            assert!(
+                parse_rank::<f64>(body.as_bytes(), &schema()).is_none(),
+                "{body}"
+            );
+        }
+    }
+
+    fn render(v: Option<f64>, style: u8) -> String {
+        match v {
+            None => "null".into(),
+            Some(x) if style == 0 => format!("{x:?}"),
+            Some(x) if style == 1 => format!("{x:e}"),
+            Some(x) => format!("{x:.3}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever the fast path accepts, the serde path accepts identically (ids,
+        /// query and bit-identical rows), so the fast path changes nothing but speed.
+        #[test]
+        fn agrees_with_the_serde_parser(
+            docs in proptest::collection::vec(
+                (any::<bool>(), any::<u32>(), proptest::collection::vec(
+                    proptest::option::weighted(0.9, any::<f64>().prop_filter("finite", |x| x.is_finite())), 3)),
+                0..6),
+            style in 0u8..3,
+            named in any::<bool>(),
+            spaced in any::<bool>(),
+        ) {
+            let sep = if spaced { " \n" } else { "" };
+            let parts: Vec<String> = docs.iter().map(|(str_id, id, f)| {
+                let id = if *str_id { format!("\"d{id}\"") } else { id.to_string() };
+                let feats = if named {
+                    let kv: Vec<String> = f.iter().enumerate().filter(|(_, v)| v.is_some())
+                        .map(|(i, v)| format!("\"{}\":{sep}{}", ["a", "b", "c"][i], render(*v, style))).collect();
+                    format!("{{{}}}", kv.join(","))
+                } else {
+                    let vs: Vec<String> = f.iter().map(|v| render(*v, style)).collect();
+                    format!("[{}]", vs.join(&format!(",{sep}")))
+                };
+                format!("{{{sep}\"features\":{sep}{feats},\"id\":{id}}}")
+            }).collect();
+            let body = format!("{{\"query\":\"q\",{sep}\"documents\":[{}]}}{sep}", parts.join(","));
+            let fast = parse_rank::<f64>(body.as_bytes(), &schema());
+            prop_assert!(fast.is_some(), "the fast path deferred on {}", body);
+            let slow = super::super::parse::parse_rank_serde::<f64>(body.as_bytes(), &schema()).unwrap();
+            let fast = fast.unwrap();
+            prop_assert_eq!(&fast.ids, &slow.ids);
+            prop_assert_eq!(&fast.query, &slow.query);
+            let bits = |r: &[f64]| r.iter().map(|v| if v.is_nan() { u64::MAX } else { v.to_bits() }).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&fast.rows), bits(&slow.rows), "{}", body);
+        }
+    }
+}

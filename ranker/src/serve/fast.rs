@@ -422,7 +422,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(500))]
+        #![proptest_config(ProptestConfig::with_cases(2000))]
 
         /// Whatever the fast path accepts, the serde path accepts identically (ids,
         /// query and bit-identical rows), so the fast path changes nothing but speed.
@@ -458,6 +458,38 @@ mod tests {
             prop_assert_eq!(&fast.query, &slow.query);
             let bits = |r: &[f64]| r.iter().map(|v| if v.is_nan() { u64::MAX } else { v.to_bits() }).collect::<Vec<_>>();
             prop_assert_eq!(bits(&fast.rows), bits(&slow.rows), "{}", body);
+        }
+
+        /// Mutated bodies: whenever the fast path still accepts, the serde parser
+        /// accepts too, with the same result.
+        #[test]
+        fn mutations_never_make_the_parsers_disagree(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6)
+        ) {
+            let valid = r#"{"query":"q","documents":[{"id":"d1","features":[1.5,null,-3e2]},{"id":20,"features":{"a":1,"c":0.25}}]}"#;
+            let mut body = valid.as_bytes().to_vec();
+            for (at, byte, op) in &edits {
+                if body.is_empty() {
+                    break;
+                }
+                let i = at.index(body.len());
+                match op {
+                    0 => body[i] = *byte,
+                    1 => {
+                        body.remove(i);
+                    }
+                    _ => body.insert(i, *byte),
+                }
+            }
+            if let Some(fast) = parse_rank::<f64>(&body, &schema()) {
+                let slow = super::super::parse::parse_rank_serde::<f64>(&body, &schema());
+                prop_assert!(slow.is_ok(), "fast accepted, serde refused {:?}: {}", slow, String::from_utf8_lossy(&body));
+                let slow = slow.unwrap();
+                prop_assert_eq!(&fast.ids, &slow.ids);
+                prop_assert_eq!(&fast.query, &slow.query);
+                let bits = |r: &[f64]| r.iter().map(|v| if v.is_nan() { u64::MAX } else { v.to_bits() }).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&fast.rows), bits(&slow.rows));
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! problem, decides. Numbers are parsed correctly rounded (exact fast path for
 //! short decimals, the standard library otherwise), like the serde path.
 
+use super::infer::InferParts;
 use super::parse::{DocId, Feature, RankRequest, Schema};
 
 /// Parses a well-formed body, or returns `None` to defer to the full parser.
@@ -167,6 +168,141 @@ fn feature_object<T: Feature>(p: &mut Cursor<'_>, schema: &Schema, row: &mut [T]
             _ => return None,
         }
     }
+}
+
+/// Reads `{"id": ..., "inputs": [{"name", "shape", "datatype", "data"}]}` with one
+/// tensor whose data is flat or nested one level; `None` defers to serde.
+pub(super) fn parse_infer_parts<T: Feature>(body: &[u8], schema: &Schema) -> Option<InferParts<T>> {
+    let mut p = Cursor { b: body, i: 0 };
+    let mut parts = InferParts {
+        id: None,
+        shape: None,
+        datatype: None,
+        rows: Vec::new(),
+    };
+    let mut seen_inputs = false;
+    p.ws();
+    p.eat(b'{')?;
+    loop {
+        p.ws();
+        let key = p.string()?;
+        p.ws();
+        p.eat(b':')?;
+        p.ws();
+        match key {
+            "id" if parts.id.is_none() => parts.id = Some(p.string()?.to_owned()),
+            "inputs" if !seen_inputs => {
+                seen_inputs = true;
+                p.eat(b'[')?;
+                p.ws();
+                tensor(&mut p, schema, &mut parts)?;
+                p.ws();
+                p.eat(b']')?;
+            }
+            _ => return None,
+        }
+        p.ws();
+        match p.next()? {
+            b',' => continue,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    p.ws();
+    (p.i == body.len() && seen_inputs).then_some(parts)
+}
+
+fn tensor<T: Feature>(
+    p: &mut Cursor<'_>,
+    schema: &Schema,
+    parts: &mut InferParts<T>,
+) -> Option<()> {
+    let limit = schema.max_documents * schema.num_features.max(1);
+    let (mut name, mut data) = (false, false);
+    p.eat(b'{')?;
+    loop {
+        p.ws();
+        let key = p.string()?;
+        p.ws();
+        p.eat(b':')?;
+        p.ws();
+        match key {
+            "name" if !name => {
+                name = true;
+                p.string()?;
+            }
+            "datatype" if parts.datatype.is_none() => {
+                parts.datatype = Some(p.string()?.to_owned());
+            }
+            "shape" if parts.shape.is_none() => {
+                let mut shape = Vec::with_capacity(2);
+                p.eat(b'[')?;
+                loop {
+                    p.ws();
+                    match p.integer()? {
+                        DocId::UInt(v) => shape.push(v),
+                        _ => return None,
+                    }
+                    p.ws();
+                    match p.next()? {
+                        b',' => continue,
+                        b']' => break,
+                        _ => return None,
+                    }
+                }
+                parts.shape = Some(shape);
+            }
+            "data" if !data => {
+                data = true;
+                p.eat(b'[')?;
+                p.ws();
+                if p.peek()? == b']' {
+                    p.i += 1;
+                } else {
+                    loop {
+                        p.ws();
+                        if p.peek()? == b'[' {
+                            // One row of a nested [N][F] array.
+                            p.i += 1;
+                            loop {
+                                p.ws();
+                                push_value(p, &mut parts.rows, limit)?;
+                                p.ws();
+                                match p.next()? {
+                                    b',' => continue,
+                                    b']' => break,
+                                    _ => return None,
+                                }
+                            }
+                        } else {
+                            push_value(p, &mut parts.rows, limit)?;
+                        }
+                        p.ws();
+                        match p.next()? {
+                            b',' => continue,
+                            b']' => break,
+                            _ => return None,
+                        }
+                    }
+                }
+            }
+            _ => return None,
+        }
+        p.ws();
+        match p.next()? {
+            b',' => continue,
+            b'}' => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+fn push_value<T: Feature>(p: &mut Cursor<'_>, rows: &mut Vec<T>, limit: usize) -> Option<()> {
+    if rows.len() == limit {
+        return None;
+    }
+    rows.push(p.value::<T>()?);
+    Some(())
 }
 
 /// Exact powers of ten as f64 (10^22 is the largest exactly representable).
@@ -489,6 +625,53 @@ mod tests {
                 prop_assert_eq!(&fast.query, &slow.query);
                 let bits = |r: &[f64]| r.iter().map(|v| if v.is_nan() { u64::MAX } else { v.to_bits() }).collect::<Vec<_>>();
                 prop_assert_eq!(bits(&fast.rows), bits(&slow.rows));
+            }
+        }
+
+        /// The infer reader accepts only what serde accepts, with the same values.
+        #[test]
+        fn infer_readers_agree(
+            rows in proptest::collection::vec(proptest::collection::vec(
+                proptest::option::weighted(0.9, any::<f64>().prop_filter("finite", |x| x.is_finite())), 3), 0..5),
+            nested in any::<bool>(),
+            fp32 in any::<bool>(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        ) {
+            let cell = |v: &Option<f64>| v.map_or("null".to_string(), |x| format!("{x:?}"));
+            let data = if nested {
+                let r: Vec<String> = rows.iter().map(|r| format!("[{}]", r.iter().map(cell).collect::<Vec<_>>().join(","))).collect();
+                format!("[{}]", r.join(","))
+            } else {
+                format!("[{}]", rows.iter().flatten().map(cell).collect::<Vec<_>>().join(","))
+            };
+            let body = format!(
+                r#"{{"id":"r","inputs":[{{"name":"features","shape":[{},3],"datatype":"{}","data":{data}}}]}}"#,
+                rows.len(), if fp32 { "FP32" } else { "FP64" });
+            let mut body = body.into_bytes();
+            for (at, byte) in &edits {
+                let i = at.index(body.len());
+                body[i] = *byte;
+            }
+            let serde_only = |b: &[u8]| {
+                // Same as parse_infer with the fast reader switched off: break the
+                // fast path with a field it does not know.
+                let mut with_extra = b"{\"parameters\":{},".to_vec();
+                with_extra.extend_from_slice(b.get(1..).unwrap_or_default());
+                super::super::infer::parse_infer::<f64>(&with_extra, &schema())
+            };
+            if parse_infer_parts::<f64>(&body, &schema()).is_some() {
+                let fast = super::super::infer::parse_infer::<f64>(&body, &schema());
+                let slow = serde_only(&body);
+                match (fast, slow) {
+                    (Ok(f), Ok(s)) => {
+                        prop_assert_eq!(&f.id, &s.id);
+                        prop_assert_eq!(f.num_rows, s.num_rows);
+                        let bits = |r: &[f64]| r.iter().map(|v| if v.is_nan() { u64::MAX } else { v.to_bits() }).collect::<Vec<_>>();
+                        prop_assert_eq!(bits(&f.rows), bits(&s.rows));
+                    }
+                    (Err(f), Err(s)) => prop_assert_eq!(f, s),
+                    (f, s) => prop_assert!(false, "disagree on {}: {:?} vs {:?}", String::from_utf8_lossy(&body), f, s),
+                }
             }
         }
     }

@@ -59,6 +59,11 @@ pub struct OutputTensor<'a> {
 
 /// Parses an infer request for a model with `schema.num_features` columns.
 pub fn parse_infer<T: Feature>(body: &[u8], schema: &Schema) -> Result<InferRequest<T>, Reject> {
+    // The byte-level reader takes the common shape (one tensor, no extra fields);
+    // the checks below are shared, so both paths refuse the same way.
+    if let Some(parts) = super::fast::parse_infer_parts::<T>(body, schema) {
+        return finish(schema, parts);
+    }
     let mut state: State<'_, T> = State {
         schema,
         reject: None,
@@ -77,14 +82,35 @@ pub fn parse_infer<T: Feature>(body: &[u8], schema: &Schema) -> Result<InferRequ
     if let Err(e) = outcome {
         return Err(Reject::BadRequest(format!("invalid request body: {e}")));
     }
-    let bad = |m: String| Err(Reject::BadRequest(m));
     if state.inputs == 0 {
-        return bad(format!(
+        return Err(Reject::BadRequest(format!(
             "\"inputs\" must hold one tensor {{\"name\": \"{INPUT_NAME}\", \"datatype\": \"FP32\", \"shape\": [N, {}], \"data\": [...]}}",
             schema.num_features
-        ));
+        )));
     }
-    let t = &state.tensor;
+    finish(
+        schema,
+        InferParts {
+            id: state.id,
+            shape: state.tensor.shape,
+            datatype: state.tensor.datatype,
+            rows: state.rows,
+        },
+    )
+}
+
+/// What either reader collected from a request with one input tensor.
+pub(super) struct InferParts<T> {
+    pub id: Option<String>,
+    pub shape: Option<Vec<u64>>,
+    pub datatype: Option<String>,
+    pub rows: Vec<T>,
+}
+
+/// Checks datatype and shape against the model and the data, then rounds FP32.
+fn finish<T: Feature>(schema: &Schema, parts: InferParts<T>) -> Result<InferRequest<T>, Reject> {
+    let bad = |m: String| Err(Reject::BadRequest(m));
+    let t = &parts;
     let f = schema.num_features;
     let fp32 = match t.datatype.as_deref() {
         Some("FP32") => true,
@@ -115,14 +141,14 @@ pub fn parse_infer<T: Feature>(body: &[u8], schema: &Schema) -> Result<InferRequ
         )));
     }
     let num_rows = num_rows as usize;
-    if state.rows.len() != num_rows * f {
+    if t.rows.len() != num_rows * f {
         return bad(format!(
             "inputs[0]: shape {shape:?} holds {} values but data has {}",
             num_rows * f,
-            state.rows.len()
+            t.rows.len()
         ));
     }
-    let mut rows = state.rows;
+    let mut rows = parts.rows;
     if fp32 {
         // An FP32 tensor holds f32 values: a library fed the same tensor sees them
         // rounded to f32 (matters for models that compare in f64).
@@ -131,7 +157,7 @@ pub fn parse_infer<T: Feature>(body: &[u8], schema: &Schema) -> Result<InferRequ
         }
     }
     Ok(InferRequest {
-        id: state.id,
+        id: parts.id,
         num_rows,
         rows,
     })

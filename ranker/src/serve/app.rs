@@ -21,6 +21,7 @@ use super::loaded::Loaded;
 use super::metrics::{Metrics, ModelIdentity};
 use super::parse::{self, Feature, Reject};
 use super::rank::{self, RankResponse, Ranking};
+use super::routes::{Route, route};
 
 /// A scored request: the response body, the documents scored and the query id.
 #[derive(Debug)]
@@ -134,74 +135,6 @@ fn reject(r: Reject) -> Resp {
     match r {
         Reject::BadRequest(m) => error(StatusCode::BAD_REQUEST, &m),
         Reject::TooLarge(m) => error(StatusCode::PAYLOAD_TOO_LARGE, &m),
-    }
-}
-
-/// Where a request goes. Model routes carry the requested name (and version).
-#[derive(Debug, PartialEq, Eq)]
-enum Route<'a> {
-    Healthz,
-    Ready,
-    Metrics,
-    V2Live,
-    V2Ready,
-    V2Server,
-    Rank(&'a str),
-    ModelMetadata(&'a str, Option<&'a str>),
-    ModelReady(&'a str, Option<&'a str>),
-    Infer(&'a str, Option<&'a str>),
-    NotFound,
-}
-
-impl Route<'_> {
-    fn method(&self) -> Method {
-        match self {
-            Route::Rank(_) | Route::Infer(..) => Method::POST,
-            _ => Method::GET,
-        }
-    }
-    /// Only ranking and infer requests are counted in `ranker_requests_total`.
-    fn counted(&self) -> bool {
-        matches!(self, Route::Rank(_) | Route::Infer(..))
-    }
-}
-
-fn route(path: &str) -> Route<'_> {
-    match path {
-        "/healthz" => return Route::Healthz,
-        "/ready" => return Route::Ready,
-        "/metrics" => return Route::Metrics,
-        "/v2/health/live" => return Route::V2Live,
-        "/v2/health/ready" => return Route::V2Ready,
-        "/v2" => return Route::V2Server,
-        _ => {}
-    }
-    if let Some(rest) = path.strip_prefix("/v1/models/") {
-        if let Some(name) = rest.strip_suffix(":rank")
-            && !name.is_empty()
-            && !name.contains('/')
-        {
-            return Route::Rank(name);
-        }
-        return Route::NotFound;
-    }
-    let Some(rest) = path.strip_prefix("/v2/models/") else {
-        return Route::NotFound;
-    };
-    let parts: Vec<&str> = rest.split('/').collect();
-    let (name, version, tail) = match parts.as_slice() {
-        [name, "versions", v, tail @ ..] => (*name, Some(*v), tail),
-        [name, tail @ ..] => (*name, None, tail),
-        [] => return Route::NotFound,
-    };
-    if name.is_empty() || version == Some("") {
-        return Route::NotFound;
-    }
-    match tail {
-        [] => Route::ModelMetadata(name, version),
-        ["ready"] => Route::ModelReady(name, version),
-        ["infer"] => Route::Infer(name, version),
-        _ => Route::NotFound,
     }
 }
 
@@ -610,25 +543,6 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infal
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes() {
-        assert_eq!(route("/v1/models/m:rank"), Route::Rank("m"));
-        assert_eq!(route("/v1/models/m"), Route::NotFound);
-        assert_eq!(route("/v1/models/a/b:rank"), Route::NotFound);
-        assert_eq!(route("/v1/models/:rank"), Route::NotFound);
-        assert_eq!(route("/v2/models/m"), Route::ModelMetadata("m", None));
-        assert_eq!(
-            route("/v2/models/m/versions/3/infer"),
-            Route::Infer("m", Some("3"))
-        );
-        assert_eq!(route("/v2/models/m/ready"), Route::ModelReady("m", None));
-        assert_eq!(route("/v2/models/m/explain"), Route::NotFound);
-        assert_eq!(route("/v2/models/"), Route::NotFound);
-        assert_eq!(route("/v2/health/ready"), Route::V2Ready);
-        assert_eq!(route("/nope"), Route::NotFound);
-        assert!(Route::Rank("m").counted() && !Route::Ready.counted());
-    }
 
     #[test]
     fn warmup_body_parses() {

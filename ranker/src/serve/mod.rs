@@ -10,6 +10,8 @@ mod loaded;
 mod metrics;
 mod parse;
 mod rank;
+mod request;
+mod routes;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

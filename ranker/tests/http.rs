@@ -458,3 +458,24 @@ async fn sigterm_drains_an_in_flight_request_and_exits_zero() {
     let exit = server.wait_exit(Duration::from_secs(10));
     assert_eq!(exit.code(), Some(0), "{}", server.log_text());
 }
+
+#[tokio::test]
+async fn a_second_signal_while_draining_exits_at_once() {
+    let dir = TempDir::new("forced");
+    let mut server = Launch::new(&dir.model())
+        .arg("--shutdown-grace", "60s")
+        .start();
+    let c = client();
+    server.wait_ready(&c).await;
+    server.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&c, server.url("/ready")).await.0 != 503 {
+        assert!(Instant::now() < deadline, "/ready never went 503");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.sigterm();
+    // Well before the 60 s grace period would have ended.
+    let exit = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(exit.code(), Some(1), "{}", server.log_text());
+    assert!(server.log_text().contains("second signal"));
+}

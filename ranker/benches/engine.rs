@@ -46,7 +46,7 @@ fn tree(rng: &mut Rng, leaves: usize, precision: Precision) -> Tree {
                     Precision::F32 => f64::from(threshold as f32),
                 },
                 comparison: Comparison::LessOrEqual,
-                nan_left: rng.next() % 2 == 0,
+                nan_left: rng.next().is_multiple_of(2),
                 zero_missing_left: None,
             },
             left,
@@ -88,7 +88,7 @@ fn rows(n: usize) -> Vec<f32> {
     let mut rng = Rng(42);
     (0..n * FEATURES)
         .map(|_| {
-            if rng.next() % 50 == 0 {
+            if rng.next().is_multiple_of(50) {
                 f32::NAN
             } else {
                 rng.unit() as f32

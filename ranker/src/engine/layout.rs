@@ -260,8 +260,9 @@ impl<T: Value> Forest<T> {
         }
         let x = row[node.column as usize];
         // An index, not a branch: the direction is data-dependent, so a branch would
-        // be mispredicted about as often as it is taken.
-        node.children[usize::from(!(x < node.threshold))]
+        // be mispredicted about as often as it is taken. Prepared rows and thresholds
+        // hold no NaN, so `x >= T` is exactly "not `x < T`": right.
+        node.children[usize::from(x >= node.threshold)]
     }
 
     #[cold]

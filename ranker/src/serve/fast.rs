@@ -217,7 +217,9 @@ fn tensor<T: Feature>(
     schema: &Schema,
     parts: &mut InferParts<T>,
 ) -> Option<()> {
-    let limit = schema.max_documents * schema.num_features.max(1);
+    let limit = schema
+        .max_documents
+        .saturating_mul(schema.num_features.max(1));
     let (mut name, mut data) = (false, false);
     p.eat(b'{')?;
     loop {

@@ -141,10 +141,10 @@ fn finish<T: Feature>(schema: &Schema, parts: InferParts<T>) -> Result<InferRequ
         )));
     }
     let num_rows = num_rows as usize;
-    if t.rows.len() != num_rows * f {
+    let expected = num_rows.saturating_mul(f);
+    if t.rows.len() != expected {
         return bad(format!(
-            "inputs[0]: shape {shape:?} holds {} values but data has {}",
-            num_rows * f,
+            "inputs[0]: shape {shape:?} holds {expected} values but data has {}",
             t.rows.len()
         ));
     }
@@ -285,7 +285,10 @@ impl<'de, T: Feature> Visitor<'de> for TensorSeed<'_, '_, T> {
                         );
                     }
                     state.tensor.seen_data = true;
-                    let limit = state.schema.max_documents * state.schema.num_features.max(1);
+                    let limit = state
+                        .schema
+                        .max_documents
+                        .saturating_mul(state.schema.num_features.max(1));
                     map.next_value_seed(DataSeed {
                         state: &mut *state,
                         limit,

@@ -178,11 +178,6 @@ impl<'de, T: Feature> Visitor<'de> for DocumentsSeed<'_, '_, T> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let state = self.0;
-        if let Some(n) = seq.size_hint() {
-            let n = n.min(state.schema.max_documents);
-            state.ids.reserve(n);
-            state.rows.reserve(n * state.schema.num_features);
-        }
         loop {
             let index = state.ids.len();
             if index == state.schema.max_documents {

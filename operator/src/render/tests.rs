@@ -337,3 +337,21 @@ fn without_credentials_nothing_extra_is_mounted() {
             .all(|v| v.name != "model-credentials")
     );
 }
+
+#[test]
+fn readiness_is_probed_every_two_seconds() {
+    let d = deployment(
+        &model(),
+        &spec("s3://b/m/model.json"),
+        &config(),
+        &plan(Some(1)),
+    );
+    let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+    let readiness = c.readiness_probe.as_ref().unwrap();
+    assert_eq!(readiness.period_seconds, Some(2));
+    assert_eq!(
+        readiness.http_get.as_ref().unwrap().path.as_deref(),
+        Some("/ready")
+    );
+    assert_eq!(c.liveness_probe.as_ref().unwrap().period_seconds, Some(10));
+}

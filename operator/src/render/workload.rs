@@ -184,7 +184,7 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-fn http_probe(path: &str, initial_delay: i32) -> Probe {
+fn http_probe(path: &str, initial_delay: i32, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
@@ -193,7 +193,7 @@ fn http_probe(path: &str, initial_delay: i32) -> Probe {
             ..HTTPGetAction::default()
         }),
         initial_delay_seconds: Some(initial_delay),
-        period_seconds: Some(10),
+        period_seconds: Some(period),
         timeout_seconds: Some(2),
         failure_threshold: Some(3),
         ..Probe::default()
@@ -361,12 +361,16 @@ pub fn deployment(
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
+        // Readiness every 2 s: a new pod takes traffic (and a rollout step moves
+        // on) soon after it is able to; the probe is one cheap GET.
         readiness_probe: Some(http_probe(
             runtime.readiness_path.as_deref().unwrap_or("/ready"),
             0,
+            2,
         )),
         liveness_probe: Some(http_probe(
             runtime.liveness_path.as_deref().unwrap_or("/healthz"),
+            10,
             10,
         )),
         resources: runtime.resources.clone(),

@@ -1,4 +1,5 @@
-//! `ranker-load`: the closed-loop HTTP load generator of `ranker/bench/http` (not
+//! `ranker-load`: the closed-loop HTTP load generator of `ranker/bench/http` (in the
+//! e2e crate, so the shipped `mlctl-ranker` package keeps one binary; not
 //! shipped). oha 1.16 does not build without a TLS stack, and the benchmark only
 //! needs plain HTTP/1.1 keep-alive POSTs, so this is std only: each of C threads
 //! sends the same request, waits for the whole response, and records the latency.

@@ -40,7 +40,10 @@ fn stump(precision: Precision, test: Test) -> Ensemble {
 
 #[test]
 fn numeric_comparisons_and_missing_values() {
-    let le = stump(Precision::F64, numeric(0.5, Comparison::LessOrEqual, true, None));
+    let le = stump(
+        Precision::F64,
+        numeric(0.5, Comparison::LessOrEqual, true, None),
+    );
     assert_eq!(le.score_reference(&[0.5]), -1.0);
     assert_eq!(le.score_reference(&[0.6]), 1.0);
     assert_eq!(le.score_reference(&[f64::NAN]), -1.0);
@@ -48,7 +51,10 @@ fn numeric_comparisons_and_missing_values() {
     assert_eq!(lt.score_reference(&[0.5]), 1.0);
     assert_eq!(lt.score_reference(&[f64::NAN]), 1.0);
     // Zero as missing: tiny values and NaN take the default direction.
-    let zero = stump(Precision::F64, numeric(-1.0, Comparison::LessOrEqual, false, Some(true)));
+    let zero = stump(
+        Precision::F64,
+        numeric(-1.0, Comparison::LessOrEqual, false, Some(true)),
+    );
     assert_eq!(zero.score_reference(&[0.0]), -1.0);
     assert_eq!(zero.score_reference(&[1e-36]), -1.0);
     assert_eq!(zero.score_reference(&[f64::NAN]), -1.0);
@@ -80,7 +86,11 @@ fn categorical_sets_and_negative_values() {
     assert_eq!(lgb.score_reference(&[0.0]), -1.0);
     assert_eq!(lgb.score_reference(&[2.9]), -1.0);
     assert_eq!(lgb.score_reference(&[1.0]), 1.0);
-    assert_eq!(lgb.score_reference(&[-0.5]), -1.0, "LightGBM truncates -0.5 to category 0");
+    assert_eq!(
+        lgb.score_reference(&[-0.5]),
+        -1.0,
+        "LightGBM truncates -0.5 to category 0"
+    );
     assert_eq!(lgb.score_reference(&[-1.0]), 1.0);
     assert_eq!(lgb.score_reference(&[40.0]), 1.0);
     assert_eq!(lgb.score_reference(&[f64::NAN]), 1.0);
@@ -95,19 +105,29 @@ fn categorical_sets_and_negative_values() {
     );
     assert_eq!(xgb.score_reference(&[0.0]), 1.0);
     assert_eq!(xgb.score_reference(&[1.0]), -1.0);
-    assert_eq!(xgb.score_reference(&[-0.5]), -1.0, "XGBoost: negative is never in the set");
+    assert_eq!(
+        xgb.score_reference(&[-0.5]),
+        -1.0,
+        "XGBoost: negative is never in the set"
+    );
     assert_eq!(xgb.score_reference(&[f64::NAN]), -1.0);
 }
 
 #[test]
 fn validate_rejects_backward_children_and_unknown_features() {
-    let mut e = stump(Precision::F64, numeric(0.5, Comparison::LessOrEqual, true, None));
+    let mut e = stump(
+        Precision::F64,
+        numeric(0.5, Comparison::LessOrEqual, true, None),
+    );
     assert!(e.validate().is_ok());
     if let Node::Split { left, .. } = &mut e.trees[0].nodes[0] {
         *left = 0;
     }
     assert!(e.validate().is_err());
-    let mut e = stump(Precision::F64, numeric(0.5, Comparison::LessOrEqual, true, None));
+    let mut e = stump(
+        Precision::F64,
+        numeric(0.5, Comparison::LessOrEqual, true, None),
+    );
     e.num_features = 0;
     assert!(e.validate().unwrap_err().0.contains("beyond"));
     let e = stump(Precision::F32, numeric(0.1, Comparison::Less, true, None));

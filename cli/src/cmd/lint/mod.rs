@@ -197,7 +197,7 @@ spec:
     }
 
     #[test]
-    fn a_missing_field_points_at_the_first_line_of_its_document() {
+    fn a_missing_field_points_at_its_parent_in_the_second_document() {
         let text = format!("# header\n---\n{}", MODEL.replace("    version: v1\n", ""));
         let mut findings = Vec::new();
         lint_text("f.yaml", &text, &mut findings);
@@ -207,7 +207,8 @@ spec:
             .map(Finding::line_text);
         assert_eq!(
             version.as_deref(),
-            Some("f.yaml:3: spec.model.version: Required value\n"),
+            // Line 8 is `model:` (the document starts on line 3 after `---`).
+            Some("f.yaml:8: spec.model.version: Required value\n"),
             "{:?}",
             findings.iter().map(Finding::line_text).collect::<Vec<_>>()
         );

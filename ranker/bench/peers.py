@@ -132,7 +132,14 @@ def peers(cache, lgb_path, xgb_path, trees, leaves):
     out["xgboost*"] = lambda r: xb.inplace_predict(r, predict_type="margin")
 
     ll = lleaves.Model(model_file=lgb_path)
-    ll.compile(cache=f"{cache}/lleaves_{trees}x{leaves}.so")
+    ll_so = f"{cache}/lleaves_{trees}x{leaves}.so"
+    if os.path.exists(ll_so):
+        ll.compile(cache=ll_so)
+    else:
+        # lleaves writes its cache file in place: compile beside it and rename, so an
+        # interrupted compile never leaves a half-written library that a rerun loads.
+        ll.compile(cache=ll_so + ".tmp.so")
+        os.replace(ll_so + ".tmp.so", ll_so)
     out["lleaves"] = lambda r: ll.predict(r, n_jobs=1)
 
     so = f"{cache}/tl2cgen_{trees}x{leaves}.so"

@@ -138,6 +138,8 @@ def peers(cache, lgb_path, xgb_path, trees, leaves):
     else:
         # lleaves writes its cache file in place: compile beside it and rename, so an
         # interrupted compile never leaves a half-written library that a rerun loads.
+        if os.path.exists(ll_so + ".tmp.so"):
+            os.remove(ll_so + ".tmp.so")
         ll.compile(cache=ll_so + ".tmp.so")
         os.replace(ll_so + ".tmp.so", ll_so)
     out["lleaves"] = lambda r: ll.predict(r, n_jobs=1)

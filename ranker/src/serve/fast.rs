@@ -33,11 +33,8 @@ pub fn parse_rank<T: Feature>(body: &[u8], schema: &Schema) -> Option<RankReques
             "query" if out.query.is_none() => out.query = p.query()?,
             _ => return None,
         }
-        p.ws();
-        match p.next()? {
-            b',' => continue,
-            b'}' => break,
-            _ => return None,
+        if !p.more(b'}')? {
+            break;
         }
     }
     p.ws();
@@ -70,11 +67,8 @@ fn documents<T: Feature>(
         let row = out.rows.get_mut(start..)?;
         let id = document(p, schema, row)?;
         out.ids.push(id);
-        p.ws();
-        match p.next()? {
-            b',' => continue,
-            b']' => return Some(()),
-            _ => return None,
+        if !p.more(b']')? {
+            return Some(());
         }
     }
 }
@@ -101,11 +95,8 @@ fn document<T: Feature>(p: &mut Cursor<'_>, schema: &Schema, row: &mut [T]) -> O
             }
             _ => return None,
         }
-        p.ws();
-        match p.next()? {
-            b',' => continue,
-            b'}' => break,
-            _ => return None,
+        if !p.more(b'}')? {
+            break;
         }
     }
     if seen_features { id } else { None }
@@ -124,11 +115,8 @@ fn feature_array<T: Feature>(p: &mut Cursor<'_>, row: &mut [T]) -> Option<()> {
         let v = p.value::<T>()?;
         *row.get_mut(k)? = v;
         k += 1;
-        p.ws();
-        match p.next()? {
-            b',' => continue,
-            b']' => break,
-            _ => return None,
+        if !p.more(b']')? {
+            break;
         }
     }
     (k == row.len()).then_some(())
@@ -161,11 +149,8 @@ fn feature_object<T: Feature>(p: &mut Cursor<'_>, schema: &Schema, row: &mut [T]
         p.eat(b':')?;
         p.ws();
         *row.get_mut(column)? = p.value::<T>()?;
-        p.ws();
-        match p.next()? {
-            b',' => continue,
-            b'}' => return Some(()),
-            _ => return None,
+        if !p.more(b'}')? {
+            return Some(());
         }
     }
 }
@@ -201,11 +186,8 @@ pub(super) fn parse_infer_parts<T: Feature>(body: &[u8], schema: &Schema) -> Opt
             }
             _ => return None,
         }
-        p.ws();
-        match p.next()? {
-            b',' => continue,
-            b'}' => break,
-            _ => return None,
+        if !p.more(b'}')? {
+            break;
         }
     }
     p.ws();
@@ -245,11 +227,8 @@ fn tensor<T: Feature>(
                         DocId::UInt(v) => shape.push(v),
                         _ => return None,
                     }
-                    p.ws();
-                    match p.next()? {
-                        b',' => continue,
-                        b']' => break,
-                        _ => return None,
+                    if !p.more(b']')? {
+                        break;
                     }
                 }
                 parts.shape = Some(shape);
@@ -269,32 +248,23 @@ fn tensor<T: Feature>(
                             loop {
                                 p.ws();
                                 push_value(p, &mut parts.rows, limit)?;
-                                p.ws();
-                                match p.next()? {
-                                    b',' => continue,
-                                    b']' => break,
-                                    _ => return None,
+                                if !p.more(b']')? {
+                                    break;
                                 }
                             }
                         } else {
                             push_value(p, &mut parts.rows, limit)?;
                         }
-                        p.ws();
-                        match p.next()? {
-                            b',' => continue,
-                            b']' => break,
-                            _ => return None,
+                        if !p.more(b']')? {
+                            break;
                         }
                     }
                 }
             }
             _ => return None,
         }
-        p.ws();
-        match p.next()? {
-            b',' => continue,
-            b'}' => return Some(()),
-            _ => return None,
+        if !p.more(b'}')? {
+            return Some(());
         }
     }
 }
@@ -331,6 +301,17 @@ impl<'a> Cursor<'a> {
 
     fn eat(&mut self, c: u8) -> Option<()> {
         (self.next()? == c).then_some(())
+    }
+
+    /// After a member or element: skips whitespace, then `true` on a `,` (another
+    /// one follows), `false` on `close` (the container ends), `None` otherwise.
+    fn more(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        match self.next()? {
+            b',' => Some(true),
+            c if c == close => Some(false),
+            _ => None,
+        }
     }
 
     fn ws(&mut self) {

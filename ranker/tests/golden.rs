@@ -1,8 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The loaders against the libraries' own scores: every case in ranker/golden/
 //! (written by ranker/golden/generate.py with LightGBM, XGBoost and onnxruntime)
-//! is loaded, scored by the reference evaluator and by the engine, and compared
-//! with what the library returned for the same rows. Refusal cases must fail to
+//! is loaded, scored by the reference evaluator and by the engine (f64 and f32
+//! rows, one and two threads), and compared with what the library returned for
+//! the same rows; the engine must also give the reference's exact bits, the
+//! logistic outputs included. Refusal cases must fail to
 //! load with a message naming the unsupported construct; mutated artifacts must
 //! never panic.
 
@@ -126,6 +128,46 @@ fn every_golden_case_scores_like_its_library() {
             .iter()
             .map(|r| r.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
             .collect();
+        let reference: Vec<f64> = rows.iter().map(|r| ensemble.score_reference(r)).collect();
+        // What the reference gives for the rows cast to f32 (an f32 request's input).
+        let reference_f32: Vec<f64> = rows
+            .iter()
+            .map(|r| {
+                let w: Vec<f64> = r.iter().map(|v| f64::from(*v as f32)).collect();
+                ensemble.score_reference(&w)
+            })
+            .collect();
+        let scorer = Scorer::new(&ensemble);
+        let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+        let f32_rows: Vec<f32> = flat.iter().map(|v| *v as f32).collect();
+        let score_f64 = |threads: usize| {
+            let mut out = vec![0.0; rows.len()];
+            scorer.score_f64_parallel(&flat, &mut out, threads);
+            out
+        };
+        let mut engine_f32 = vec![0.0; rows.len()];
+        scorer.score_f32(&f32_rows, &mut engine_f32);
+        // The engine must reproduce the reference bit for bit on every path, the
+        // logistic ones included (same exp); the library comparison below allows
+        // the logistic its last bit.
+        let engine_f64 = score_f64(1);
+        let engine_f64_parallel = score_f64(2);
+        let f32_reference = match ensemble.precision {
+            Precision::F64 => &reference_f32,
+            // f32 models cast every input to f32 first: the same reference.
+            Precision::F32 => &reference,
+        };
+        for (label, got, want) in [
+            ("engine f64", &engine_f64, &reference),
+            ("engine f64 parallel", &engine_f64_parallel, &reference),
+            ("engine f32", &engine_f32, f32_reference),
+        ] {
+            for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+                if g.to_bits() != w.to_bits() {
+                    failures.push(format!("{name} {label} row {i}: {g} vs reference {w}"));
+                }
+            }
+        }
         let mut report = vec![];
         let mut check = |label: &str, got: Vec<f64>, want: &[f64]| {
             let c = compare(&format!("{name} {label}"), &got, want, exact);
@@ -137,33 +179,21 @@ fn every_golden_case_scores_like_its_library() {
             ));
             failures.extend(c.failures);
         };
-        let reference: Vec<f64> = rows.iter().map(|r| ensemble.score_reference(r)).collect();
-        let scorer = Scorer::new(&ensemble);
-        let f32_rows: Vec<f32> = rows.iter().flatten().map(|v| *v as f32).collect();
-        let mut engine_f32 = vec![0.0; rows.len()];
-        scorer.score_f32(&f32_rows, &mut engine_f32);
         match ensemble.precision {
             Precision::F64 => {
                 check("reference f64", reference, expected);
-                let flat: Vec<f64> = rows.iter().flatten().copied().collect();
-                let mut engine = vec![0.0; rows.len()];
-                scorer.score_f64(&flat, &mut engine);
-                check("engine f64", engine, expected);
+                check("engine f64", engine_f64, expected);
+                check("engine f64 parallel", engine_f64_parallel, expected);
                 if let Some(expected_f32) = &case.expected_f32 {
-                    let widened: Vec<f64> = rows
-                        .iter()
-                        .map(|r| {
-                            let w: Vec<f64> = r.iter().map(|v| f64::from(*v as f32)).collect();
-                            ensemble.score_reference(&w)
-                        })
-                        .collect();
-                    check("reference f32-input", widened, expected_f32);
+                    check("reference f32-input", reference_f32, expected_f32);
                     check("engine f32", engine_f32, expected_f32);
                 }
             }
             Precision::F32 => {
                 check("reference", reference, expected);
                 check("engine f32", engine_f32, expected);
+                check("engine f64 rows into an f32 model", engine_f64, expected);
+                check("engine f64 parallel", engine_f64_parallel, expected);
             }
         }
         eprintln!(

@@ -19,6 +19,12 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The metrics Service's own labels: what a ServiceMonitor selects it by. */}}
+{{- define "mlctl-operator.metricsServiceSelectorLabels" -}}
+{{ include "mlctl-operator.selectorLabels" . }}
+app.kubernetes.io/component: metrics
+{{- end -}}
+
 {{- define "mlctl-operator.serviceAccountName" -}}
 {{- default (include "mlctl-operator.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}

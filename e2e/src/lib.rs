@@ -19,6 +19,7 @@
 
 mod dump;
 pub mod metrics;
+pub mod node;
 mod namespace;
 pub mod operator;
 mod wait;

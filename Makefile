@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test tools lint-rust unit build e2e crds cluster-up cluster-down bench bench-ranker demo demo-down
+.PHONY: help test tools lint-rust unit build e2e crds cluster-up cluster-down bench bench-ranker demo demo-down images
 
 help:
 	@echo "make demo          - local control plane, operator and a canary rollout followed live"
@@ -18,6 +18,7 @@ help:
 	@echo "make cluster-down  - stop it"
 	@echo "make bench         - operator latency and memory benchmark (cluster must be up)"
 	@echo "make bench-ranker  - mlctl-ranker vs LightGBM, XGBoost, lleaves, treelite, onnxruntime; HTTP p50/p99"
+	@echo "make images        - release images with buildah (no Docker) as OCI archives in target/images (docs/images.md)"
 
 ## demo: the README's quickstart (scripts/demo: cluster, CRDs, chart, operator, a canary).
 demo:
@@ -65,3 +66,8 @@ bench:
 bench-ranker:
 	ranker/bench/run
 	ranker/bench/http
+
+## images: ghcr.io/mlctl/{mlctl-operator,mlctl-ranker,mlctl}:<version> built without a Docker
+## engine; OCI archives for `ctr -n k8s.io images import` (docs/images.md).
+images:
+	scripts/images

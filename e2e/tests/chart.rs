@@ -1,15 +1,16 @@
-//! The Helm chart: `helm lint` and `helm template` with the built helm, and
-//! what the rendered manifests must contain. (Its CRDs are checked against the
-//! Rust types by crds/tests/generated.rs; its RBAC is what the operator e2e
-//! tests run under.)
+//! The Helm chart: `helm lint`, `helm package` and `helm template` with the
+//! built helm, and what the rendered manifests must contain for each value.
+//! (Its CRDs are checked against the Rust types by crds/tests/generated.rs;
+//! its RBAC is what the operator e2e tests run under.)
 
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
 
-use mlctl_e2e::{helm, require_e2e, workspace_root};
+use mlctl_e2e::{helm, require_e2e, unique_suffix, workspace_root};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 fn chart() -> String {
     workspace_root()
@@ -18,12 +19,16 @@ fn chart() -> String {
         .to_string()
 }
 
-fn template(args: &[&str]) -> Vec<serde_json::Value> {
-    let out = Command::new(helm())
+fn run_template(args: &[&str]) -> std::process::Output {
+    Command::new(helm())
         .args(["template", "mlctl", &chart(), "--namespace", "mlctl-system"])
         .args(args)
         .output()
-        .expect("run helm");
+        .expect("run helm")
+}
+
+fn template(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = run_template(args);
     assert!(
         out.status.success(),
         "helm template {args:?}: {}",
@@ -43,18 +48,93 @@ fn kinds(objects: &[serde_json::Value]) -> Vec<String> {
         .collect()
 }
 
+/// The one object of `kind` (panics when there is none or several).
+fn only<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = objects.iter().filter(|o| o["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind} expected: {:?}", kinds(objects));
+    found[0]
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("an array: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
+/// Whether every label of `selector` is on `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .unwrap()
+        .iter()
+        .all(|(key, value)| labels[key] == *value)
+}
+
+fn chart_version() -> String {
+    let text = std::fs::read_to_string(workspace_root().join("charts/mlctl-operator/Chart.yaml"))
+        .expect("read Chart.yaml");
+    let chart: Value = serde_yaml_ng::from_str(&text).expect("Chart.yaml is YAML");
+    chart["version"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn helm_lint_passes() {
     require_e2e!();
+    // Defaults, and with every optional object rendered.
+    for extra in [
+        &[][..],
+        &[
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "replicas=2",
+            "--set-json",
+            r#"imagePullSecrets=[{"name":"regcred"}]"#,
+        ][..],
+    ] {
+        let out = Command::new(helm())
+            .args(["lint", "--strict", &chart()])
+            .args(extra)
+            .output()
+            .expect("run helm lint");
+        assert!(
+            out.status.success(),
+            "helm lint {extra:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn helm_package_writes_an_archive_named_after_the_chart_version() {
+    require_e2e!();
+    let dir = std::env::temp_dir().join(format!("mlctl-chart-package-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
     let out = Command::new(helm())
-        .args(["lint", "--strict", &chart()])
+        .args(["package", &chart(), "--destination"])
+        .arg(&dir)
         .output()
-        .expect("run helm lint");
+        .expect("run helm package");
+    let archive = dir.join(format!("mlctl-operator-{}.tgz", chart_version()));
+    let written: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let size = std::fs::metadata(&archive).map(|m| m.len());
+    std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
+        "helm package: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        size.as_ref().is_ok_and(|&n| n > 0),
+        "{} expected, found {written:?}",
+        archive.display()
     );
 }
 
@@ -171,4 +251,287 @@ fn watch_namespaces_render_namespaced_rbac_only() {
     let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
     assert!(args.contains("--namespaces=search,ads"), "{args}");
     assert!(args.contains("--log-format=text"), "{args}");
+}
+
+#[test]
+fn security_contexts_default_to_restricted_and_merge_overrides() {
+    require_e2e!();
+    let objects = template(&[]);
+    let pod = &only(&objects, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["securityContext"],
+        json!({
+            "runAsNonRoot": true,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        })
+    );
+    assert_eq!(
+        pod["containers"][0]["securityContext"],
+        json!({
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "capabilities": {"drop": ["ALL"]},
+        })
+    );
+    assert!(pod.get("imagePullSecrets").is_none(), "{pod}");
+
+    // An override adds to the defaults rather than replacing them.
+    let objects = template(&["--set", "podSecurityContext.fsGroup=65532"]);
+    let pod = &only(&objects, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+}
+
+#[test]
+fn image_pull_secrets_extra_args_and_extra_env_land_in_the_deployment() {
+    require_e2e!();
+    let default_args = template(&[]);
+    let default_args = strings(
+        &only(&default_args, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"],
+    )
+    .into_iter()
+    .map(str::to_string)
+    .collect::<Vec<_>>();
+
+    let objects = template(&[
+        "--set-json",
+        r#"imagePullSecrets=[{"name":"regcred"},{"name":"mirror"}]"#,
+        "--set-json",
+        r#"extraArgs=["--lease-namespace=ops","--identity=operator-a"]"#,
+        "--set-json",
+        r#"extraEnv=[{"name":"RUST_BACKTRACE","value":"1"},{"name":"TOKEN","valueFrom":{"secretKeyRef":{"name":"s","key":"k"}}}]"#,
+    ]);
+    let pod = &only(&objects, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["imagePullSecrets"],
+        json!([{"name": "regcred"}, {"name": "mirror"}])
+    );
+    let container = &pod["containers"][0];
+    // Appended after the chart's own arguments, which stay as they were.
+    let args = strings(&container["args"]);
+    assert_eq!(args.len(), default_args.len() + 2, "{args:?}");
+    assert_eq!(&args[..default_args.len()], &default_args[..]);
+    assert_eq!(
+        &args[default_args.len()..],
+        ["--lease-namespace=ops", "--identity=operator-a"]
+    );
+    let env = container["env"].as_array().unwrap();
+    let names: Vec<&str> = env.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "RUST_LOG",
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "RUST_BACKTRACE",
+            "TOKEN"
+        ]
+    );
+    assert_eq!(env[3]["value"], "1");
+    assert_eq!(env[4]["valueFrom"]["secretKeyRef"]["name"], "s");
+}
+
+#[test]
+fn service_monitor_is_opt_in_and_scrapes_the_metrics_service_port() {
+    require_e2e!();
+    let objects = template(&[]);
+    assert!(
+        !kinds(&objects).iter().any(|k| k == "ServiceMonitor"),
+        "{:?}",
+        kinds(&objects)
+    );
+
+    let objects = template(&[
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "serviceMonitor.interval=15s",
+        "--set",
+        "serviceMonitor.scrapeTimeout=5s",
+        "--set",
+        "serviceMonitor.labels.release=kube-prometheus-stack",
+        "--set",
+        "serviceMonitor.namespace=monitoring",
+    ]);
+    let monitor = only(&objects, "ServiceMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["namespace"], "monitoring");
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    // From another namespace it still looks in the release's.
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"]["matchNames"],
+        json!(["mlctl-system"])
+    );
+    let endpoints = monitor["spec"]["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+    assert_eq!(endpoints[0]["port"], "metrics");
+    assert_eq!(endpoints[0]["path"], "/metrics");
+    assert_eq!(endpoints[0]["interval"], "15s");
+    assert_eq!(endpoints[0]["scrapeTimeout"], "5s");
+
+    // It selects the metrics Service, by a label the operator pods lack: the
+    // pod selector labels alone would also match any other Service that
+    // fronts the operator pods.
+    let selector = &monitor["spec"]["selector"]["matchLabels"];
+    let service = only(&objects, "Service");
+    assert!(
+        selects(selector, &service["metadata"]["labels"]),
+        "{selector} does not select {}",
+        service["metadata"]["labels"]
+    );
+    assert_eq!(service["metadata"]["namespace"], "mlctl-system");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "metrics"),
+        "{service}"
+    );
+    let pod_labels = &only(&objects, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    assert!(!selects(selector, pod_labels), "{selector} {pod_labels}");
+
+    // Defaults when enabled: in the release namespace, 30s / 10s.
+    let objects = template(&["--set", "serviceMonitor.enabled=true"]);
+    let monitor = only(&objects, "ServiceMonitor");
+    assert_eq!(monitor["metadata"]["namespace"], "mlctl-system");
+    assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "30s");
+}
+
+#[test]
+fn service_monitor_without_the_metrics_service_is_refused() {
+    require_e2e!();
+    let out = run_template(&[
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "metrics.service.enabled=false",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "rendered: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("metrics.service.enabled"), "{stderr}");
+}
+
+#[test]
+fn pod_disruption_budget_only_with_more_than_one_replica() {
+    require_e2e!();
+    let objects = template(&[]);
+    assert!(
+        !kinds(&objects).iter().any(|k| k == "PodDisruptionBudget"),
+        "one replica must not get a budget that blocks drains: {:?}",
+        kinds(&objects)
+    );
+
+    let objects = template(&["--set", "replicas=2"]);
+    let pdb = only(&objects, "PodDisruptionBudget");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["metadata"]["namespace"], "mlctl-system");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert!(pdb["spec"].get("minAvailable").is_none(), "{pdb}");
+    let deployment = only(&objects, "Deployment");
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    assert!(selects(
+        &pdb["spec"]["selector"]["matchLabels"],
+        &deployment["spec"]["template"]["metadata"]["labels"]
+    ));
+
+    // minAvailable replaces maxUnavailable; a percentage stays a string.
+    let objects = template(&[
+        "--set",
+        "replicas=3",
+        "--set",
+        "podDisruptionBudget.minAvailable=50%",
+    ]);
+    let pdb = only(&objects, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], "50%");
+    assert!(pdb["spec"].get("maxUnavailable").is_none(), "{pdb}");
+
+    let objects = template(&[
+        "--set",
+        "replicas=2",
+        "--set",
+        "podDisruptionBudget.enabled=false",
+    ]);
+    assert!(
+        !kinds(&objects).iter().any(|k| k == "PodDisruptionBudget"),
+        "{:?}",
+        kinds(&objects)
+    );
+}
+
+#[test]
+fn scheduling_and_pod_metadata_values_render() {
+    require_e2e!();
+    let objects = template(&[]);
+    let template_default = &only(&objects, "Deployment")["spec"]["template"];
+    for key in [
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "priorityClassName",
+    ] {
+        assert!(
+            template_default["spec"].get(key).is_none(),
+            "{key} by default: {template_default}"
+        );
+    }
+    assert!(template_default["metadata"].get("annotations").is_none());
+
+    let affinity = json!({
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["system"]}]}
+        ]}}
+    });
+    let tolerations =
+        json!([{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}]);
+    let objects = template(&[
+        "--set",
+        "nodeSelector.kubernetes\\.io/os=linux",
+        "--set-json",
+        &format!("tolerations={tolerations}"),
+        "--set-json",
+        &format!("affinity={affinity}"),
+        "--set",
+        "podAnnotations.example\\.com/team=search",
+        "--set",
+        "podLabels.team=search",
+        "--set",
+        "priorityClassName=system-cluster-critical",
+    ]);
+    let deployment = only(&objects, "Deployment");
+    let template = &deployment["spec"]["template"];
+    let pod = &template["spec"];
+    assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+    assert_eq!(pod["tolerations"], tolerations);
+    assert_eq!(pod["affinity"], affinity);
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(
+        template["metadata"]["annotations"],
+        json!({"example.com/team": "search"})
+    );
+    assert_eq!(template["metadata"]["labels"]["team"], "search");
+    // Extra pod labels never leak into the (immutable) Deployment selector.
+    assert!(
+        deployment["spec"]["selector"]["matchLabels"]
+            .get("team")
+            .is_none(),
+        "{deployment}"
+    );
 }

@@ -77,7 +77,12 @@ pub fn busybox_image() -> String {
         .filter_map(|l| l.split_whitespace().next())
         .find(|name| name.starts_with("localhost/mlctl-e2e/busybox:"))
         .map(str::to_string)
-        .unwrap_or_else(|| panic!("no busybox image in {} (scripts/images --e2e)", digests.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no busybox image in {} (scripts/images --e2e)",
+                digests.display()
+            )
+        })
 }
 
 /// Pod-spec YAML (at `indent` spaces) that puts a pod on the real node.
@@ -113,7 +118,13 @@ impl NodeProcess {
     /// Starts `program args…` in the node's network namespace, its output in a
     /// log file under target/e2e-node/, and waits until `ready` (a line of that
     /// output) appears.
-    pub fn start(label: &str, program: &str, args: &[&str], ready: &str, timeout: Duration) -> Self {
+    pub fn start(
+        label: &str,
+        program: &str,
+        args: &[&str],
+        ready: &str,
+        timeout: Duration,
+    ) -> Self {
         let netns = std::env::var("MLCTL_E2E_NODE_NETNS")
             .expect("MLCTL_E2E_NODE_NETNS (exported by e2e/cluster env with the real node)");
         let dir = crate::operator::target_dir().join("e2e-node");
@@ -133,7 +144,10 @@ impl NodeProcess {
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let out = child.stdout.take().expect("stdout");
         let err = child.stderr.take().expect("stderr");
-        for stream in [Box::new(out) as Box<dyn std::io::Read + Send>, Box::new(err)] {
+        for stream in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
             let tx = tx.clone();
             let log = log.clone();
             std::thread::spawn(move || {
@@ -194,9 +208,17 @@ pub fn helm_install_operator(ns: &TestNamespace, extra: &[&str]) -> InstalledOpe
         .args(["install", &release])
         .arg(&chart)
         .args(["--namespace", ns.name()])
-        .args(["--set-json", &format!("watchNamespaces=[\"{}\"]", ns.name())])
+        .args([
+            "--set-json",
+            &format!("watchNamespaces=[\"{}\"]", ns.name()),
+        ])
         .args(["--set-string", &placement])
-        .args(["--set", "logFormat=text", "--set", "logLevel=info\\,mlctl_operator=debug"])
+        .args([
+            "--set",
+            "logFormat=text",
+            "--set",
+            "logLevel=info\\,mlctl_operator=debug",
+        ])
         .args(["--wait", "--timeout", "120s"])
         .args(extra)
         .output()
@@ -210,5 +232,29 @@ pub fn helm_install_operator(ns: &TestNamespace, extra: &[&str]) -> InstalledOpe
     InstalledOperator {
         release,
         namespace: ns.name().to_string(),
+    }
+}
+
+/// Waits until `request` (built afresh for each attempt) gets a 2xx answer
+/// through the node proxy, and returns the body. A Service answers only once
+/// kube-proxy has written its rules for the ready endpoints, a moment after
+/// the pods are Ready: this is that wait, with a deadline.
+pub async fn wait_for_answer(
+    request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    timeout: Duration,
+) -> String {
+    let client = http_client();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match request(&client).send().await {
+            Ok(r) if r.status().is_success() => return r.text().await.expect("a body"),
+            Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "no 2xx answer within {timeout:?}; last: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

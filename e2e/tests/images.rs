@@ -207,7 +207,7 @@ fn check_e2e() {
     let busybox = Archive::open(&dir.join("busybox.oci.tar"));
     let name = busybox.annotation("io.containerd.image.name").to_string();
     assert!(name.starts_with("localhost/mlctl-e2e/busybox:1."), "{name}");
-    busybox.check_name_and_user(&name, "");
+    busybox.check_name_and_user(&name, "65532:65532");
     assert_eq!(busybox.strings("Cmd"), ["sh"]);
 }
 

@@ -772,3 +772,109 @@ async fn the_restricted_security_context_holds_and_a_small_memory_limit_is_repor
     }
     ns.finish().await;
 }
+
+#[tokio::test]
+async fn a_feature_pipeline_job_runs_on_the_real_node_and_its_termination_message_sets_the_watermark()
+ {
+    require_node!();
+    let client = client().await;
+    install_crds(&client).await;
+    // Restricted: the operator's default security context must be enough.
+    let ns = TestNamespace::with_pod_security(&client, "node-fp", "restricted").await;
+    node::helm_install_operator(&ns, &[]);
+    let busybox = node::busybox_image();
+    let report = r#"{"watermark":"2026-12-01T06:00:00Z","rowsRead":1200,"rowsWritten":1180}"#;
+    apply_yaml(
+        &client,
+        ns.name(),
+        &format!(
+            r#"apiVersion: mlctl.io/v1alpha1
+kind: FeaturePipeline
+metadata:
+  name: pop
+spec:
+  trigger:
+    schedule: {{cron: "0 3 * * *"}}
+  engine:
+    container:
+      image: {busybox}
+      command: [sh, -c, 'test "$(id -u)" != 0 && test -r "$MLCTL_PIPELINE_CONFIG" && echo ''{report}'' > /dev/termination-log']
+{placement}  features:
+    entityKeys: [doc_id]
+    schemaVersion: 2
+    fields: [{{name: orders_7d, dtype: int64}}]
+  retries: {{backoffLimit: 0}}
+"#,
+            placement = node::placement_yaml(6),
+        ),
+    )
+    .await;
+    let pipelines: Api<mlctl_crds::FeaturePipeline> = ns.api();
+    wait_for(
+        &pipelines,
+        "pop",
+        |p: Option<&mlctl_crds::FeaturePipeline>| p.is_some(),
+        LONG,
+    )
+    .await;
+    let requested = "2026-12-02T08:00:00Z";
+    let patch = serde_json::json!({"metadata": {"annotations": {"mlctl.io/run": requested}}});
+    pipelines
+        .patch(
+            "pop",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let done = wait_for(
+        &pipelines,
+        "pop",
+        |p: Option<&mlctl_crds::FeaturePipeline>| {
+            p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+                s.watermark.is_some() || s.last_run.as_ref().is_some_and(|r| r.phase == "Failed")
+            })
+        },
+        LONG,
+    )
+    .await;
+    let status = done.status.unwrap();
+    let last = status.last_run.clone().unwrap();
+    assert_eq!(last.phase, "Succeeded", "the run failed: {status:?}");
+    assert_eq!(
+        status.watermark.unwrap().0.to_string(),
+        "2026-12-01T06:00:00Z"
+    );
+    assert_eq!(
+        (last.rows_read, last.rows_written),
+        (Some(1200), Some(1180))
+    );
+    // It really ran on the real node: its pod was scheduled there and exited 0.
+    let pods: Api<Pod> = ns.api();
+    let run_pods = pods
+        .list(&ListParams::default().labels("mlctl.io/pipeline=pop"))
+        .await
+        .unwrap()
+        .items;
+    assert!(!run_pods.is_empty());
+    for pod in &run_pods {
+        assert_eq!(
+            pod.spec.as_ref().unwrap().node_name.as_deref(),
+            Some(node::name().as_str())
+        );
+        let terminated = pod
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.clone())
+            .expect("terminated");
+        assert_eq!(terminated.exit_code, 0);
+        assert_eq!(terminated.message.as_deref().map(str::trim), Some(report));
+    }
+    ns.finish().await;
+}

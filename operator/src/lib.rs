@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod config;
 pub mod controller;
+pub mod diagnose;
 pub mod error;
 pub mod features;
 pub mod leader;

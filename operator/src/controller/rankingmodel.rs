@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -23,8 +23,12 @@ use tracing::{debug, info, warn};
 
 use super::{apply_if_changed, delete, invalid_object, now_seconds, owned_by, publish};
 use crate::analysis;
+use crate::diagnose;
 use crate::error::{Error, Result};
-use crate::render::{self, FIELD_MANAGER, INITIAL_REPLICAS_MANAGER, ModelRef, Track};
+use crate::render::{
+    self, FIELD_MANAGER, INITIAL_REPLICAS_MANAGER, ModelRef, Track, revision_selector,
+    selector_string,
+};
 use crate::rollout::{self, ObservedDeployment, Requests, Transition, set_condition};
 use crate::routing;
 use crate::telemetry::Metrics;
@@ -194,6 +198,7 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         let d = Duration::from_secs(secs);
         decision.requeue_after = Some(decision.requeue_after.map_or(d, |r| r.min(d)));
     }
+    explain_unavailable(&mref, &current, &observed, &mut decision, ctx, now).await;
 
     // Deployments of the desired revisions.
     for plan in &decision.apply {
@@ -337,6 +342,46 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         Some(d) => Action::requeue(d),
         None => Action::await_change(),
     })
+}
+
+/// Says why a revision is not available: lists the pods of the revisions
+/// that have been unavailable past the grace (only those, by label), and
+/// folds what they show into the decided status and events. Best effort: a
+/// refused list leaves the decision as it was. While a revision stays
+/// unavailable the model is requeued (the operator does not watch Pods).
+async fn explain_unavailable(
+    mref: &ModelRef,
+    current: &RankingModelStatus,
+    observed: &[ObservedDeployment],
+    decision: &mut rollout::Decision,
+    ctx: &Context,
+    now: Timestamp,
+) {
+    let (suspects, recheck) = diagnose::suspects(current, &decision.status, observed, now);
+    if let Some(d) = recheck {
+        decision.requeue_after = Some(decision.requeue_after.map_or(d, |r| r.min(d)));
+    }
+    if suspects.is_empty() {
+        return;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &mref.namespace);
+    let mut findings = Vec::new();
+    for suspect in suspects {
+        let selector = selector_string(&revision_selector(&mref.name, &suspect.revision));
+        match pods.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => {
+                let problems = diagnose::diagnose(&list.items, now);
+                findings.extend(diagnose::Finding::new(suspect, problems));
+            }
+            Err(e) => {
+                warn!(error = %e, revision = %suspect.revision, "cannot list the pods of an unavailable revision");
+            }
+        }
+    }
+    for f in &findings {
+        debug!(summary = %f.summary(), "diagnosed");
+    }
+    diagnose::annotate(decision, current, &findings);
 }
 
 /// Runs the measurements that are due for the analyses active in `status`

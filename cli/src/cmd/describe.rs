@@ -1,15 +1,36 @@
 //! `mlctl describe rm NAME`: everything about one model's rollout in one page.
 
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Event, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::api::ListParams;
 use mlctl_crds::RankingModel;
+use mlctl_crds::rankingmodel::RankingModelStatus;
 
 use super::get::{age, format_rows};
 use super::state::{first_deployment, step_text};
 use crate::exit;
-use crate::kube::{CliError, EVENT, KubeArgs, RANKING_MODEL, Target};
+use crate::kube::{CliError, EVENT, KubeArgs, RANKING_MODEL, Resource, Target};
+
+// The operator's own reading of pod status, compiled here too, so that
+// `describe` and the RankingModel's conditions and Events say the same thing.
+#[allow(dead_code)]
+#[path = "../../../operator/src/diagnose/pods.rs"]
+mod diagnose;
+
+/// Pods (the model's serving pods, for `mlctl describe`).
+const POD: Resource = Resource {
+    singular: "pod",
+    plural: "pods",
+    group: "",
+    short: "pods",
+};
+/// The label the operator puts on every pod of a model.
+const MODEL_LABEL: &str = "mlctl.io/model";
+/// The label carrying a pod's revision.
+const REVISION_LABEL: &str = "mlctl.io/revision";
+/// The label carrying a pod's model version.
+const VERSION_LABEL: &str = "mlctl.io/version";
 
 #[derive(Debug, clap::Args)]
 pub struct DescribeArgs {
@@ -36,6 +57,22 @@ pub async fn run(args: &DescribeArgs) -> Result<u8, CliError> {
         .await
         .map_err(|e| CliError::from_kube(e, &target))?;
     let uid = model.metadata.uid.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let params = ListParams::default().labels(&format!("{MODEL_LABEL}={}", args.name));
+    // Like events: a refused list is shown, not fatal.
+    let pods = match pods.list(&params).await {
+        Ok(list) => Ok(list.items),
+        Err(err) => Err(CliError::from_kube(
+            err,
+            &Target {
+                verb: "list",
+                resource: POD,
+                name: None,
+                namespace: Some(&ns),
+            },
+        )
+        .to_string()),
+    };
     let events: Api<Event> = Api::namespaced(client, &ns);
     let params = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
     // Events are a help, not the point: a refused list is shown, not fatal.
@@ -54,7 +91,7 @@ pub async fn run(args: &DescribeArgs) -> Result<u8, CliError> {
     };
     print!(
         "{}",
-        render(&model, &events, k8s_openapi::jiff::Timestamp::now())
+        render(&model, &pods, &events, k8s_openapi::jiff::Timestamp::now())
     );
     Ok(exit::SUCCESS)
 }
@@ -68,6 +105,7 @@ fn time(t: &Option<Time>) -> String {
 /// The describe page.
 pub fn render(
     model: &RankingModel,
+    pods: &Result<Vec<Pod>, String>,
     events: &Result<Vec<Event>, String>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> String {
@@ -95,6 +133,11 @@ pub fn render(
     );
     if let Some(message) = &status.message {
         line("Message:", message.clone());
+    }
+    let no_pods = Vec::new();
+    let pod_list = pods.as_ref().unwrap_or(&no_pods);
+    for (i, summary) in diagnosis(&status, pod_list, now).into_iter().enumerate() {
+        line(if i == 0 { "Diagnosis:" } else { "" }, summary);
     }
     let spec = &model.spec.model;
     line(
@@ -256,6 +299,7 @@ pub fn render(
         }
         indent(&mut out, &format_rows(&rows));
     }
+    out.push_str(&pods_section(&status, pods, now));
     if !status.conditions.is_empty() {
         out.push_str("Conditions:\n");
         let mut rows = vec![header(&["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"])];
@@ -295,6 +339,236 @@ pub fn render(
         }
     }
     out
+}
+
+/// How a revision is named: `canary v2`, `stable v1`, `version v1` (a first
+/// deployment), `retiring v0`, as the operator's summaries name it.
+fn revision_label(status: &RankingModelStatus, revision: &str) -> Option<String> {
+    if let Some(s) = status.stable.as_ref().filter(|s| s.revision == revision) {
+        return Some(format!("stable {}", s.version));
+    }
+    if let Some(c) = status.canary.as_ref().filter(|c| c.revision == revision) {
+        let role = if status.stable.is_some() {
+            "canary"
+        } else {
+            "version"
+        };
+        return Some(format!("{role} {}", c.version));
+    }
+    status
+        .retiring
+        .iter()
+        .find(|r| r.revision == revision)
+        .map(|r| format!("retiring {}", r.version))
+}
+
+fn pod_label<'a>(pod: &'a Pod, key: &str) -> &'a str {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map_or("", String::as_str)
+}
+
+/// One summary per revision the model is bringing in or serving whose pods
+/// show a problem: the incoming one first.
+fn diagnosis(
+    status: &RankingModelStatus,
+    pods: &[Pod],
+    now: k8s_openapi::jiff::Timestamp,
+) -> Vec<String> {
+    let incoming = status
+        .canary
+        .as_ref()
+        .filter(|c| c.aborted_at.is_none())
+        .map(|c| c.revision.clone());
+    let stable = status.stable.as_ref().map(|s| s.revision.clone());
+    incoming
+        .into_iter()
+        .chain(stable)
+        .filter_map(|revision| {
+            let of_revision: Vec<Pod> = pods
+                .iter()
+                .filter(|p| pod_label(p, REVISION_LABEL) == revision)
+                .cloned()
+                .collect();
+            let label = revision_label(status, &revision)?;
+            diagnose::summary(&label, &diagnose::diagnose(&of_revision, now))
+        })
+        .collect()
+}
+
+/// The Pods section: one row per pod, then what went wrong in each failing
+/// container (state, last termination with exit code, reason and message).
+fn pods_section(
+    status: &RankingModelStatus,
+    pods: &Result<Vec<Pod>, String>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> String {
+    let mut out = String::from("Pods:\n");
+    let pods = match pods {
+        Err(err) => {
+            out.push_str(&format!("  (cannot list pods: {err})\n"));
+            return out;
+        }
+        Ok(pods) if pods.is_empty() => {
+            out.push_str("  <none>\n");
+            return out;
+        }
+        Ok(pods) => pods,
+    };
+    // The incoming revision first, then stable, then anything retiring.
+    let rank = |p: &Pod| {
+        let label = revision_label(status, pod_label(p, REVISION_LABEL)).unwrap_or_default();
+        let order = match label.split(' ').next() {
+            Some("canary" | "version") => 0,
+            Some("stable") => 1,
+            _ => 2,
+        };
+        (order, p.metadata.name.clone().unwrap_or_default())
+    };
+    let mut pods: Vec<&Pod> = pods.iter().collect();
+    pods.sort_by_key(|p| rank(p));
+    let mut rows = vec![header(&[
+        "NAME", "REVISION", "STATUS", "READY", "RESTARTS", "NODE", "AGE",
+    ])];
+    let mut details = Vec::new();
+    for pod in &pods {
+        let pod_status = pod.status.clone().unwrap_or_default();
+        let containers = pod_status.container_statuses.clone().unwrap_or_default();
+        let inits = pod_status
+            .init_container_statuses
+            .clone()
+            .unwrap_or_default();
+        let want = pod
+            .spec
+            .as_ref()
+            .map_or(containers.len(), |s| s.containers.len());
+        let ready = containers.iter().filter(|c| c.ready).count();
+        let restarts: i32 = containers
+            .iter()
+            .chain(inits.iter())
+            .map(|c| c.restart_count)
+            .sum();
+        let revision = pod_label(pod, REVISION_LABEL);
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        rows.push(vec![
+            name.clone(),
+            revision_label(status, revision)
+                .unwrap_or_else(|| format!("{} ({revision})", pod_label(pod, VERSION_LABEL))),
+            diagnose::pod_status_text(pod),
+            format!("{ready}/{want}"),
+            restarts.to_string(),
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_else(|| "<none>".to_string()),
+            pod.metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or("-".to_string(), |t| age(&t.0.to_string(), now)),
+        ]);
+        for p in diagnose::diagnose_pod(pod, now)
+            .iter()
+            .filter(|p| p.container.is_none())
+        {
+            details.push(format!("{name}: {}", p.detail()));
+        }
+        for (init, cs) in inits
+            .iter()
+            .map(|c| (true, c))
+            .chain(containers.iter().map(|c| (false, c)))
+        {
+            if let Some(text) = container_text(cs, init) {
+                details.push(format!("{name}: {text}"));
+            }
+        }
+    }
+    indent(&mut out, &format_rows(&rows));
+    for d in details {
+        indent(&mut out, &d);
+    }
+    out
+}
+
+/// A failing container as `kubectl describe pod` would tell it, on one or a
+/// few lines; None for a container that is fine (Ready, or an init container
+/// that completed).
+fn container_text(cs: &ContainerStatus, init: bool) -> Option<String> {
+    let state = cs.state.clone().unwrap_or_default();
+    let completed = state.terminated.as_ref().is_some_and(|t| t.exit_code == 0);
+    let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+    // Waiting for the init containers, or being created, is not trouble yet.
+    let starting = last.is_none()
+        && state.waiting.as_ref().is_some_and(|w| {
+            matches!(
+                w.reason.as_deref(),
+                Some("PodInitializing" | "ContainerCreating")
+            )
+        });
+    let troubled = if init {
+        !completed && (last.is_some() || state.terminated.is_some() || state.waiting.is_some())
+    } else {
+        !cs.ready
+    };
+    if !troubled || starting {
+        return None;
+    }
+    let state_text = |s: &ContainerState| -> Option<String> {
+        if let Some(w) = &s.waiting {
+            let reason = w.reason.clone().unwrap_or_else(|| "Waiting".to_string());
+            return Some(match &w.message {
+                Some(m) if !m.is_empty() => format!("{reason} ({})", diagnose::one_line(m)),
+                _ => reason,
+            });
+        }
+        if let Some(t) = &s.terminated {
+            let mut text = format!(
+                "terminated: exit code {}, reason {}",
+                t.exit_code,
+                t.reason.as_deref().unwrap_or("-")
+            );
+            if let Some(at) = &t.finished_at {
+                text.push_str(&format!(", at {}", at.0));
+            }
+            if let Some(m) = t.message.as_deref().filter(|m| !m.trim().is_empty()) {
+                let m = diagnose::clean_message(m);
+                if m.contains('\n') {
+                    text.push_str(":\n");
+                    for l in m.lines() {
+                        text.push_str(&format!("      | {l}\n"));
+                    }
+                    text.pop();
+                } else {
+                    text.push_str(&format!(": {m}"));
+                }
+            }
+            return Some(text);
+        }
+        s.running.as_ref().map(|r| match &r.started_at {
+            Some(at) => format!("running since {}, not ready", at.0),
+            None => "running, not ready".to_string(),
+        })
+    };
+    let which = if init { "init container" } else { "container" };
+    let mut text = format!(
+        "{which} {}: {}",
+        cs.name,
+        state_text(&state).unwrap_or_else(|| "no state yet".to_string())
+    );
+    // The current termination is already shown; an earlier one says why it restarts.
+    if state.terminated.is_none()
+        && let Some(t) = last
+    {
+        let last_state = ContainerState {
+            terminated: Some(t.clone()),
+            ..ContainerState::default()
+        };
+        if let Some(l) = state_text(&last_state) {
+            text.push_str(&format!("; last {l}"));
+        }
+    }
+    Some(text)
 }
 
 /// The reason, with how often it happened when more than once (`x5`).
@@ -370,7 +644,7 @@ mod tests {
         }))
         .unwrap();
         let now = "2026-11-25T12:00:00Z".parse().unwrap();
-        let page = render(&model, &Ok(vec![event]), now);
+        let page = render(&model, &Ok(vec![]), &Ok(vec![event]), now);
         for expected in [
             "Phase:       Progressing (observed generation 4 of 4)",
             "Stable:      v1 (s3://m/v1) revision aaa since 2026-11-25T10:00:00Z",
@@ -391,9 +665,9 @@ mod tests {
             "series": {"count": 5, "lastObservedTime": "2026-11-25T11:59:00.000000Z"}
         }))
         .unwrap();
-        let page = render(&model, &Ok(vec![repeated]), now);
+        let page = render(&model, &Ok(vec![]), &Ok(vec![repeated]), now);
         assert!(page.contains("  60s          StepCompleted x5"), "{page}");
-        let refused = render(&model, &Err("forbidden".into()), now);
+        let refused = render(&model, &Ok(vec![]), &Err("forbidden".into()), now);
         assert!(
             refused.contains("(cannot list events: forbidden)"),
             "{refused}"
@@ -412,7 +686,7 @@ mod tests {
         }))
         .unwrap();
         let now = "2026-11-25T12:00:00Z".parse().unwrap();
-        let page = render(&model, &Ok(vec![]), now);
+        let page = render(&model, &Ok(vec![]), &Ok(vec![]), now);
         for expected in [
             "Stable:      none yet: deploying the first version v1 (s3://m/v1) revision aaa, started 2026-11-25T11:59:00Z\n",
             "Canary:      none\n",
@@ -422,5 +696,89 @@ mod tests {
         }
         assert!(!page.contains("weight 0%"), "{page}");
         assert!(!page.contains("<- current"), "{page}");
+    }
+
+    fn pod(name: &str, revision: &str, node: &str, status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "creationTimestamp": "2026-11-25T11:55:00Z",
+                "labels": {"mlctl.io/model": "ranker", "mlctl.io/revision": revision, "mlctl.io/version": "v"}},
+            "spec": {"nodeName": node,
+                "initContainers": [{"name": "storage-initializer", "image": "mlctl-ranker:1"}],
+                "containers": [{"name": "ranker", "image": "mlctl-ranker:1", "resources": {"limits": {"memory": "64Mi"}}}]},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_pods_section_tells_why_each_failing_pod_is_not_ready() {
+        let model: RankingModel = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mlctl.io/v1alpha1", "kind": "RankingModel",
+            "metadata": {"name": "ranker", "namespace": "search", "generation": 2},
+            "spec": {"model": {"version": "v2", "uri": "s3://m/v2", "format": "lightgbm"}, "runtime": {"image": "i"}},
+            "status": {"phase": "Degraded", "observedGeneration": 2,
+                "stable": {"version": "v1", "uri": "s3://m/v1", "revision": "aaa", "since": "2026-11-25T10:00:00Z"},
+                "canary": {"version": "v2", "uri": "s3://m/v2", "revision": "bbb", "weight": 0, "stepIndex": 0}}
+        }))
+        .unwrap();
+        let init_ok = serde_json::json!([{"name": "storage-initializer", "image": "", "imageID": "", "ready": true,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]);
+        let healthy = pod(
+            "ranker-aaa-1",
+            "aaa",
+            "node-a",
+            serde_json::json!({"phase": "Running", "initContainerStatuses": init_ok,
+                "containerStatuses": [{"name": "ranker", "image": "", "imageID": "", "ready": true, "restartCount": 0,
+                    "state": {"running": {"startedAt": "2026-11-25T11:55:10Z"}}}]}),
+        );
+        let sha = pod(
+            "ranker-bbb-1",
+            "bbb",
+            "node-real",
+            serde_json::json!({"phase": "Pending",
+                "initContainerStatuses": [{"name": "storage-initializer", "image": "", "imageID": "", "ready": false,
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container=storage-initializer"}},
+                    "lastState": {"terminated": {"exitCode": 3, "reason": "Error", "finishedAt": "2026-11-25T11:59:00Z",
+                        "message": "sha256 mismatch for s3://m/v2: expected ab12…, got cd34…"}}}],
+                "containerStatuses": [{"name": "ranker", "image": "", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"waiting": {"reason": "PodInitializing"}}}]}),
+        );
+        let oom = pod(
+            "ranker-bbb-2",
+            "bbb",
+            "node-real",
+            serde_json::json!({"phase": "Running", "initContainerStatuses": init_ok,
+                "containerStatuses": [{"name": "ranker", "image": "", "imageID": "", "ready": false, "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}},
+                    "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "finishedAt": "2026-11-25T11:59:30Z"}}}]}),
+        );
+        let now = "2026-11-25T12:00:00Z".parse().unwrap();
+        let page = render(&model, &Ok(vec![healthy, oom, sha]), &Ok(vec![]), now);
+        print!("{page}");
+        for expected in [
+            "Diagnosis:   canary v2: init container storage-initializer exited 3: sha256 mismatch for s3://m/v2: expected ab12…, got cd34…\n",
+            "Pods:\n",
+            "  ranker-bbb-1   canary v2   Init:CrashLoopBackOff   0/1     3          node-real   5m0s\n",
+            "  ranker-bbb-2   canary v2   CrashLoopBackOff        0/1     2          node-real   5m0s\n",
+            "  ranker-aaa-1   stable v1   Running                 1/1     0          node-a      5m0s\n",
+            "  ranker-bbb-1: init container storage-initializer: CrashLoopBackOff (back-off 40s restarting failed container=storage-initializer); last terminated: exit code 3, reason Error, at 2026-11-25T11:59:00Z: sha256 mismatch for s3://m/v2: expected ab12…, got cd34…\n",
+            "  ranker-bbb-2: container ranker: CrashLoopBackOff (back-off 20s); last terminated: exit code 137, reason OOMKilled, at 2026-11-25T11:59:30Z\n",
+        ] {
+            assert!(page.contains(expected), "missing {expected:?} in\n{page}");
+        }
+        // Pods of the canary come before the stable ones; a healthy pod has no detail line.
+        assert!(page.find("ranker-bbb-2 ").unwrap() < page.find("ranker-aaa-1").unwrap());
+        assert!(!page.contains("ranker-aaa-1:"), "{page}");
+        assert!(!page.contains("PodInitializing"), "{page}");
+        assert!(!page.contains("stable v1:"), "{page}");
+        let refused = render(&model, &Err("forbidden".into()), &Ok(vec![]), now);
+        assert!(
+            refused.contains("Pods:\n  (cannot list pods: forbidden)\n"),
+            "{refused}"
+        );
+        assert!(!refused.contains("Diagnosis:"), "{refused}");
+        let none = render(&model, &Ok(vec![]), &Ok(vec![]), now);
+        assert!(none.contains("Pods:\n  <none>\n"), "{none}");
     }
 }

@@ -1,7 +1,13 @@
-//! Pieces shared by both kinds: conditions, duration syntax and the CEL
-//! fragments that validate them.
+//! Pieces shared by both kinds: conditions, duration syntax, pod placement
+//! and the CEL fragments that validate them.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +25,76 @@ pub const DURATION_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+
 
 /// Maximum length of a duration string (keeps CEL cost estimates small).
 pub const DURATION_MAX_LEN: u32 = 32;
+
+/// CEL rule: the string is a DNS subdomain (RFC 1123), the form of the name
+/// of a ServiceAccount, Secret or PriorityClass; the API server checks pod
+/// fields that name one with the same rule.
+pub const DNS_SUBDOMAIN_RULE: &str =
+    r"self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')";
+
+/// Where the pods of an object may run and what they may pull: the
+/// scheduling fields of a pod spec, under their Kubernetes names, copied onto
+/// every pod the object creates. Changing them updates the pods in place (a
+/// rolling update of the same Deployment or the next run), never a new
+/// model revision: they change where a model runs, not what it serves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodPlacement {
+    /// Node labels a node must carry for these pods to be scheduled on it
+    /// (pod `spec.nodeSelector`), e.g. `node-pool: ranking`. Set on every pod
+    /// of the object (a RankingModel's stable and canary pods alike).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints these pods tolerate (pod `spec.tolerations`), e.g. a dedicated
+    /// node pool's `NoSchedule` taint. Set on every pod of the object (a
+    /// RankingModel's stable and canary pods alike).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(
+        validation = Rule::new("self.all(t, !has(t.operator) || t.operator in ['', 'Equal', 'Exists'])").message("tolerations[].operator must be Equal or Exists"),
+        validation = Rule::new("self.all(t, !has(t.operator) || t.operator != 'Exists' || !has(t.value) || t.value == '')").message("a toleration with operator Exists matches any value: remove its value (or use operator Equal)"),
+        validation = Rule::new("self.all(t, (has(t.key) && t.key != '') || (has(t.operator) && t.operator == 'Exists'))").message("a toleration without a key tolerates every taint and needs operator: Exists (or set its key)"),
+        validation = Rule::new("self.all(t, !has(t.effect) || t.effect in ['', 'NoSchedule', 'PreferNoSchedule', 'NoExecute'])").message("tolerations[].effect must be NoSchedule, PreferNoSchedule or NoExecute (or empty for all effects)"),
+        validation = Rule::new("self.all(t, !has(t.tolerationSeconds) || (has(t.effect) && t.effect == 'NoExecute'))").message("tolerations[].tolerationSeconds only applies to effect NoExecute: set effect: NoExecute or remove tolerationSeconds"),
+    )]
+    pub tolerations: Vec<Toleration>,
+    /// Node affinity and pod (anti-)affinity of these pods (pod
+    /// `spec.affinity`). Set on every pod of the object (a RankingModel's
+    /// stable and canary pods alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// How these pods spread across zones or nodes (pod
+    /// `spec.topologySpreadConstraints`). Select the pods with their
+    /// `labelSelector` (e.g. `mlctl.io/model: <name>`); a RankingModel's
+    /// stable and canary pods both carry these constraints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Secrets (type `kubernetes.io/dockerconfigjson`) in the object's
+    /// namespace to pull the images with (pod `spec.imagePullSecrets`). Set
+    /// on every pod of the object (a RankingModel's stable and canary pods
+    /// alike).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new(format!("self.all(s, {})", DNS_SUBDOMAIN_RULE.replacen("self", "s.name", 1))).message("imagePullSecrets[].name must be the name of a Secret: lower-case letters, digits, '-' and '.'"))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// PriorityClass of these pods (pod `spec.priorityClassName`): which pods
+    /// the scheduler preempts first when nodes are full. The class must exist.
+    /// Set on every pod of the object (a RankingModel's stable and canary pods
+    /// alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message("priorityClassName must be the name of a PriorityClass: lower-case letters, digits, '-' and '.' (kubectl get priorityclasses lists them)"))]
+    pub priority_class_name: Option<String>,
+}
+
+impl PodPlacement {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self == &PodPlacement::default()
+    }
+}
 
 /// The list of conditions of a status, a list-map keyed on `type` so that
 /// server-side apply merges conditions by type.

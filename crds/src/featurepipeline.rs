@@ -9,7 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Conditions, DURATION_MAX_LEN, DURATION_RULE};
+use crate::common::{Conditions, DURATION_MAX_LEN, DURATION_RULE, PodPlacement};
 use crate::rankingmodel::PodMetadata;
 
 /// Desired state of a FeaturePipeline: when it runs, on which engine, from
@@ -174,6 +174,14 @@ pub struct ContainerEngine {
     /// (`mlctl.io/pipeline`, `mlctl.io/trigger`, `app.kubernetes.io/*`) win.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_metadata: Option<PodMetadata>,
+    /// Scheduling of the run and streaming pods: nodeSelector, tolerations,
+    /// affinity, topologySpreadConstraints, imagePullSecrets,
+    /// priorityClassName. The pods always run with the Pod Security
+    /// `restricted` settings (non-root, no privilege escalation, no
+    /// capabilities, RuntimeDefault seccomp): the image must run as a numeric
+    /// non-root user.
+    #[serde(flatten)]
+    pub placement: PodPlacement,
 }
 
 /// A Spark engine: exactly one of `sql` or `mainApplicationFile`.
@@ -212,6 +220,14 @@ pub struct SparkEngine {
     /// Extra labels and annotations on the driver and executor pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_metadata: Option<PodMetadata>,
+    /// Scheduling of the driver and executor pods alike: nodeSelector,
+    /// tolerations, affinity, priorityClassName (on the driver and executor
+    /// specs), imagePullSecrets (the application's) and
+    /// topologySpreadConstraints (through the driver and executor pod
+    /// templates: spark-operator 2.1+ and Spark 3.0+). Both pods always run
+    /// with the Pod Security `restricted` settings.
+    #[serde(flatten)]
+    pub placement: PodPlacement,
 }
 
 /// Resources of a Spark driver or executors.

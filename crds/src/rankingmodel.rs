@@ -10,7 +10,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Conditions, DURATION_MAX_LEN, DURATION_RULE};
+use crate::common::{
+    Conditions, DNS_SUBDOMAIN_RULE, DURATION_MAX_LEN, DURATION_RULE, PodPlacement,
+};
 
 /// Desired state of a RankingModel: which model revision to serve, on which
 /// runtime, at what scale, depending on which feature pipelines, and how a new
@@ -112,7 +114,7 @@ pub struct ModelSource {
     /// IRSA or Workload Identity where the cloud offers it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("spec.model.credentialsSecret must be the name of a Secret: lower-case letters, digits, '-' and '.'"))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message("spec.model.credentialsSecret must be the name of a Secret: lower-case letters, digits, '-' and '.'"))]
     pub credentials_secret: Option<String>,
 }
 
@@ -195,8 +197,12 @@ pub struct Runtime {
     /// to the API server). Updated in place, not a new revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("spec.runtime.serviceAccountName must be the name of a ServiceAccount: lower-case letters, digits, '-' and '.'"))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message("spec.runtime.serviceAccountName must be the name of a ServiceAccount: lower-case letters, digits, '-' and '.'"))]
     pub service_account_name: Option<String>,
+    /// Scheduling of the serving pods: nodeSelector, tolerations, affinity,
+    /// topologySpreadConstraints, imagePullSecrets, priorityClassName.
+    #[serde(flatten)]
+    pub placement: PodPlacement,
 }
 
 impl Default for Runtime {
@@ -213,6 +219,7 @@ impl Default for Runtime {
             image_pull_policy: None,
             pod_metadata: None,
             service_account_name: None,
+            placement: PodPlacement::default(),
         }
     }
 }

@@ -13,12 +13,15 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use mlctl_crds::FeaturePipeline;
+use mlctl_crds::common::PodPlacement;
 use mlctl_crds::featurepipeline::{ConcurrencyPolicy, FeaturePipelineSpec, SparkEngine};
 use mlctl_crds::rankingmodel::PodMetadata;
 use serde_json::{Value, json};
 
 use super::naming::*;
-use crate::render::content_hash;
+use crate::render::{
+    content_hash, placed_pod_spec, restricted_container_context, restricted_pod_context,
+};
 
 /// Where the ConfigMap is mounted in run containers and the Spark driver.
 pub const CONFIG_DIR: &str = "/etc/mlctl/pipeline";
@@ -209,6 +212,7 @@ fn container_pod(
         )),
         spec: Some(PodSpec {
             restart_policy: Some(restart_policy.into()),
+            security_context: Some(restricted_pod_context()),
             containers: vec![Container {
                 name: "pipeline".into(),
                 image: Some(engine.image.clone()),
@@ -218,10 +222,11 @@ fn container_pod(
                 resources: engine.resources.clone(),
                 volume_mounts: Some(vec![config_mount()]),
                 termination_message_policy: Some("FallbackToLogsOnError".into()),
+                security_context: Some(restricted_container_context()),
                 ..Container::default()
             }],
             volumes: Some(vec![config_volume(p)]),
-            ..PodSpec::default()
+            ..placed_pod_spec(&engine.placement)
         }),
     }
 }
@@ -418,6 +423,38 @@ pub fn spark_conf(spec: &FeaturePipelineSpec, engine: &SparkEngine) -> BTreeMap<
     conf
 }
 
+/// The restricted security contexts and the placement on the driver and the
+/// executors, in the SparkApplication's own fields (v1beta2 `SparkPodSpec`);
+/// topology spread constraints have none and go through the pod template
+/// (spark-operator 2.1+, Spark 3.0+).
+fn spark_pod_settings(body: &mut Value, placement: &PodPlacement) {
+    let placed = placed_pod_spec(placement);
+    for role in ["driver", "executor"] {
+        let pod = &mut body[role];
+        pod["podSecurityContext"] = json!(restricted_pod_context());
+        pod["securityContext"] = json!(restricted_container_context());
+        if let Some(v) = &placed.node_selector {
+            pod["nodeSelector"] = json!(v);
+        }
+        if let Some(v) = &placed.tolerations {
+            pod["tolerations"] = json!(v);
+        }
+        if let Some(v) = &placed.affinity {
+            pod["affinity"] = json!(v);
+        }
+        if let Some(v) = &placed.priority_class_name {
+            pod["priorityClassName"] = json!(v);
+        }
+        if let Some(v) = &placed.topology_spread_constraints {
+            pod["template"] = json!({"spec": {"topologySpreadConstraints": v}});
+        }
+    }
+    if let Some(secrets) = &placed.image_pull_secrets {
+        let names: Vec<&str> = secrets.iter().map(|s| s.name.as_str()).collect();
+        body["imagePullSecrets"] = json!(names);
+    }
+}
+
 /// A SparkApplication: a run (`plan` set; restart Never or OnFailure, a
 /// time to live) or the streaming application `<name>` (restart Always).
 pub fn spark_application(
@@ -493,6 +530,7 @@ pub fn spark_application(
     if let Some(sa) = driver.service_account {
         body["driver"]["serviceAccount"] = json!(sa);
     }
+    spark_pod_settings(&mut body, &engine.placement);
     match (&engine.sql, &engine.main_application_file) {
         (Some(_), _) => {
             body["mainClass"] = json!(SPARK_SQL_MAIN_CLASS);

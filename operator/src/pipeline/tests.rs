@@ -776,4 +776,133 @@ mod rendering {
         assert_eq!(streaming["spec"]["restartPolicy"]["type"], "Always");
         assert!(streaming["spec"].get("timeToLiveSeconds").is_none());
     }
+
+    /// The pods of every container workload a pipeline creates.
+    fn container_pods(s: &FeaturePipelineSpec) -> Vec<(&'static str, serde_json::Value)> {
+        let plan = RunPlan {
+            name: "ctr-m1".into(),
+            trigger: RunTrigger::Manual,
+            request: Some("r".into()),
+            interval: None,
+            scheduled_at: None,
+        };
+        let cj = serde_json::to_value(render::cron_job(&pref(), s)).unwrap();
+        let job = serde_json::to_value(render::run_job(&pref(), s, &plan)).unwrap();
+        let dep = serde_json::to_value(render::streaming_deployment(&pref(), s)).unwrap();
+        vec![
+            (
+                "cron job",
+                cj["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone(),
+            ),
+            ("run job", job["spec"]["template"]["spec"].clone()),
+            (
+                "streaming deployment",
+                dep["spec"]["template"]["spec"].clone(),
+            ),
+        ]
+    }
+
+    fn spark_pods(s: &FeaturePipelineSpec) -> Vec<(String, serde_json::Value)> {
+        let plan = RunPlan {
+            name: "ctr-m1".into(),
+            trigger: RunTrigger::Manual,
+            request: None,
+            interval: None,
+            scheduled_at: None,
+        };
+        let run = render::spark_application(&pref(), s, Some(&plan));
+        let streaming = render::spark_application(&pref(), s, None);
+        let mut out = Vec::new();
+        for (what, app) in [("spark run", &run), ("spark streaming", &streaming)] {
+            for role in ["driver", "executor"] {
+                out.push((format!("{what} {role}"), app["spec"][role].clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_pipeline_pod_meets_pod_security_restricted() {
+        let restricted_container = serde_json::json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": true,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        });
+        let restricted_pod = serde_json::json!({
+            "runAsNonRoot": true,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        });
+        // No user id is forced: pipeline images bring their own user.
+        for (what, pod) in container_pods(&spec("@daily")) {
+            assert_eq!(pod["securityContext"], restricted_pod, "{what}");
+            for c in pod["containers"].as_array().unwrap() {
+                assert_eq!(c["securityContext"], restricted_container, "{what}");
+            }
+        }
+        for (what, pod) in spark_pods(&spark(spec("@daily"))) {
+            assert_eq!(pod["podSecurityContext"], restricted_pod, "{what}");
+            assert_eq!(pod["securityContext"], restricted_container, "{what}");
+        }
+    }
+
+    #[test]
+    fn placement_lands_on_every_container_pod() {
+        let mut s = spec("@daily");
+        s.engine.container.as_mut().unwrap().placement = crate::render::sample_placement();
+        for (what, pod) in container_pods(&s) {
+            let pod: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(pod).unwrap();
+            crate::render::assert_sample_placement(&pod, what);
+        }
+        for (what, pod) in container_pods(&spec("@daily")) {
+            for key in crate::render::PLACEMENT_FIELDS {
+                assert!(pod.get(key).is_none(), "{what}: {key} rendered unset");
+            }
+        }
+    }
+
+    #[test]
+    fn placement_lands_on_spark_drivers_and_executors() {
+        let mut s = spark(spec("@daily"));
+        s.engine.spark.as_mut().unwrap().placement = crate::render::sample_placement();
+        let want = crate::render::placed_pod_spec(&crate::render::sample_placement());
+        for (what, pod) in spark_pods(&s) {
+            assert_eq!(
+                pod["nodeSelector"],
+                serde_json::json!(want.node_selector),
+                "{what}"
+            );
+            assert_eq!(
+                pod["tolerations"],
+                serde_json::json!(want.tolerations),
+                "{what}"
+            );
+            assert_eq!(pod["affinity"], serde_json::json!(want.affinity), "{what}");
+            assert_eq!(pod["priorityClassName"], "ranking-critical", "{what}");
+            assert_eq!(
+                pod["template"]["spec"]["topologySpreadConstraints"],
+                serde_json::json!(want.topology_spread_constraints),
+                "{what}"
+            );
+        }
+        let app = render::spark_application(&pref(), &s, None);
+        assert_eq!(
+            app["spec"]["imagePullSecrets"],
+            serde_json::json!(["registry"])
+        );
+        let bare = render::spark_application(&pref(), &spark(spec("@daily")), None);
+        for key in [
+            "nodeSelector",
+            "tolerations",
+            "affinity",
+            "priorityClassName",
+            "template",
+        ] {
+            assert!(
+                bare["spec"]["driver"].get(key).is_none(),
+                "{key} rendered unset"
+            );
+        }
+        assert!(bare["spec"].get("imagePullSecrets").is_none());
+    }
 }

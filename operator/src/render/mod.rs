@@ -4,9 +4,11 @@
 //! by the rollout logic, so it is tested without a cluster.
 
 mod labels;
+mod pod;
 mod workload;
 
 pub use labels::*;
+pub use pod::*;
 pub use workload::*;
 
 use std::collections::BTreeMap;

@@ -355,3 +355,75 @@ fn readiness_is_probed_every_two_seconds() {
     );
     assert_eq!(c.liveness_probe.as_ref().unwrap().period_seconds, Some(10));
 }
+
+fn rendered_pod(s: &RankingModelSpec, track: Track) -> k8s_openapi::api::core::v1::PodSpec {
+    let d = deployment(
+        &model(),
+        s,
+        &config(),
+        &RevisionPlan {
+            track,
+            ..plan(Some(2))
+        },
+    );
+    d.spec.unwrap().template.spec.unwrap()
+}
+
+#[test]
+fn placement_lands_on_stable_and_canary_pod_templates() {
+    let mut s = spec("s3://b/m/model.json");
+    s.runtime.placement = sample_placement();
+    for track in [Track::Stable, Track::Canary, Track::Retiring] {
+        assert_sample_placement(&rendered_pod(&s, track), track.as_str());
+    }
+}
+
+#[test]
+fn without_placement_the_pod_template_has_no_placement_fields() {
+    let pod =
+        serde_json::to_value(rendered_pod(&spec("s3://b/m/model.json"), Track::Stable)).unwrap();
+    for key in PLACEMENT_FIELDS {
+        assert!(pod.get(key).is_none(), "{key} rendered without being set");
+    }
+}
+
+#[test]
+fn a_placement_change_updates_the_revision_in_place() {
+    // Same revision (no canary, same Deployment name), different applied hash:
+    // the operator applies the Deployment again and it rolls its pods.
+    let before = spec("s3://b/m/model.json");
+    let mut after = before.clone();
+    after.runtime.placement.node_selector = [("node-pool".into(), "gpu".into())].into();
+    assert_eq!(revision_of(&before), revision_of(&after));
+    let render = |s: &RankingModelSpec| deployment(&model(), s, &config(), &plan(Some(2)));
+    assert_eq!(render(&before).metadata.name, render(&after).metadata.name);
+    assert_ne!(
+        content_hash(&render(&before)),
+        content_hash(&render(&after))
+    );
+}
+
+#[test]
+fn the_serving_security_context_is_unchanged_by_the_shared_baseline() {
+    // Built from the restricted baseline now; an identical rendering keeps the
+    // applied hash of every existing Deployment (no rollout on upgrade).
+    let pod =
+        serde_json::to_value(rendered_pod(&spec("s3://b/m/model.json"), Track::Stable)).unwrap();
+    assert_eq!(
+        pod["securityContext"],
+        serde_json::json!({
+            "fsGroup": 65532, "runAsGroup": 65532, "runAsNonRoot": true,
+            "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}
+        })
+    );
+    for c in [&pod["containers"][0], &pod["initContainers"][0]] {
+        assert_eq!(
+            c["securityContext"],
+            serde_json::json!({
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                "readOnlyRootFilesystem": true, "runAsGroup": 65532, "runAsNonRoot": true,
+                "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}
+            })
+        );
+    }
+}

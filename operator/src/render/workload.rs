@@ -6,10 +6,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-    HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SecretEnvSource, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -19,6 +19,7 @@ use mlctl_crds::rankingmodel::PodMetadata;
 use serde::Serialize;
 
 use super::labels::*;
+use super::pod::{placed_pod_spec, restricted_container_context, restricted_pod_context};
 use super::{ModelRef, content_hash};
 
 /// Where the model artifact is mounted in the serving container.
@@ -64,7 +65,10 @@ impl Track {
 
 /// What a revision is made of: everything that changes what is served. A
 /// change of any of these is a new revision and goes through a rollout;
-/// resources, probes and ports are updated in place.
+/// resources, probes, ports, the service account and the placement
+/// (`spec.runtime.nodeSelector`, `tolerations`, ...) are updated in place: they
+/// change the pod template of the revision's Deployment, whose applied hash
+/// then differs, so it is applied again and rolls its pods (maxUnavailable 0).
 #[derive(Serialize)]
 struct RevisionIdentity<'a> {
     version: &'a str,
@@ -157,22 +161,14 @@ pub struct RevisionPlan {
     pub initial_replicas: Option<i32>,
 }
 
+/// `restricted`, plus what the operator can promise for its own ranker
+/// image: a fixed user and a read-only root filesystem.
 fn hardened_container_context() -> SecurityContext {
     SecurityContext {
-        allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
         run_as_user: Some(RUN_AS_USER),
         run_as_group: Some(RUN_AS_USER),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
-        ..SecurityContext::default()
+        ..restricted_container_context()
     }
 }
 
@@ -425,20 +421,15 @@ pub fn deployment(
                     enable_service_links: Some(false),
                     termination_grace_period_seconds: Some(30),
                     security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
                         run_as_user: Some(RUN_AS_USER),
                         run_as_group: Some(RUN_AS_USER),
                         fs_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
+                        ..restricted_pod_context()
                     }),
                     init_containers: (!init_containers.is_empty()).then_some(init_containers),
                     containers: vec![container],
                     volumes: Some(volumes),
-                    ..PodSpec::default()
+                    ..placed_pod_spec(&runtime.placement)
                 }),
             },
             ..DeploymentSpec::default()

@@ -226,4 +226,30 @@ spec:
             "f.yaml:3: spec: \"a  b\" on two lines or three\n"
         );
     }
+
+    #[test]
+    fn the_placement_example_is_clean_and_a_bad_toleration_points_at_its_list() {
+        let example = include_str!("../../../../examples/rankingmodel-placement.yaml");
+        let mut findings = Vec::new();
+        // The PriorityClass beside the model is not ours: one object checked.
+        assert_eq!(lint_text("p.yaml", example, &mut findings), 1);
+        let lines: Vec<String> = findings.iter().map(Finding::line_text).collect();
+        assert!(lines.is_empty(), "{lines:?}");
+
+        let bad = example.replace("operator: Equal", "operator: Exists");
+        lint_text("p.yaml", &bad, &mut findings);
+        let lines: Vec<String> = findings.iter().map(Finding::line_text).collect();
+        let at = bad
+            .lines()
+            .position(|l| l.trim() == "tolerations:")
+            .map(|i| i + 1)
+            .unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "p.yaml:{at}: spec.runtime.tolerations: a toleration with operator Exists"
+            )),
+            "{lines:?}"
+        );
+    }
 }

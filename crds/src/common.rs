@@ -77,7 +77,10 @@ pub struct PodPlacement {
     /// alike).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    #[x_kube(validation = Rule::new(format!("self.all(s, {})", DNS_SUBDOMAIN_RULE.replacen("self", "s.name", 1))).message("imagePullSecrets[].name must be the name of a Secret: lower-case letters, digits, '-' and '.'"))]
+    // No CEL rule on the names: `name` is the k8s type's string without a
+    // maxLength, so any rule over it is costed at the 3 MiB request size and
+    // the API server refuses the CRD. A wrong name shows as an image pull
+    // failure naming the Secret.
     pub image_pull_secrets: Vec<LocalObjectReference>,
     /// PriorityClass of these pods (pod `spec.priorityClassName`): which pods
     /// the scheduler preempts first when nodes are full. The class must exist.

@@ -171,15 +171,26 @@ async fn rank_through_service(
     let url = format!("http://{ip}:80/v1/models/{model}:rank");
     let text = node::wait_for_answer(|c| c.post(&url).json(&body), LONG).await;
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let scores = value["ranking"]
+    let ids: Vec<u64> = value["ranking"]
         .as_array()
         .expect("a ranking")
         .iter()
-        .map(|d| (d["id"].as_u64().unwrap(), d["score"].as_f64().unwrap()))
+        .map(|d| d["id"].as_u64().unwrap())
         .collect();
+    // serde_json (without float_roundtrip) may round a float one ULP off: the
+    // scores are read from the text with Rust's correctly rounded parser.
+    let scores: Vec<f64> = text
+        .split("\"score\":")
+        .skip(1)
+        .map(|rest| {
+            let end = rest.find(['}', ',']).expect("a number");
+            rest[..end].trim().parse().expect("a score")
+        })
+        .collect();
+    assert_eq!(ids.len(), scores.len(), "{text}");
     (
         value["version"].as_str().unwrap_or_default().to_string(),
-        scores,
+        ids.into_iter().zip(scores).collect(),
     )
 }
 

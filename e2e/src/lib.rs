@@ -19,8 +19,8 @@
 
 mod dump;
 pub mod metrics;
-pub mod node;
 mod namespace;
+pub mod node;
 pub mod operator;
 mod wait;
 

@@ -280,7 +280,9 @@ import_images() {
 		ctr_node images import --no-unpack=false "$f" >/dev/null 2>"$NODE_DIR/import.err" ||
 			die "ctr images import $f failed: $(cat "$NODE_DIR/import.err")"
 	done
-	ctr_node images ls -q | grep -qxF "$PAUSE_IMAGE" || die "the pause image $PAUSE_IMAGE is not in $images/e2e"
+	local names
+	names=$(ctr_node images ls -q) || die "ctr images ls failed"
+	grep -qxF "$PAUSE_IMAGE" <<<"$names" || die "the pause image $PAUSE_IMAGE is not in $images/e2e"
 }
 
 # ------------------------------------------------------------ kubelet --------
@@ -430,7 +432,9 @@ remove_node_cgroups() {
 }
 
 node_down() {
-	[[ -d $NODE_DIR ]] || return 0
+	# Only a node this run directory started (its snapshot is removed once
+	# `down` has verified the host): never another cluster's pods or cgroups.
+	[[ -f $NODE_DIR/host-before.txt ]] || return 0
 	stop_component kube-proxy
 	# The kubelet before the API server: an API server with a kubelet attached
 	# was seen ignoring SIGTERM for over 30 s.

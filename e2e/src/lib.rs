@@ -39,7 +39,7 @@ use kube::{
 
 pub use dump::{dump_on_failure, print_component_logs, print_file_tail};
 pub use namespace::TestNamespace;
-pub use wait::{wait_for, wait_for_deletion, wait_for_list};
+pub use wait::{phase_is, wait_for, wait_for_deletion, wait_for_list};
 
 /// The field manager of every server-side apply the tests do.
 pub const FIELD_MANAGER: &str = "mlctl-e2e";

@@ -163,3 +163,15 @@ fn to_yaml<K: Serialize>(object: &K) -> String {
     }
     serde_yaml_ng::to_string(&value).unwrap_or_else(|e| format!("<unprintable: {e}>"))
 }
+
+/// A predicate for [`wait_for`]: the RankingModel is in `phase` for its
+/// current generation (the operator has seen the latest spec).
+pub fn phase_is(
+    phase: mlctl_crds::rankingmodel::Phase,
+) -> impl Fn(Option<&mlctl_crds::RankingModel>) -> bool {
+    move |m: Option<&mlctl_crds::RankingModel>| {
+        m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+            s.phase == Some(phase) && s.observed_generation == m.and_then(|m| m.metadata.generation)
+        })
+    }
+}

@@ -21,18 +21,11 @@ use mlctl_crds::rankingmodel::Phase;
 use mlctl_e2e::node::{self, NODE_IP, NodeProcess};
 use mlctl_e2e::operator::target_dir;
 use mlctl_e2e::{
-    TestNamespace, apply_yaml, client, install_crds, require_node, wait_for, workspace_root,
+    TestNamespace, apply_yaml, client, install_crds, phase_is, require_node, wait_for,
+    workspace_root,
 };
 
 const LONG: Duration = Duration::from_secs(180);
-
-fn phase_is(phase: Phase) -> impl Fn(Option<&RankingModel>) -> bool {
-    move |m: Option<&RankingModel>| {
-        m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
-            s.phase == Some(phase) && s.observed_generation == m.and_then(|m| m.metadata.generation)
-        })
-    }
-}
 
 fn sha256_hex(path: &Path) -> String {
     let out = Command::new("sha256sum")

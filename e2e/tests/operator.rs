@@ -22,22 +22,14 @@ use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
 use mlctl_e2e::operator::{install_chart_rbac, service_account_kubeconfig, setup, start_operator};
 use mlctl_e2e::{
-    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, install_crds, kubectl, require_e2e,
-    wait_for, wait_for_deletion, wait_for_list, workspace_root,
+    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, install_crds, kubectl, phase_is,
+    require_e2e, wait_for, wait_for_deletion, wait_for_list, workspace_root,
 };
 
 const LONG: Duration = Duration::from_secs(120);
 
 fn example(name: &str) -> String {
     std::fs::read_to_string(workspace_root().join("examples").join(name)).expect("read example")
-}
-
-fn phase_is(phase: Phase) -> impl Fn(Option<&RankingModel>) -> bool {
-    move |m: Option<&RankingModel>| {
-        m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
-            s.phase == Some(phase) && s.observed_generation == m.and_then(|m| m.metadata.generation)
-        })
-    }
 }
 
 fn stable_version_is(version: &'static str) -> impl Fn(Option<&RankingModel>) -> bool {

@@ -177,6 +177,7 @@ start_bridge() {
 	start_component netns-bridge "$K8S_BIN/netns-bridge" \
 		--netns="/proc/$(pid_of netns-holder)/ns/net" \
 		--forward="ns:0.0.0.0:$APISERVER_PORT=host:127.0.0.1:$APISERVER_PORT" \
+		--forward="ns:0.0.0.0:$PROMETHEUS_PORT=host:127.0.0.1:$PROMETHEUS_PORT" \
 		--proxy-unix="$NODE_DIR/egress.sock" \
 		--proxy-tcp="127.0.0.1:$NODE_PROXY_PORT"
 	local deadline=$((SECONDS + 10))

@@ -95,42 +95,48 @@ impl MetricsEndpoint {
         }
     }
 
-    /// Waits until Prometheus returns `want` for the instant `query`
-    /// (Prometheus has no watch API: this asks again every 500 ms until the
-    /// deadline, then fails with the last answer).
+    /// Waits until Prometheus returns `want` for the instant `query`; see
+    /// [`wait_for_value`].
     pub async fn wait_for_value(&self, query: &str, want: f64, timeout: Duration) {
-        let Some(base) = prometheus_url() else {
-            panic!("MLCTL_E2E_PROMETHEUS_URL is not set: start the cluster with --with-prometheus");
-        };
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut last = String::new();
-        loop {
-            let res = http
-                .get(format!("{base}/api/v1/query"))
-                .query(&[("query", query)])
-                .send()
-                .await;
-            if let Ok(r) = res
-                && let Ok(v) = r.json::<serde_json::Value>().await
-            {
-                let value = v["data"]["result"][0]["value"][1]
-                    .as_str()
-                    .and_then(|s| s.parse::<f64>().ok());
-                if value == Some(want) {
-                    return;
-                }
-                last = v.to_string();
+        wait_for_value(query, want, timeout).await;
+    }
+}
+
+/// Waits until the cluster's Prometheus returns `want` for the instant `query`
+/// (Prometheus has no watch API: this asks again every 500 ms until the
+/// deadline, then fails with the last answer).
+pub async fn wait_for_value(query: &str, want: f64, timeout: Duration) {
+    let Some(base) = prometheus_url() else {
+        panic!("MLCTL_E2E_PROMETHEUS_URL is not set: start the cluster with --with-prometheus");
+    };
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let res = http
+            .get(format!("{base}/api/v1/query"))
+            .query(&[("query", query)])
+            .send()
+            .await;
+        if let Ok(r) = res
+            && let Ok(v) = r.json::<serde_json::Value>().await
+        {
+            let value = v["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|s| s.parse::<f64>().ok());
+            if value == Some(want) {
+                return;
             }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "Prometheus never returned {want} for {query} within {timeout:?}; last answer: {last}"
-                );
-            }
-            // Polling interval (not synchronisation: the loop ends on the
-            // condition or the deadline).
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            last = v.to_string();
         }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "Prometheus never returned {want} for {query} within {timeout:?}; last answer: {last}"
+            );
+        }
+        // Polling interval (not synchronisation: the loop ends on the
+        // condition or the deadline).
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

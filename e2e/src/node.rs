@@ -12,7 +12,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -181,11 +181,62 @@ impl NodeProcess {
     }
 }
 
+impl NodeProcess {
+    /// Sends SIGTERM (nsenter execs the program, so the program gets it) and
+    /// waits up to `timeout` for the exit; SIGKILL after that. Returns the exit
+    /// status when the program exited by itself.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A fresh directory under target/e2e-node/ for a test's files.
+pub fn scratch_dir(label: &str) -> PathBuf {
+    let dir = crate::operator::target_dir()
+        .join("e2e-node")
+        .join(format!("{label}-{}", crate::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+/// `dir` served over plain HTTP at `NODE_IP:port`, from inside the node's
+/// network namespace (Python's http.server), so pods can fetch from it.
+pub fn file_server(dir: &Path, port: u16) -> NodeProcess {
+    NodeProcess::start(
+        "http",
+        "python3",
+        &[
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            NODE_IP,
+            "--directory",
+            dir.to_str().expect("a UTF-8 path"),
+            &port.to_string(),
+        ],
+        "Serving HTTP",
+        Duration::from_secs(20),
+    )
 }
 
 /// The operator, installed in the cluster from its image with the chart

@@ -90,6 +90,8 @@ fn helm_lint_passes() {
             "--set",
             "serviceMonitor.enabled=true",
             "--set",
+            "rankerPodMonitor.enabled=true",
+            "--set",
             "replicas=2",
             "--set-json",
             r#"imagePullSecrets=[{"name":"regcred"}]"#,
@@ -406,6 +408,63 @@ fn service_monitor_is_opt_in_and_scrapes_the_metrics_service_port() {
     let monitor = only(&objects, "ServiceMonitor");
     assert_eq!(monitor["metadata"]["namespace"], "mlctl-system");
     assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "30s");
+}
+
+#[test]
+fn ranker_pod_monitor_is_opt_in_and_selects_the_ranking_model_pods_of_the_watched_namespaces() {
+    require_e2e!();
+    assert!(
+        !kinds(&template(&[])).iter().any(|k| k == "PodMonitor"),
+        "a PodMonitor by default"
+    );
+    let objects = template(&[
+        "--set",
+        "rankerPodMonitor.enabled=true",
+        "--set",
+        "rankerPodMonitor.labels.release=kube-prometheus-stack",
+        "--set",
+        "rankerPodMonitor.interval=5s",
+        "--set",
+        "watchNamespaces={search,ads}",
+    ]);
+    let monitor = only(&objects, "PodMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["namespace"], "mlctl-system");
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"]["matchNames"],
+        json!(["search", "ads"])
+    );
+    // The labels the operator puts on every ranking-model pod
+    // (operator/src/render: app.kubernetes.io/component and managed-by).
+    let pod = json!({
+        "app.kubernetes.io/component": "ranking-model",
+        "app.kubernetes.io/managed-by": "mlctl-operator",
+        "app.kubernetes.io/name": "ranker",
+        "mlctl.io/model": "ranker",
+    });
+    let selector = &monitor["spec"]["selector"]["matchLabels"];
+    assert!(selects(selector, &pod), "{selector}");
+    // Not the operator's own pods.
+    let operator_pod = &only(&objects, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        !selects(selector, operator_pod),
+        "{selector} {operator_pod}"
+    );
+    let endpoints = monitor["spec"]["podMetricsEndpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+    assert_eq!(endpoints[0]["port"], "http");
+    assert_eq!(endpoints[0]["path"], "/metrics");
+    assert_eq!(endpoints[0]["interval"], "5s");
+
+    // Watching every namespace: any namespace.
+    let objects = template(&["--set", "rankerPodMonitor.enabled=true"]);
+    let monitor = only(&objects, "PodMonitor");
+    assert_eq!(monitor["spec"]["namespaceSelector"], json!({"any": true}));
+    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["interval"], "10s");
 }
 
 #[test]

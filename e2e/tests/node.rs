@@ -49,26 +49,6 @@ fn ranker_binary() -> PathBuf {
     path
 }
 
-/// A directory served over HTTP from inside the node's network namespace.
-fn http_server(dir: &Path, port: u16) -> NodeProcess {
-    NodeProcess::start(
-        "http",
-        "python3",
-        &[
-            "-u",
-            "-m",
-            "http.server",
-            "--bind",
-            NODE_IP,
-            "--directory",
-            dir.to_str().unwrap(),
-            &port.to_string(),
-        ],
-        "Serving HTTP",
-        Duration::from_secs(20),
-    )
-}
-
 /// A golden LightGBM ranker and rows without missing values.
 struct Golden {
     model: PathBuf,
@@ -106,7 +86,7 @@ fn golden() -> Golden {
 
 /// What `mlctl-ranker predict` scores offline for `rows`.
 fn predict_offline(model: &Path, rows: &[Vec<f64>]) -> Vec<f64> {
-    let dir = tempfile_dir("predict");
+    let dir = node::scratch_dir("predict");
     let csv = dir.join("rows.csv");
     let text: String = rows
         .iter()
@@ -135,14 +115,6 @@ fn predict_offline(model: &Path, rows: &[Vec<f64>]) -> Vec<f64> {
         .lines()
         .map(|l| l.trim().parse::<f64>().expect("a score per line"))
         .collect()
-}
-
-fn tempfile_dir(label: &str) -> PathBuf {
-    let dir = target_dir()
-        .join("e2e-node")
-        .join(format!("{label}-{}", mlctl_e2e::unique_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// POSTs `:rank` to the `<model>` Service's ClusterIP (through kube-proxy) and
@@ -384,9 +356,9 @@ async fn the_operator_from_its_image_serves_models_fetched_over_http_and_s3_with
     let sha = sha256_hex(&golden.model);
 
     // HTTP: a plain file server inside the node's network.
-    let www = tempfile_dir("www");
+    let www = node::scratch_dir("www");
     std::fs::copy(&golden.model, www.join("model.txt")).unwrap();
-    let _http = http_server(&www, 18080);
+    let _http = node::file_server(&www, 18080);
     // S3: moto's S3 server, seeded through the node proxy.
     let venv = String::from_utf8(
         Command::new(workspace_root().join("ranker/tools/pyenv"))
@@ -502,9 +474,9 @@ async fn a_wrong_sha256_aborts_at_the_progress_deadline_while_stable_keeps_servi
     let ns = TestNamespace::new(&client, "node-sha").await;
     node::helm_install_operator(&ns, &[]);
     let golden = golden();
-    let www = tempfile_dir("www-sha");
+    let www = node::scratch_dir("www-sha");
     std::fs::copy(&golden.model, www.join("model.txt")).unwrap();
-    let _http = http_server(&www, 18081);
+    let _http = node::file_server(&www, 18081);
     let uri = format!("http://{NODE_IP}:18081/model.txt");
     let good = sha256_hex(&golden.model);
     let wrong = "0".repeat(64);
@@ -617,14 +589,14 @@ async fn the_restricted_security_context_holds_and_a_small_memory_limit_is_repor
     let ns = TestNamespace::with_pod_security(&client, "node-sec", "restricted").await;
     node::helm_install_operator(&ns, &[]);
     let golden = golden();
-    let www = tempfile_dir("www-sec");
+    let www = node::scratch_dir("www-sec");
     std::fs::copy(&golden.model, www.join("model.txt")).unwrap();
     // 64 MiB that the ranker reads whole before parsing: far above a 24 MiB limit.
     let big: Vec<u8> = (0..64u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     std::fs::write(www.join("big.txt"), &big).unwrap();
-    let _http = http_server(&www, 18082);
+    let _http = node::file_server(&www, 18082);
     apply_yaml(
         &client,
         ns.name(),

@@ -281,6 +281,37 @@ async fn metrics_count_ranking_requests_by_code_and_not_probes() {
 }
 
 #[tokio::test]
+async fn an_injected_delay_slows_ranking_responses_and_shows_in_the_latency_histogram() {
+    let dir = TempDir::new("delay");
+    let server = Launch::new(&dir.model())
+        .env("RANKER_INJECT_DELAY", "1s")
+        .start();
+    let c = client();
+    server.wait_ready(&c).await;
+    // Probes are not delayed: readiness must stay cheap.
+    let t = Instant::now();
+    assert_eq!(get(&c, server.url("/ready")).await.0, 200);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let t = Instant::now();
+    let (code, _) = post(&c, server.url("/v1/models/m:rank"), rank_body(&ROWS)).await;
+    assert_eq!(code, 200);
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    let (_, metrics) = get(&c, server.url("/metrics")).await;
+    let text = metrics.as_str().expect("the metrics text").to_string();
+    let le = |b: &str| {
+        sample(
+            &text,
+            &format!(
+                r#"ranker_request_duration_seconds_bucket{{le="{b}",model="m",version="v1"}}"#
+            ),
+        )
+    };
+    assert_eq!(le("0.5"), 0.0, "{text}");
+    assert_eq!(le("2.5"), 1.0, "{text}");
+    assert!(server.log_text().contains("fault-injection testing only"));
+}
+
+#[tokio::test]
 async fn configuration_from_env_with_flags_winning_and_a_model_directory() {
     let dir = TempDir::new("env");
     dir.model();

@@ -11,6 +11,8 @@ pub const REVISION_LABEL: &str = "mlctl.io/revision";
 /// `stable`, `canary` or `retiring`; on Deployments only, because changing a
 /// pod template label would restart the pods.
 pub const TRACK_LABEL: &str = "mlctl.io/track";
+/// Pod annotation Prometheus' `kubernetes-pods` discovery keeps pods by.
+pub const SCRAPE_ANNOTATION: &str = "prometheus.io/scrape";
 /// `app.kubernetes.io/component`.
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// The field manager of every write of the operator.

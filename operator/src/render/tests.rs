@@ -427,3 +427,34 @@ fn the_serving_security_context_is_unchanged_by_the_shared_baseline() {
         );
     }
 }
+
+#[test]
+fn pods_carry_prometheus_scrape_annotations_that_pod_metadata_can_override() {
+    let annotations = |s: &RankingModelSpec| {
+        deployment(&model(), s, &config(), &plan(Some(1)))
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()
+    };
+    let a = annotations(&spec("s3://b/m/model.json"));
+    assert_eq!(a["prometheus.io/scrape"], "true");
+    assert_eq!(a["prometheus.io/port"], "9000");
+    assert_eq!(a["prometheus.io/path"], "/metrics");
+
+    let mut s = spec("s3://b/m/model.json");
+    s.runtime.pod_metadata = Some(mlctl_crds::rankingmodel::PodMetadata {
+        annotations: BTreeMap::from([
+            ("prometheus.io/scrape".to_string(), "false".to_string()),
+            ("team".to_string(), "search".to_string()),
+        ]),
+        ..Default::default()
+    });
+    let a = annotations(&s);
+    assert_eq!(a["prometheus.io/scrape"], "false");
+    assert_eq!(a["team"], "search");
+    assert_eq!(a["prometheus.io/port"], "9000");
+}

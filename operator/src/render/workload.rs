@@ -200,6 +200,16 @@ fn quantity(q: &str) -> Quantity {
     Quantity(q.to_string())
 }
 
+/// `prometheus.io/scrape`, `prometheus.io/port` and `prometheus.io/path` for a
+/// runtime serving its metrics at `/metrics` on `port` (runtime contract).
+pub fn scrape_annotations(port: i32) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (SCRAPE_ANNOTATION.to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), port.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ])
+}
+
 /// The serving Deployment of one revision.
 pub fn deployment(
     model: &ModelRef,
@@ -226,6 +236,13 @@ pub fn deployment(
         deployment_name(&model.name, &plan.revision),
     );
     pod_labels.insert(COMPONENT_LABEL.into(), "ranking-model".into());
+
+    // Prometheus' de-facto pod discovery convention (the `kubernetes-pods` job of
+    // Prometheus' example configuration and of the community Helm chart): the
+    // runtime serves its metrics at /metrics on the serving port. The user's
+    // podMetadata annotations win, so `prometheus.io/scrape: "false"` opts out.
+    let mut pod_annotations = scrape_annotations(port);
+    pod_annotations.extend(extra.annotations);
 
     let mut deployment_labels = pod_labels.clone();
     deployment_labels.insert(TRACK_LABEL.into(), plan.track.as_str().into());
@@ -412,7 +429,7 @@ pub fn deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: (!extra.annotations.is_empty()).then_some(extra.annotations),
+                    annotations: Some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {

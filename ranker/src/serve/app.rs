@@ -3,9 +3,9 @@
 //! second asynchronous call per query (shadow scoring) can be spawned from it.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -61,6 +61,8 @@ pub struct App {
     warmed: AtomicBool,
     /// True from the first SIGTERM/SIGINT on.
     draining: AtomicBool,
+    /// `--inject-delay` in microseconds (fault-injection tests only; 0 = none).
+    inject_delay_us: AtomicU64,
     /// The metrics registry.
     pub metrics: Metrics,
 }
@@ -157,6 +159,7 @@ impl App {
             model: OnceLock::new(),
             warmed: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            inject_delay_us: AtomicU64::new(0),
             metrics,
         }
     }
@@ -187,6 +190,13 @@ impl App {
     /// Loaded and warmed, and not draining.
     pub fn is_ready(&self) -> bool {
         self.warmed.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Delays every ranking and infer response by `delay` (`--inject-delay`,
+    /// fault-injection tests only).
+    pub fn set_inject_delay(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.inject_delay_us.store(us, Ordering::Relaxed);
     }
 
     /// Readiness goes false at once; requests are still served.
@@ -514,6 +524,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infal
             Route::NotFound => error(StatusCode::NOT_FOUND, "not found"),
         }
     };
+    let delay_us = app.inject_delay_us.load(Ordering::Relaxed);
+    if delay_us > 0 && route.counted() {
+        tokio::time::sleep(Duration::from_micros(delay_us)).await;
+    }
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
     let documents = scored.as_ref().map_or(0, |s| s.documents);

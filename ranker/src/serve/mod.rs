@@ -109,6 +109,11 @@ pub struct Args {
     /// per request).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// For fault-injection tests only: delay every ranking and infer response by
+    /// this long (counted in the latency metric), to prove that a slow version
+    /// fails a canary's latency analysis. Never set it in production.
+    #[arg(long, env = "RANKER_INJECT_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub inject_delay: Duration,
 }
 
 /// Parses `5s`, `500ms`, `1m` or a bare number of seconds.
@@ -218,6 +223,10 @@ pub async fn serve(args: Args) -> Result<(), ServeError> {
         args.max_body_bytes,
         args.max_documents,
     ));
+    if !args.inject_delay.is_zero() {
+        warn!(delay = ?args.inject_delay, "--inject-delay: every ranking and infer response is delayed (fault-injection testing only)");
+        app.set_inject_delay(args.inject_delay);
+    }
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<ServeError>(1);
     tokio::spawn(load_in_background(
         app.clone(),

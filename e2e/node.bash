@@ -373,6 +373,11 @@ node_healthy() {
 node_up() {
 	local t
 	t=$(now_ms)
+	# containerd creates image snapshots with its umask: under 077 (a hardened
+	# login, or a umask leaked into this script) the layers' directories are
+	# 0700 and a non-root container cannot read its own root filesystem
+	# ("libgcc_s.so.1: Permission denied", "exec: stat ...: permission denied").
+	umask 022
 	scripts_root=$(dirname "$SCRIPT_DIR")
 	"$scripts_root/scripts/install-debs" node || die "installing the node's Debian packages failed"
 	mkdir -p "$NODE_DIR"

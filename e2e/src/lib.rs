@@ -199,6 +199,21 @@ pub async fn dynamic_api(
     }
 }
 
+/// The Events in the Api's namespace with this `reason`.
+pub async fn events_with_reason(
+    events: &Api<k8s_openapi::api::core::v1::Event>,
+    reason: &str,
+) -> Vec<k8s_openapi::api::core::v1::Event> {
+    events
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("list events: {e}"))
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
 /// The run directory of the local cluster (`MLCTL_E2E_CLUSTER_DIR`, exported by
 /// `e2e/cluster env`): kubeconfigs under it, component logs in `logs/`.
 pub fn cluster_dir() -> PathBuf {

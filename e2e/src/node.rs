@@ -209,6 +209,19 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The sha256 of a file, in hex (what `spec.model.sha256` takes).
+pub fn sha256_hex(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("sha256sum {} printed no hash", path.display()))
+        .to_string()
+}
+
 /// A fresh directory under target/e2e-node/ for a test's files.
 pub fn scratch_dir(label: &str) -> PathBuf {
     let dir = crate::operator::target_dir()

@@ -15,7 +15,7 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
-use mlctl_e2e::{apply_yaml, require_e2e, wait_for};
+use mlctl_e2e::{apply_yaml, events_with_reason, require_e2e, wait_for};
 
 const MODEL: &str = r#"
 apiVersion: mlctl.io/v1alpha1
@@ -40,17 +40,6 @@ fn condition_message(m: &RankingModel, type_: &str) -> String {
         .and_then(|s| s.conditions.0.iter().find(|c| c.type_ == type_))
         .map(|c| c.message.clone())
         .unwrap_or_default()
-}
-
-async fn events_with_reason(events: &Api<Event>, reason: &str) -> Vec<Event> {
-    events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .collect()
 }
 
 #[tokio::test]

@@ -27,18 +27,6 @@ use mlctl_e2e::{
 
 const LONG: Duration = Duration::from_secs(180);
 
-fn sha256_hex(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("a hash")
-        .to_string()
-}
-
 fn ranker_binary() -> PathBuf {
     let path = target_dir().join("debug/mlctl-ranker");
     assert!(
@@ -353,7 +341,7 @@ async fn the_operator_from_its_image_serves_models_fetched_over_http_and_s3_with
 
     let golden = golden();
     let offline = predict_offline(&golden.model, &golden.rows);
-    let sha = sha256_hex(&golden.model);
+    let sha = node::sha256_hex(&golden.model);
 
     // HTTP: a plain file server inside the node's network.
     let www = node::scratch_dir("www");
@@ -478,7 +466,7 @@ async fn a_wrong_sha256_aborts_at_the_progress_deadline_while_stable_keeps_servi
     std::fs::copy(&golden.model, www.join("model.txt")).unwrap();
     let _http = node::file_server(&www, 18081);
     let uri = format!("http://{NODE_IP}:18081/model.txt");
-    let good = sha256_hex(&golden.model);
+    let good = node::sha256_hex(&golden.model);
     let wrong = "0".repeat(64);
     let rollout = "  rollout:\n    progressDeadlineSeconds: 25\n    steps:\n      - setWeight: 50\n      - pause: {duration: 5s}\n";
     apply_yaml(
@@ -604,7 +592,7 @@ async fn the_restricted_security_context_holds_and_a_small_memory_limit_is_repor
             "secure",
             "v1",
             &format!("http://{NODE_IP}:18082/model.txt"),
-            &sha256_hex(&golden.model),
+            &node::sha256_hex(&golden.model),
             "",
             "",
         ),
@@ -688,7 +676,7 @@ async fn the_restricted_security_context_holds_and_a_small_memory_limit_is_repor
             "tight",
             "v1",
             &format!("http://{NODE_IP}:18082/big.txt"),
-            &sha256_hex(&www.join("big.txt")),
+            &node::sha256_hex(&www.join("big.txt")),
             "",
             "",
         )

@@ -272,6 +272,11 @@ async fn run(
     bodies: Bodies,
     mut out: Option<BufWriter<File>>,
 ) -> anyhow::Result<String> {
+    // Plain HTTP only, but when a build unifies reqwest's features with the
+    // operator's (`rustls-no-provider`, e.g. `cargo build -p mlctl-operator -p
+    // mlctl-e2e`), building a client without a process-wide rustls provider
+    // panics: install kube's ring provider first (a no-op when one is set).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .no_proxy()
         .http1_only()

@@ -132,6 +132,21 @@ pub fn step_text(step: &RolloutStep) -> String {
     }
 }
 
+/// A measured value as a person reads it: four significant digits
+/// (`0.009350000000000006` -> `0.00935`, `4.95e-4` stays short); anything
+/// that is not a finite number is shown as recorded.
+pub fn short_number(value: &str) -> String {
+    match value.parse::<f64>() {
+        Ok(v) if v.is_finite() => {
+            let rounded: f64 = format!("{v:.3e}").parse().unwrap_or(v);
+            let plain = format!("{rounded}");
+            let exp = format!("{rounded:e}");
+            if plain.len() <= exp.len() { plain } else { exp }
+        }
+        _ => value.to_string(),
+    }
+}
+
 /// One line describing where the rollout is, without a timestamp: printed on
 /// stderr whenever it changes.
 pub fn progress_line(model: &RankingModel) -> String {
@@ -177,21 +192,29 @@ pub fn progress_line(model: &RankingModel) -> String {
         }
         parts.push(text);
     }
-    // Analysis belongs to the canary; after it the verdicts are history.
+    // Analysis belongs to the canary; after it the verdicts are history. A
+    // step's metrics are shown while that step is current.
+    let current_step = status.canary.as_ref().map(|c| c.step_index);
     let metrics = status
         .analysis
         .iter()
         .flat_map(|a| a.metrics.iter())
-        .filter(|_| status.canary.is_some() && first.is_none());
+        .filter(|_| status.canary.is_some() && first.is_none())
+        .filter(|m| m.step.is_none() || m.step == current_step);
     for metric in metrics {
         let last = metric
             .measurements
             .last()
-            .and_then(|m| m.value.clone())
-            .map(|v| format!(" last {v}"))
+            .and_then(|m| m.value.as_deref())
+            .map(|v| format!(" last {}", short_number(v)))
             .unwrap_or_default();
+        let kind = if metric.step.is_some() {
+            "step analysis"
+        } else {
+            "analysis"
+        };
         parts.push(format!(
-            "analysis {} {} ({} ok, {} failed, {} inconclusive, {} errors{last})",
+            "{kind} {} {} ({} ok, {} failed, {} inconclusive, {} errors{last})",
             metric.name,
             metric.phase,
             metric.successful,
@@ -344,8 +367,38 @@ mod tests {
         let line = progress_line(&model(s, 1));
         assert_eq!(
             line,
-            "Progressing  stable v1  canary v2 weight 20% step 3/4 (analysis err)  analysis err Running (2 ok, 0 failed, 0 inconclusive, 0 errors last 0.01)"
+            "Progressing  stable v1  canary v2 weight 20% step 3/4 (analysis err)  step analysis err Running (2 ok, 0 failed, 0 inconclusive, 0 errors last 0.01)"
         );
+    }
+
+    #[test]
+    fn the_progress_line_shows_background_metrics_and_only_the_current_steps_metrics() {
+        let s = serde_json::json!({"phase": "Progressing", "observedGeneration": 1,
+            "stable": {"version": "v1", "uri": "u", "revision": "a"},
+            "canary": {"version": "v2", "uri": "u", "revision": "b", "weight": 50, "stepIndex": 3},
+            "analysis": {"metrics": [
+                {"name": "err", "step": 2, "phase": "Successful", "successful": 1},
+                {"name": "p99", "phase": "Running", "successful": 3,
+                 "measurements": [{"outcome": "Successful", "value": "0.009350000000000006", "at": "2026-11-25T10:00:00Z"}]}]}});
+        let line = progress_line(&model(s, 1));
+        assert!(!line.contains("analysis err"), "{line}");
+        assert!(
+            line.ends_with(
+                "analysis p99 Running (3 ok, 0 failed, 0 inconclusive, 0 errors last 0.00935)"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn measured_values_are_shown_with_four_significant_digits() {
+        assert_eq!(short_number("0.009350000000000006"), "0.00935");
+        assert_eq!(short_number("4.950000000000001e-4"), "4.95e-4");
+        assert_eq!(short_number("1"), "1");
+        assert_eq!(short_number("0.25"), "0.25");
+        assert_eq!(short_number("123456789"), "1.235e8");
+        assert_eq!(short_number("NaN"), "NaN");
+        assert_eq!(short_number("+Inf"), "+Inf");
     }
 
     #[test]

@@ -8,8 +8,8 @@ CARGO ?= cargo
 .PHONY: help test tools lint-rust unit build e2e crds cluster-up cluster-down bench bench-ranker demo demo-down images
 
 help:
-	@echo "make demo          - local control plane, operator and a canary rollout followed live"
-	@echo "make demo-down     - stop the demo's operator and control plane"
+	@echo "make demo          - a real node serving a ranker under load: a canary promoted on its metrics, a bad one rolled back"
+	@echo "make demo-down     - stop the demo's traffic, file server and control plane"
 	@echo "make test          - everything CI runs: fmt, clippy, unit tests, e2e suite"
 	@echo "make unit          - unit tests only (no cluster)"
 	@echo "make e2e           - the end-to-end suite (brings a local cluster up and down)"
@@ -20,7 +20,7 @@ help:
 	@echo "make bench-ranker  - mlctl-ranker vs LightGBM, XGBoost, lleaves, treelite, onnxruntime; HTTP p50/p99"
 	@echo "make images        - release images with buildah (no Docker) as OCI archives in target/images (docs/images.md)"
 
-## demo: the README's quickstart (scripts/demo: cluster, CRDs, chart, operator, a canary).
+## demo: the README's quickstart (scripts/demo: cluster with a real node, chart, traffic, two canaries).
 demo:
 	scripts/demo up
 

@@ -352,7 +352,7 @@ fn first(points: &[Point], what: impl Fn(&Point) -> bool) -> u64 {
 
 /// Every record that failed, for messages.
 fn failures(records: &[Record]) -> Vec<&Record> {
-    records.iter().filter(|r| r.status != 200).collect()
+    records.iter().filter(|r| r.failed()).collect()
 }
 
 fn assert_no_failures(records: &[Record]) {

@@ -51,6 +51,28 @@ const PROPAGATION_MS: u64 = 3_000;
 /// is almost four of them.
 const SHARE_TOLERANCE: f64 = 0.08;
 
+/// Prints a line of measured figures and appends it to target/e2e-figures.txt,
+/// which e2e/run prints after the suite (cargo test hides a passing test's
+/// output).
+macro_rules! figures {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        eprintln!("{line}");
+        record_figures(&line);
+    }};
+}
+
+fn record_figures(line: &str) {
+    use std::io::Write;
+    let path = target_dir().join("e2e-figures.txt");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    writeln!(file, "{line}").unwrap();
+}
+
 /// The demo's models (examples/demo/models, made by its train.py).
 fn models_dir() -> PathBuf {
     workspace_root().join("examples/demo/models")
@@ -368,7 +390,7 @@ fn assert_no_failures(records: &[Record]) {
 
 fn print_figures(label: &str, records: &[Record]) {
     let all = window(records, 0, u64::MAX);
-    eprintln!("FIGURES {label}: {all}");
+    figures!("FIGURES {label}: {all}");
 }
 
 #[tokio::test]
@@ -450,7 +472,7 @@ async fn a_good_version_is_promoted_through_its_steps_under_load_with_zero_faile
         let w = window(&records, from, end);
         let share = w.share(v2.version);
         let want = f64::from(p.weight) / 100.0;
-        eprintln!(
+        figures!(
             "FIGURES weight {}%: {w}; canary share {share:.3} (want {want:.2} ± {SHARE_TOLERANCE})",
             p.weight
         );
@@ -535,7 +557,7 @@ fn assert_aborted_in_time_and_back_on_stable(
     aborted: u64,
 ) {
     let to_abort = aborted - took_traffic;
-    eprintln!(
+    figures!(
         "FIGURES {label}: aborted {:.1} s after the canary took traffic (bound 20 s + 10 s)",
         to_abort as f64 / 1e3
     );
@@ -544,7 +566,7 @@ fn assert_aborted_in_time_and_back_on_stable(
         "{label}: aborted only {to_abort} ms after the canary took traffic"
     );
     let after = window(records, aborted + PROPAGATION_MS, u64::MAX);
-    eprintln!("FIGURES {label} after the abort: {after}");
+    figures!("FIGURES {label} after the abort: {after}");
     assert!(after.sent > 0, "no traffic after the abort was recorded");
     assert_eq!(
         after.failed, 0,
@@ -574,7 +596,7 @@ async fn a_version_answering_400_is_aborted_by_the_error_rate_analysis_and_answe
 
     // The bad version did get its share, and every failure is its 400.
     let during = window(&records, took_traffic + PROPAGATION_MS, aborted);
-    eprintln!("FIGURES 400s while the canary took traffic: {during}");
+    figures!("FIGURES 400s while the canary took traffic: {during}");
     assert!(
         during.failed > 0,
         "the bad version never answered: {during}"
@@ -695,7 +717,7 @@ async fn mlctl_rollback_under_load_drops_no_request() {
     // still the replaced version's.
     let before = window(&records, 0, started + 1_000);
     let after = window(&records, rolled_back + PROPAGATION_MS, u64::MAX);
-    eprintln!(
+    figures!(
         "FIGURES rollback took {:.1} s; before: {before}; after: {after}",
         (rolled_back - started) as f64 / 1e3
     );

@@ -602,12 +602,21 @@ async fn a_version_answering_400_is_aborted_by_the_error_rate_analysis_and_answe
         "the bad version never answered: {during}"
     );
     for r in failures(&records) {
-        assert_eq!(r.status, 400, "only the bad version's 400s fail: {r:?}");
+        assert_eq!(
+            (r.status, r.version.as_deref()),
+            (400, Some(bad.version)),
+            "only the bad version fails, with a 400 naming it: {r:?}"
+        );
         assert!(
             r.error.as_deref().is_some_and(|e| e.contains("features")),
             "the 400 names the feature count: {r:?}"
         );
     }
+    assert_eq!(
+        during.by_version.get(bad.version).copied(),
+        Some(during.failed),
+        "{during}"
+    );
     assert_aborted_in_time_and_back_on_stable("400s", &records, &good, took_traffic, aborted);
 
     let reason = s.abort_reason("ranker").await;

@@ -170,6 +170,12 @@ async fn every_error_is_json_naming_the_problem() {
         let (status, v) = post(&c, url.clone(), body).await;
         assert_eq!(status, want_status, "{url}: {v}");
         assert!(error_of(&v).contains(want), "{url}: {v}");
+        // Which model and version refused: a Service may front several.
+        assert_eq!(
+            (&v["model"], &v["version"]),
+            (&json!("m"), &json!("v1")),
+            "{url}: {v}"
+        );
     }
     // A body streamed without Content-Length (chunked) is cut at the limit too.
     let mut stream = TcpStream::connect(&server.addr).unwrap();

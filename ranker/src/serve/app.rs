@@ -87,7 +87,18 @@ impl ScoreRows for f64 {
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
+    /// The served model and version (added by [`handle`]), so a client of a
+    /// Service in front of several versions knows which one refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'a str>,
 }
+
+/// The message of an [`error`] response, kept as a response extension so that
+/// [`handle`] can add the served model and version to the body.
+#[derive(Debug, Clone)]
+struct ErrorMessage(String);
 
 /// A JSON response.
 fn json(status: StatusCode, body: Vec<u8>) -> Resp {
@@ -100,8 +111,15 @@ fn json(status: StatusCode, body: Vec<u8>) -> Resp {
 
 /// A `{"error": ...}` response.
 pub fn error(status: StatusCode, message: &str) -> Resp {
-    let body = serde_json::to_vec(&ErrorBody { error: message }).unwrap_or_default();
-    json(status, body)
+    let body = serde_json::to_vec(&ErrorBody {
+        error: message,
+        model: None,
+        version: None,
+    })
+    .unwrap_or_default();
+    let mut r = json(status, body);
+    r.extensions_mut().insert(ErrorMessage(message.to_owned()));
+    r
 }
 
 fn to_json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
@@ -524,6 +542,14 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infal
             Route::NotFound => error(StatusCode::NOT_FOUND, "not found"),
         }
     };
+    if let Some(ErrorMessage(message)) = resp.extensions_mut().remove::<ErrorMessage>() {
+        let body = ErrorBody {
+            error: &message,
+            model: Some(&app.name),
+            version: Some(&app.version),
+        };
+        *resp.body_mut() = Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
+    }
     let delay_us = app.inject_delay_us.load(Ordering::Relaxed);
     if delay_us > 0 && route.counted() {
         tokio::time::sleep(Duration::from_micros(delay_us)).await;

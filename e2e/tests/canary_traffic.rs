@@ -363,6 +363,16 @@ impl Timeline {
     }
 }
 
+/// Healthy with `version` as the stable one.
+fn serving(version: &str) -> impl Fn(Option<&RankingModel>) -> bool + '_ {
+    move |rm| {
+        rm.and_then(|rm| rm.status.as_ref()).is_some_and(|st| {
+            st.phase == Some(Phase::Healthy)
+                && st.stable.as_ref().is_some_and(|s| s.version == version)
+        })
+    }
+}
+
 /// The time the status first satisfied `what`.
 fn first(points: &[Point], what: impl Fn(&Point) -> bool) -> u64 {
     points
@@ -427,12 +437,10 @@ async fn a_good_version_is_promoted_through_its_steps_under_load_with_zero_faile
         &s.models,
         "ranker",
         |rm: Option<&RankingModel>| {
-            rm.and_then(|rm| rm.status.as_ref()).is_some_and(|st| {
-                st.phase == Some(Phase::Healthy)
-                    && st.stable.as_ref().is_some_and(|s| s.version == v2.version)
-            }) || rm
-                .and_then(|rm| rm.status.as_ref())
-                .is_some_and(|st| st.phase == Some(Phase::Degraded))
+            serving(v2.version)(rm)
+                || rm
+                    .and_then(|rm| rm.status.as_ref())
+                    .is_some_and(|st| st.phase == Some(Phase::Degraded))
         },
         LONG,
     )
@@ -521,13 +529,13 @@ fn hold_at_20() -> Value {
 }
 
 /// Rolls `bad` out over `good` under load and waits until the analysis
-/// aborted it and its pods are gone. Returns the records, the status
-/// timeline, and when the canary took traffic and when it was aborted.
+/// aborted it and its pods are gone. Returns the records, and when the
+/// canary took traffic and when it was aborted.
 async fn abort_under_load(
     s: &Scene,
     good: &Version<'_>,
     bad: &Version<'_>,
-) -> (Vec<Record>, Vec<Point>, u64, u64) {
+) -> (Vec<Record>, u64, u64) {
     s.apply("ranker", good, 2, rollout(hold_at_20())).await;
     wait_for(&s.models, "ranker", phase_is(Phase::Healthy), LONG).await;
     let timeline = Timeline::start(&s.models, "ranker");
@@ -543,7 +551,7 @@ async fn abort_under_load(
         p.canary.as_deref() == Some(bad.version) && p.weight > 0
     });
     let aborted = first(&points, |p| p.phase == Some(Phase::Degraded));
-    (records, points, took_traffic, aborted)
+    (records, took_traffic, aborted)
 }
 
 /// The abort came within `interval × (failureLimit + 1)` = 20 s of the
@@ -591,7 +599,7 @@ async fn a_version_answering_400_is_aborted_by_the_error_rate_analysis_and_answe
         file: "search-ranker-v3-missing-feature.txt",
         env: &[],
     };
-    let (records, _points, took_traffic, aborted) = abort_under_load(&s, &good, &bad).await;
+    let (records, took_traffic, aborted) = abort_under_load(&s, &good, &bad).await;
     print_figures("400s", &records);
 
     // The bad version did get its share, and every failure is its 400.
@@ -641,7 +649,7 @@ async fn a_slow_version_fails_the_p99_analysis_and_is_rolled_back_without_a_fail
         file: "search-ranker-v2.txt",
         env: &[("RANKER_INJECT_DELAY", "400ms")],
     };
-    let (records, _points, took_traffic, aborted) = abort_under_load(&s, &good, &slow).await;
+    let (records, took_traffic, aborted) = abort_under_load(&s, &good, &slow).await;
     print_figures("slow", &records);
 
     assert_no_failures(&records);
@@ -677,18 +685,7 @@ async fn mlctl_rollback_under_load_drops_no_request() {
     .await;
     wait_for(&s.models, "ranker", phase_is(Phase::Healthy), LONG).await;
     s.set_version("ranker", &v2).await;
-    wait_for(
-        &s.models,
-        "ranker",
-        |rm: Option<&RankingModel>| {
-            rm.and_then(|rm| rm.status.as_ref()).is_some_and(|st| {
-                st.phase == Some(Phase::Healthy)
-                    && st.stable.as_ref().is_some_and(|s| s.version == v2.version)
-            })
-        },
-        LONG,
-    )
-    .await;
+    wait_for(&s.models, "ranker", serving(v2.version), LONG).await;
     s.wait_until_no_pods_of("ranker", v1.version).await;
 
     let traffic = s.start_traffic("ranker").await;

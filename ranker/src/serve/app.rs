@@ -12,7 +12,6 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Serialize;
 
 use crate::engine::Scorer;
 
@@ -20,7 +19,11 @@ use super::infer::{self, INPUT_NAME, InferResponse, OUTPUT_NAME, OutputTensor};
 use super::loaded::Loaded;
 use super::metrics::{Metrics, ModelIdentity};
 use super::parse::{self, Feature, Reject};
-use super::rank::{self, RankResponse, Ranking};
+use super::peer::{self, Peer};
+use super::rank::{self, RankResponse, Ranking, StableRanking};
+use super::respond::{
+    ErrorBody, ErrorMessage, Refusal, error, error_free_ok, json, reject, to_json,
+};
 use super::routes::{Route, route};
 
 /// A scored request: the response body, the documents scored and the query id.
@@ -39,8 +42,7 @@ pub struct Scored {
     pub score_seconds: f64,
 }
 
-/// The response type of every handler.
-pub type Resp = Response<Full<Bytes>>;
+pub use super::respond::Resp;
 
 /// Shared server state.
 #[derive(Debug)]
@@ -65,6 +67,8 @@ pub struct App {
     inject_delay_us: AtomicU64,
     /// The metrics registry.
     pub metrics: Metrics,
+    /// Shadow and interleave (off unless `--peer-config` applies a config).
+    pub peer: Arc<Peer>,
 }
 
 /// Which scorer entry point a row type uses.
@@ -84,80 +88,6 @@ impl ScoreRows for f64 {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    /// The served model and version (added by [`handle`]), so a client of a
-    /// Service in front of several versions knows which one refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<&'a str>,
-}
-
-/// The message of an [`error`] response, kept as a response extension so that
-/// [`handle`] can add the served model and version to the body.
-#[derive(Debug, Clone)]
-struct ErrorMessage(String);
-
-/// A JSON response.
-fn json(status: StatusCode, body: Vec<u8>) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-/// A `{"error": ...}` response.
-pub fn error(status: StatusCode, message: &str) -> Resp {
-    let body = serde_json::to_vec(&ErrorBody {
-        error: message,
-        model: None,
-        version: None,
-    })
-    .unwrap_or_default();
-    let mut r = json(status, body);
-    r.extensions_mut().insert(ErrorMessage(message.to_owned()));
-    r
-}
-
-fn to_json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
-    match serde_json::to_vec(value) {
-        Ok(body) => json(status, body),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("encoding the response: {e}"),
-        ),
-    }
-}
-
-/// A refusal before any scoring (kept small: a whole response in an `Err` is large).
-#[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    message: String,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, message: &str) -> Refusal {
-        Refusal {
-            status,
-            message: message.to_owned(),
-        }
-    }
-    fn into_response(self) -> Resp {
-        error(self.status, &self.message)
-    }
-}
-
-fn reject(r: Reject) -> Resp {
-    match r {
-        Reject::BadRequest(m) => error(StatusCode::BAD_REQUEST, &m),
-        Reject::TooLarge(m) => error(StatusCode::PAYLOAD_TOO_LARGE, &m),
-    }
-}
-
 impl App {
     /// A server for one model, not yet loaded.
     pub fn new(
@@ -168,6 +98,7 @@ impl App {
         max_documents: usize,
     ) -> App {
         let metrics = Metrics::new(&name, &version);
+        let peer = Arc::new(Peer::new(&revision, metrics.peer.clone()));
         App {
             name,
             version,
@@ -179,6 +110,7 @@ impl App {
             draining: AtomicBool::new(false),
             inject_delay_us: AtomicU64::new(0),
             metrics,
+            peer,
         }
     }
 
@@ -233,14 +165,38 @@ impl App {
     /// Parses, scores and serializes a `:rank` body: the whole request path after
     /// the body is read. Returns the response body and the number of documents.
     pub fn rank_bytes(&self, model: &Loaded, body: &[u8]) -> Result<Scored, Reject> {
+        self.rank_any(model, body, false).map(|(scored, _)| scored)
+    }
+
+    /// As [`App::rank_bytes`], and keeps the ranking for the peer comparison.
+    pub(super) fn rank_keeping(
+        &self,
+        model: &Loaded,
+        body: &[u8],
+    ) -> Result<(Scored, StableRanking), Reject> {
+        self.rank_any(model, body, true)
+            .map(|(scored, kept)| (scored, kept.unwrap_or_default()))
+    }
+
+    fn rank_any(
+        &self,
+        model: &Loaded,
+        body: &[u8],
+        keep: bool,
+    ) -> Result<(Scored, Option<StableRanking>), Reject> {
         if model.f64_rows {
-            self.rank_typed::<f64>(model, body)
+            self.rank_typed::<f64>(model, body, keep)
         } else {
-            self.rank_typed::<f32>(model, body)
+            self.rank_typed::<f32>(model, body, keep)
         }
     }
 
-    fn rank_typed<T: ScoreRows>(&self, model: &Loaded, body: &[u8]) -> Result<Scored, Reject> {
+    fn rank_typed<T: ScoreRows>(
+        &self,
+        model: &Loaded,
+        body: &[u8],
+        keep: bool,
+    ) -> Result<(Scored, Option<StableRanking>), Reject> {
         let started = Instant::now();
         let req = parse::parse_rank::<T>(body, &model.schema)?;
         let parsed = Instant::now();
@@ -261,13 +217,20 @@ impl App {
         let mut out = Vec::with_capacity(64 + 48 * req.ids.len());
         serde_json::to_writer(&mut out, &resp)
             .map_err(|e| Reject::BadRequest(format!("encoding the response: {e}")))?;
-        Ok(Scored {
+        let scored = Scored {
             body: out,
             documents: req.ids.len(),
             query: req.query,
             parse_seconds: (parsed - started).as_secs_f64(),
             score_seconds: (scored - parsed).as_secs_f64(),
-        })
+        };
+        // Moves, no copy: the buffers are dropped here otherwise.
+        let kept = keep.then_some(StableRanking {
+            ids: req.ids,
+            scores,
+            order,
+        });
+        Ok((scored, kept))
     }
 
     fn infer_bytes(&self, model: &Loaded, body: &[u8]) -> Result<Scored, Reject> {
@@ -342,7 +305,7 @@ impl App {
         })
     }
 
-    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Refusal> {
+    pub(super) async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Refusal> {
         let max = self.max_body_bytes;
         let too_large = || {
             Refusal::new(
@@ -370,6 +333,19 @@ impl App {
         }
     }
 
+    /// The checks before scoring: the model name and version, a loaded model,
+    /// and the body within the limits.
+    pub(super) async fn admit(
+        &self,
+        req: Request<Incoming>,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(&Loaded, Bytes), Refusal> {
+        self.check_model(name, version)?;
+        let model = self.model_or_503()?;
+        Ok((model, self.read_body(req).await?))
+    }
+
     /// Handles `POST /v1/models/{name}:rank` and `POST /v2/models/{name}/infer`.
     async fn score_route(
         &self,
@@ -378,16 +354,9 @@ impl App {
         version: Option<&str>,
         infer: bool,
     ) -> (Resp, Option<Scored>) {
-        if let Err(r) = self.check_model(name, version) {
-            return (r.into_response(), None);
-        }
-        let model = match self.model_or_503() {
-            Ok(m) => m,
-            Err(r) => return (r.into_response(), None),
-        };
-        let body = match self.read_body(req).await {
-            Ok(b) => b,
-            Err(r) => return (r.into_response(), None),
+        let (model, body) = match self.admit(req, name, version).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => return (refusal.into_response(), None),
         };
         // Scored on this task: one request uses one core, and a second task per
         // request would only add a hand-off to the latency (see docs).
@@ -440,10 +409,6 @@ impl App {
         };
         error(StatusCode::SERVICE_UNAVAILABLE, why)
     }
-}
-
-fn error_free_ok() -> Resp {
-    json(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
 }
 
 /// Documents in the warm-up request.
@@ -530,10 +495,15 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infal
                 Ok(()) => app.readiness(true),
             },
             Route::Rank(name) => {
-                let (r, s) = app.score_route(req, name, None, false).await;
+                // Off, this is one atomic load; sampled requests take the peer path.
+                let (r, s) = match app.peer.sample(req.headers()) {
+                    None => app.score_route(req, name, None, false).await,
+                    Some(active) => peer::rank(&app, active, req, name).await,
+                };
                 scored = s;
                 r
             }
+            Route::Feedback => peer::feedback(&app, req).await,
             Route::Infer(name, version) => {
                 let (r, s) = app.score_route(req, name, *version, true).await;
                 scored = s;

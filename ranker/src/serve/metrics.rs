@@ -11,8 +11,10 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::peer::PeerMetrics;
+
 /// Buckets from 0.5 ms to 2.5 s: dense in the milliseconds, where a ranking p99 lives.
-const DURATION_BUCKETS: [f64; 15] = [
+pub(super) const DURATION_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
@@ -62,6 +64,8 @@ pub struct Metrics {
     duration: Histogram,
     documents: Counter,
     info: Family<InfoLabels, Gauge>,
+    /// The shadow and interleave families (docs/runtime-contract.md).
+    pub peer: PeerMetrics,
 }
 
 impl Metrics {
@@ -99,6 +103,7 @@ impl Metrics {
             "The loaded model (value 1), with its revision, format, trees and features",
             info.clone(),
         );
+        let peer = PeerMetrics::register(&mut registry, model);
         registry.register_collector(Box::new(ProcessCollector {
             start: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -115,6 +120,7 @@ impl Metrics {
             duration,
             documents,
             info,
+            peer,
         }
     }
 

@@ -9,8 +9,10 @@ mod infer;
 mod loaded;
 mod metrics;
 mod parse;
+mod peer;
 mod rank;
 mod request;
+mod respond;
 mod routes;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -114,6 +116,10 @@ pub struct Args {
     /// fails a canary's latency analysis. Never set it in production.
     #[arg(long, env = "RANKER_INJECT_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub inject_delay: Duration,
+    /// The peer config (`peer.json`: shadow or interleave with the canary), read
+    /// now and every second after; without it the pod never calls a peer.
+    #[arg(long, env = "RANKER_PEER_CONFIG")]
+    pub peer_config: Option<PathBuf>,
 }
 
 /// Parses `5s`, `500ms`, `1m` or a bare number of seconds.
@@ -226,6 +232,9 @@ pub async fn serve(args: Args) -> Result<(), ServeError> {
     if !args.inject_delay.is_zero() {
         warn!(delay = ?args.inject_delay, "--inject-delay: every ranking and infer response is delayed (fault-injection testing only)");
         app.set_inject_delay(args.inject_delay);
+    }
+    if let Some(path) = args.peer_config.clone() {
+        tokio::spawn(app.peer.clone().watch(path));
     }
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<ServeError>(1);
     tokio::spawn(load_in_background(

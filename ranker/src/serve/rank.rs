@@ -41,6 +41,18 @@ pub struct Ranking<'a> {
     pub order: &'a [usize],
 }
 
+/// The stable's answer to a sampled request, kept for the peer comparison
+/// (moved out of the scorer's buffers, not copied).
+#[derive(Debug, Default)]
+pub struct StableRanking {
+    /// Ids in input order.
+    pub ids: Vec<DocId>,
+    /// Scores in input order.
+    pub scores: Vec<f64>,
+    /// Indices in ranked order.
+    pub order: Vec<usize>,
+}
+
 #[derive(Serialize)]
 struct Entry<'a> {
     id: &'a DocId,

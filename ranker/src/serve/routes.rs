@@ -12,6 +12,8 @@ pub enum Route<'a> {
     V2Ready,
     V2Server,
     Rank(&'a str),
+    /// `POST /v1/feedback`: interleaving clicks (not ranking traffic).
+    Feedback,
     ModelMetadata(&'a str, Option<&'a str>),
     ModelReady(&'a str, Option<&'a str>),
     Infer(&'a str, Option<&'a str>),
@@ -22,7 +24,7 @@ impl Route<'_> {
     /// The one method the path takes (405 with `Allow` otherwise).
     pub fn method(&self) -> Method {
         match self {
-            Route::Rank(_) | Route::Infer(..) => Method::POST,
+            Route::Rank(_) | Route::Infer(..) | Route::Feedback => Method::POST,
             _ => Method::GET,
         }
     }
@@ -41,6 +43,7 @@ pub fn route(path: &str) -> Route<'_> {
         "/v2/health/live" => return Route::V2Live,
         "/v2/health/ready" => return Route::V2Ready,
         "/v2" => return Route::V2Server,
+        "/v1/feedback" => return Route::Feedback,
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/v1/models/") {
@@ -93,5 +96,7 @@ mod tests {
         assert_eq!(route("/v2/health/ready"), Route::V2Ready);
         assert_eq!(route("/nope"), Route::NotFound);
         assert!(Route::Rank("m").counted() && !Route::Ready.counted());
+        assert_eq!(route("/v1/feedback"), Route::Feedback);
+        assert!(!Route::Feedback.counted() && Route::Feedback.method() == Method::POST);
     }
 }

@@ -326,11 +326,13 @@ pub enum FeatureGate {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
+    validation = Rule::new("!has(self.steps) || !self.steps.exists(s, has(s.setWeight)) || !self.steps.exists(s, has(s.shadow) || has(s.interleave)) || self.steps.filter(s, has(s.setWeight)).all(w, self.steps.filter(s, has(s.shadow) || has(s.interleave)).all(c, self.steps.indexOf(w) > self.steps.lastIndexOf(c)))").message("spec.rollout.steps: shadow and interleave steps must come before the first setWeight step (the canary takes no user traffic while it is compared)"),
     validation = Rule::new("!has(self.steps) || self.steps.all(s, !has(s.analysis) || s.analysis.metrics.all(m, has(self.analysis) && ((has(self.analysis.metrics) && self.analysis.metrics.exists(x, x.name == m)) || (has(self.analysis.templates) && self.analysis.templates.exists(x, x.name == m)))))").message("a rollout step's analysis names a metric that is not defined: add it to spec.rollout.analysis.templates (or metrics)"),
 )]
 pub struct Rollout {
     /// Canary steps, executed in order. After the last step the canary becomes
-    /// stable at 100%.
+    /// stable at 100%. `shadow` and `interleave` steps come before the first
+    /// `setWeight` (the canary must not take user traffic yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub steps: Vec<RolloutStep>,
@@ -357,11 +359,12 @@ pub struct Rollout {
     pub abort_scale_down_delay_seconds: Option<i32>,
 }
 
-/// One canary step: exactly one of `setWeight`, `pause` or `analysis`.
+/// One canary step: exactly one of `setWeight`, `pause`, `analysis`, `shadow`
+/// or `interleave`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1").message("each spec.rollout.steps[] entry must set exactly one of setWeight, pause or analysis"),
+    validation = Rule::new("[has(self.setWeight), has(self.pause), has(self.analysis), has(self.shadow), has(self.interleave)].filter(x, x).size() == 1").message("each spec.rollout.steps[] entry must set exactly one of setWeight, pause, analysis, shadow or interleave"),
 )]
 pub struct RolloutStep {
     /// Percent of traffic to send to the canary (1-100).
@@ -374,6 +377,120 @@ pub struct RolloutStep {
     /// Run the named metrics to a verdict before continuing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisStep>,
+    /// Shadow scoring: the canary takes no user traffic; the stable pods send
+    /// it a sampled copy of their `:rank` requests and export how the two
+    /// rankings agree (`ranker_shadow_*` metrics) for the analysis to judge.
+    /// Must come before the first `setWeight` step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStep>,
+    /// Team-draft interleaving: for sampled queries the stable pods merge
+    /// their ranking with the canary's, users' clicks credit the ranker that
+    /// placed the document, and a sign test decides which one users prefer.
+    /// Must come before the first `setWeight` step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interleave: Option<InterleaveStep>,
+}
+
+/// A shadow step (docs/rollouts.md, "Shadow scoring").
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowStep {
+    /// How long the stable pods shadow the canary, e.g. `10m`, counted from
+    /// when the canary's pods are Ready and the operator wrote the config
+    /// (the kubelet takes up to its sync period to deliver it).
+    #[schemars(length(max = DURATION_MAX_LEN))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("shadow.duration must be a duration such as 30s, 5m or 1h30m"))]
+    pub duration: String,
+    /// Percent of the stable pods' `:rank` requests copied to the canary
+    /// (1-100, default 10). The canary gets enough pods for that share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("shadow.sample must be between 1 and 100 (percent of the stable's requests copied to the canary)"))]
+    pub sample: Option<i32>,
+    /// Cut-off of the `ndcg@k` and `overlap@k` agreement measures (1-1000,
+    /// default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("shadow.k must be between 1 and 1000"))]
+    pub k: Option<i32>,
+}
+
+/// An interleave step (docs/rollouts.md, "Interleaving").
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InterleaveStep {
+    /// Percent of the stable pods' `:rank` requests answered with an
+    /// interleaved ranking (1-100, default 10). Each costs a call to the
+    /// canary on the user's request path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("interleave.sample must be between 1 and 100 (percent of the stable's requests interleaved)"))]
+    pub sample: Option<i32>,
+    /// When the step decides: after this many judged queries (feedback
+    /// received), or after this long, whichever comes first. The sign test is
+    /// run once, then (a fixed horizon: testing as the counts grow and
+    /// stopping at the first significant result would inflate `alpha`).
+    pub until: InterleaveUntil,
+    /// Significance level of the two-sided sign test (default `0.05`), a
+    /// decimal between 0 and 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.matches('^0?[.][0-9]+$') && double(self) > 0.0 && double(self) <= 0.5").message("interleave.alpha must be a decimal between 0 and 0.5, e.g. \"0.05\""))]
+    pub alpha: Option<String>,
+    /// What a step without a significant preference does: `Pause` (default:
+    /// wait for `mlctl promote` or `mlctl abort`), `Continue` or `Abort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_no_preference: Option<NoPreference>,
+    /// The Prometheus that scrapes the ranker pods: the outcome counters
+    /// (`ranker_interleave_outcomes_total`) are read from it.
+    pub prometheus: InterleavePrometheus,
+}
+
+/// The budget of an interleave step: at least one of `queries`, `duration`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.queries) || has(self.duration)").message("interleave.until needs queries or duration (or both: whichever comes first), e.g. until: {queries: 2000}"),
+)]
+pub struct InterleaveUntil {
+    /// Judged queries (feedback received, ties included) to collect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("interleave.until.queries must be at least 1"))]
+    pub queries: Option<i64>,
+    /// Longest time to collect them, e.g. `2h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("interleave.until.duration must be a duration such as 30m or 2h"))]
+    pub duration: Option<String>,
+}
+
+/// What an interleave step without a significant preference does.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoPreference {
+    /// Pause the rollout (reason `Inconclusive`) for a person to decide.
+    Pause,
+    /// Go on to the next step: "not shown worse" is enough.
+    Continue,
+    /// Abort: the canary must be shown better.
+    Abort,
+}
+
+/// Where the interleaving outcome counters are read.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InterleavePrometheus {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://.+$')").message("interleave.prometheus.address must be an http:// or https:// URL"))]
+    pub address: String,
+    /// PromQL returning the outcome counts as a vector by `winner`
+    /// (`canary`, `stable`, `tie`). Default:
+    /// `sum by (winner) (ranker_interleave_outcomes_total{namespace="{{namespace}}",model="{{model}}",version="{{stable_version}}",canary_version="{{canary_version}}"})`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: Option<String>,
+    /// Request timeout (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("interleave.prometheus.timeout must be a duration such as 10s"))]
+    pub timeout: Option<String>,
 }
 
 /// A pause step.
@@ -720,6 +837,59 @@ pub struct CanaryRevision {
     /// (`abortScaleDownDelaySeconds` after the abort).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_at: Option<Time>,
+    /// The shadow and interleave steps of this canary that have started,
+    /// in step order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<ComparisonStatus>,
+}
+
+/// A shadow or interleave step of the current canary.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ComparisonStatus {
+    /// Index of the step in `spec.rollout.steps`.
+    pub step: i32,
+    /// `shadow` or `interleave`.
+    pub mode: String,
+    /// When the canary's pods were Ready and the stable pods were told to
+    /// compare (the step's clock starts here). Unset while it prepares
+    /// (canary pods starting; interleave: reading the counters' baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the step ended (its duration passed, or its verdict was reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Time>,
+    /// Interleave: outcome counts when the step started (the counters are
+    /// cumulative per pod; the step counts what came after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<InterleaveCounts>,
+    /// Interleave: judged queries since the step started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<InterleaveCounts>,
+    /// Interleave: the sign test's two-sided p-value, once decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<String>,
+    /// Interleave: `CanaryPreferred`, `StablePreferred` or `NoPreference`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// The last reading of the counters, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the counters were last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<Time>,
+}
+
+/// Interleaving outcomes: which ranker's documents got more clicks per query.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InterleaveCounts {
+    /// Queries the canary won.
+    pub canary: i64,
+    /// Queries the stable won.
+    pub stable: i64,
+    /// Ties (equal clicks, or none).
+    pub ties: i64,
 }
 
 /// Analysis state of the current canary.

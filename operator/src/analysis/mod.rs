@@ -84,13 +84,18 @@ impl Verdict {
 }
 
 /// Placeholder values substituted into queries and URLs: `{{model}}`,
-/// `{{namespace}}`, `{{version}}`, `{{track}}`.
+/// `{{namespace}}`, `{{version}}`, `{{track}}`, `{{stable_version}}`,
+/// `{{canary_version}}`.
 #[derive(Debug, Clone)]
 pub struct Vars {
     pub model: String,
     pub namespace: String,
     pub version: String,
     pub track: String,
+    /// The version serving stable traffic.
+    pub stable_version: String,
+    /// The version under canary.
+    pub canary_version: String,
 }
 
 /// What [`advance`] did.

@@ -2,6 +2,7 @@
 //! HTTP GET) endpoint. Each turns one request into a number, no data, or an
 //! error message that names the endpoint and what to fix.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mlctl_crds::common::parse_duration;
@@ -132,6 +133,27 @@ impl Prober {
         parse_prometheus(&endpoint, status, &body)
     }
 
+    /// An instant query returning a vector: each series' value by the value
+    /// of its `label` (series without it are summed under "").
+    pub async fn prometheus_by_label(
+        &self,
+        address: &str,
+        query: &str,
+        timeout: Option<&str>,
+        label: &str,
+        vars: &Vars,
+    ) -> Result<BTreeMap<String, f64>, String> {
+        let endpoint = format!("prometheus {address}");
+        let timeout = self.timeout("prometheus.timeout", timeout)?;
+        let base = format!("{}/api/v1/query", address.trim_end_matches('/'));
+        let mut url = Url::parse(&base)
+            .map_err(|e| format!("prometheus.address {address:?} is not a valid URL: {e}"))?;
+        url.query_pairs_mut()
+            .append_pair("query", &substitute(query, vars, false));
+        let (status, body) = self.get(&endpoint, url, &[], timeout).await?;
+        parse_by_label(&endpoint, status, &body, label)
+    }
+
     async fn web(&self, w: &WebProvider, vars: &Vars) -> Result<Option<f64>, String> {
         let url_text = substitute(&w.url, vars, true);
         let endpoint = format!("web {url_text}");
@@ -190,8 +212,9 @@ fn snippet(body: &[u8]) -> String {
     out
 }
 
-/// Replaces `{{model}}`, `{{namespace}}`, `{{version}}` and `{{track}}`;
-/// in URLs the values are percent-encoded.
+/// Replaces `{{model}}`, `{{namespace}}`, `{{version}}`, `{{track}}`,
+/// `{{stable_version}}` and `{{canary_version}}`; in URLs the values are
+/// percent-encoded.
 pub fn substitute(template: &str, vars: &Vars, in_url: bool) -> String {
     let encode = |v: &str| {
         if in_url {
@@ -205,6 +228,8 @@ pub fn substitute(template: &str, vars: &Vars, in_url: bool) -> String {
         .replace("{{namespace}}", &encode(&vars.namespace))
         .replace("{{version}}", &encode(&vars.version))
         .replace("{{track}}", &encode(&vars.track))
+        .replace("{{stable_version}}", &encode(&vars.stable_version))
+        .replace("{{canary_version}}", &encode(&vars.canary_version))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
@@ -287,6 +312,58 @@ fn parse_prometheus(
             other.unwrap_or("response without resultType")
         )),
     }
+}
+
+/// Interprets a Prometheus vector response as values by `label`.
+pub(super) fn parse_by_label(
+    endpoint: &str,
+    status: reqwest::StatusCode,
+    body: &[u8],
+    label: &str,
+) -> Result<BTreeMap<String, f64>, String> {
+    let json: Value = serde_json::from_slice(body).map_err(|_| {
+        if status.is_success() {
+            format!("{endpoint}: the response is not JSON: {}", snippet(body))
+        } else {
+            format!("{endpoint}: HTTP {status}: {}", snippet(body))
+        }
+    })?;
+    if json.get("status").and_then(Value::as_str) != Some("success") {
+        let error = json
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("no error message");
+        return Err(format!(
+            "{endpoint}: the query failed (HTTP {status}): {error}"
+        ));
+    }
+    let data = json.get("data").unwrap_or(&Value::Null);
+    if data.get("resultType").and_then(Value::as_str) != Some("vector") {
+        return Err(format!(
+            "{endpoint}: the query must return an instant vector by {label:?}"
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for series in data
+        .get("result")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+    {
+        let key = series
+            .get("metric")
+            .and_then(|m| m.get(label))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let value = series
+            .get("value")
+            .and_then(|v| v.get(1))
+            .and_then(Value::as_str)
+            .and_then(parse_number)
+            .ok_or_else(|| format!("{endpoint}: malformed sample {series}"))?;
+        *out.entry(key).or_insert(0.0) += value;
+    }
+    Ok(out)
 }
 
 /// A number as Prometheus and JSON APIs write it: `0.5`, `1e3`, `NaN`, `+Inf`, `-Inf`.

@@ -81,6 +81,8 @@ fn vars() -> Vars {
         namespace: "shop".into(),
         version: "1.0 beta/x".into(),
         track: "canary".into(),
+        stable_version: "0.9".into(),
+        canary_version: "1.0 beta/x".into(),
     }
 }
 
@@ -373,10 +375,55 @@ fn substitution_and_numbers() {
         substitute("http://h/{{version}}", &v, true),
         "http://h/1.0%20beta%2Fx"
     );
+    assert_eq!(
+        substitute("{{stable_version}}->{{canary_version}}", &v, false),
+        "0.9->1.0 beta/x"
+    );
     assert_eq!(parse_number(" 12 "), Some(12.0));
     assert_eq!(parse_number("-Inf"), Some(f64::NEG_INFINITY));
     assert_eq!(parse_number("1e3"), Some(1000.0));
     assert_eq!(parse_number("infinity"), None);
     assert_eq!(parse_number(""), None);
     assert_eq!(parse_number("0x10"), None);
+}
+
+#[tokio::test]
+async fn vectors_by_label_sum_series_and_refuse_other_shapes() {
+    let body = json!({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"winner": "canary"}, "value": [1.0, "12"]},
+        {"metric": {"winner": "stable"}, "value": [1.0, "3"]},
+        {"metric": {"winner": "stable"}, "value": [1.0, "2"]},
+        {"metric": {}, "value": [1.0, "1"]}
+    ]}})
+    .to_string();
+    let server = Server::start(Some(200), &body).await;
+    let got = Prober::new()
+        .prometheus_by_label(&server.url(), "q", None, "winner", &vars())
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        BTreeMap::from([
+            (String::new(), 1.0),
+            ("canary".to_string(), 12.0),
+            ("stable".to_string(), 5.0)
+        ])
+    );
+    let scalar =
+        json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "2"]}})
+            .to_string();
+    let server = Server::start(Some(200), &scalar).await;
+    let err = Prober::new()
+        .prometheus_by_label(&server.url(), "q", None, "winner", &vars())
+        .await
+        .unwrap_err();
+    assert!(err.contains("instant vector by \"winner\""), "{err}");
+    let failed =
+        json!({"status": "error", "errorType": "bad_data", "error": "parse error"}).to_string();
+    let server = Server::start(Some(400), &failed).await;
+    let err = Prober::new()
+        .prometheus_by_label(&server.url(), "q", None, "winner", &vars())
+        .await
+        .unwrap_err();
+    assert!(err.contains("parse error"), "{err}");
 }

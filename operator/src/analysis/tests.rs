@@ -362,6 +362,8 @@ async fn advance_measures_what_is_due_and_says_when_to_wake() {
         namespace: "shop".into(),
         version: "2".into(),
         track: "canary".into(),
+        stable_version: "1".into(),
+        canary_version: "2".into(),
     };
     let prober = Prober::new();
     // A background status of the same name must not be mistaken for the step's.

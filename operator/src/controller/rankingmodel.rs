@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -16,8 +16,8 @@ use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
 use kube::{Api, Resource, ResourceExt};
-use mlctl_crds::rankingmodel::RankingModelStatus;
-use mlctl_crds::{FeaturePipeline, RankingModel};
+use mlctl_crds::rankingmodel::{InterleaveCounts, RankingModelStatus};
+use mlctl_crds::{FeaturePipeline, RankingModel, RankingModelSpec};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
@@ -29,7 +29,7 @@ use crate::render::{
     self, FIELD_MANAGER, INITIAL_REPLICAS_MANAGER, ModelRef, Track, revision_selector,
     selector_string,
 };
-use crate::rollout::{self, ObservedDeployment, Requests, Transition, set_condition};
+use crate::rollout::{self, ObservedDeployment, Requests, Transition, compare, set_condition};
 use crate::routing;
 use crate::telemetry::Metrics;
 
@@ -245,6 +245,17 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         .await?;
     }
 
+    // What the stable pods compare with the canary (shadow, interleave).
+    apply_peer_config(
+        &mref,
+        &decision,
+        &observed_services,
+        &services,
+        ctx,
+        &model.spec,
+    )
+    .await?;
+
     // Autoscaler.
     let observed_hpa = list_owned(&hpas, &mref.name, &uid).await?;
     match (&model.spec.autoscaling, &decision.autoscaler_target) {
@@ -344,6 +355,79 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     })
 }
 
+/// Writes `<model>-peer`: the decision's comparison plan, or `off`.
+async fn apply_peer_config(
+    mref: &ModelRef,
+    decision: &rollout::Decision,
+    observed_services: &[Service],
+    services: &Api<Service>,
+    ctx: &Context,
+    spec: &RankingModelSpec,
+) -> Result<()> {
+    // Models that never compare have no `<model>-peer` (the volume is
+    // optional): no object and no read per model for the common case.
+    let compares = spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.steps.iter().any(|s| compare::sample(s).is_some()))
+        || decision
+            .status
+            .canary
+            .as_ref()
+            .is_some_and(|c| !c.comparisons.is_empty());
+    if !compares {
+        return Ok(());
+    }
+    let target = match (
+        &decision.peer,
+        decision.status.stable.as_ref(),
+        decision.status.canary.as_ref(),
+    ) {
+        (Some(_), Some(stable), Some(canary)) => {
+            let name = format!("{}-canary", mref.name);
+            let cluster_ip = |s: &Service| {
+                s.spec
+                    .as_ref()
+                    .and_then(|s| s.cluster_ip.clone())
+                    .filter(|ip| !ip.is_empty() && ip != "None")
+            };
+            let ip = match observed_services
+                .iter()
+                .find(|s| s.name_any() == name)
+                .and_then(cluster_ip)
+            {
+                Some(ip) => Some(ip),
+                None => services.get_opt(&name).await?.as_ref().and_then(cluster_ip),
+            };
+            ip.map(|ip| render::PeerTarget {
+                from: stable.revision.clone(),
+                stable_version: stable.version.clone(),
+                canary_version: canary.version.clone(),
+                url: render::canary_url(&ip, &mref.name),
+            })
+        }
+        _ => None,
+    };
+    let json = render::peer_json(decision.peer.as_ref().zip(target.as_ref()));
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &mref.namespace);
+    let name = render::peer_config_map_name(&mref.name);
+    let existing = config_maps.get_metadata_opt(&name).await?;
+    let wrote = apply_if_changed(
+        &config_maps,
+        &render::peer_config_map(mref, json),
+        existing.as_ref().map(|m| &m.metadata),
+        |c| &mut c.metadata,
+    )
+    .await?;
+    if wrote {
+        info!(
+            mode = decision.peer.as_ref().map_or("off", |p| p.mode),
+            "peer config written"
+        );
+    }
+    Ok(())
+}
+
 /// Says why a revision is not available: lists the pods of the revisions
 /// that have been unavailable past the grace (only those, by label), and
 /// folds what they show into the decided status and events. Best effort: a
@@ -393,23 +477,17 @@ async fn measure(
     ctx: &Context,
     now: Timestamp,
 ) -> Option<Timestamp> {
+    let mut wake = read_interleaving(model, mref, status, ctx, now).await;
     let active = rollout::active_analysis(&model.spec, status);
     if active.is_empty() {
-        return None;
+        return wake;
     }
-    let canary = status.canary.clone()?;
+    let vars = canary_vars(mref, status)?;
     let mut statuses = status
         .analysis
         .as_ref()
         .map(|a| a.metrics.clone())
         .unwrap_or_default();
-    let vars = analysis::Vars {
-        model: mref.name.clone(),
-        namespace: mref.namespace.clone(),
-        version: canary.version.clone(),
-        track: "canary".into(),
-    };
-    let mut wake: Option<Timestamp> = None;
     for a in &active {
         let done =
             analysis::advance(&ctx.prober, &a.metrics, a.step, &mut statuses, &vars, now).await;
@@ -424,6 +502,65 @@ async fn measure(
     status.analysis.get_or_insert_with(Default::default).metrics = statuses;
     wake
 }
+
+/// The placeholders of the current canary's queries (None without one).
+fn canary_vars(mref: &ModelRef, status: &RankingModelStatus) -> Option<analysis::Vars> {
+    let canary = status.canary.as_ref()?.version.clone();
+    Some(analysis::Vars {
+        model: mref.name.clone(),
+        namespace: mref.namespace.clone(),
+        version: canary.clone(),
+        track: "canary".into(),
+        stable_version: status
+            .stable
+            .as_ref()
+            .map(|s| s.version.clone())
+            .unwrap_or_default(),
+        canary_version: canary,
+    })
+}
+
+/// Reads the outcome counters of the interleave step that is due (its
+/// baseline first, then the counts since) into `status`; returns when to
+/// read again.
+async fn read_interleaving(
+    model: &RankingModel,
+    mref: &ModelRef,
+    status: &mut RankingModelStatus,
+    ctx: &Context,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let (step, il) = compare::due_interleave(&model.spec, status)?;
+    let vars = canary_vars(mref, status)?;
+    let query = il
+        .prometheus
+        .query
+        .as_deref()
+        .unwrap_or(DEFAULT_OUTCOMES_QUERY);
+    let reading = ctx
+        .prober
+        .prometheus_by_label(
+            &il.prometheus.address,
+            query,
+            il.prometheus.timeout.as_deref(),
+            "winner",
+            &vars,
+        )
+        .await
+        .map(|by| InterleaveCounts {
+            canary: by.get("canary").copied().unwrap_or(0.0).round() as i64,
+            stable: by.get("stable").copied().unwrap_or(0.0).round() as i64,
+            ties: by.get("tie").copied().unwrap_or(0.0).round() as i64,
+        });
+    if let Err(e) = &reading {
+        warn!(error = %e, "cannot read the interleaving outcome counters");
+    }
+    compare::record_reading(status, step, reading, now);
+    Some(now + k8s_openapi::jiff::SignedDuration::from_secs(compare::READ_INTERVAL))
+}
+
+/// The outcome counts of an interleave step when the step names no query.
+pub const DEFAULT_OUTCOMES_QUERY: &str = "sum by (winner) (ranker_interleave_outcomes_total{namespace=\"{{namespace}}\",model=\"{{model}}\",version=\"{{stable_version}}\",canary_version=\"{{canary_version}}\"})";
 
 /// The verdict on the model's feature dependencies (None without any).
 async fn feature_gate(

@@ -4,10 +4,12 @@
 //! by the rollout logic, so it is tested without a cluster.
 
 mod labels;
+mod peer;
 mod pod;
 mod workload;
 
 pub use labels::*;
+pub use peer::*;
 pub use pod::*;
 pub use workload::*;
 

@@ -6,9 +6,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecretEnvSource, SecretVolumeSource, SecurityContext, Volume,
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SecretEnvSource, SecretVolumeSource, SecurityContext, Volume,
     VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -20,7 +20,9 @@ use serde::Serialize;
 
 use super::labels::*;
 use super::pod::{placed_pod_spec, restricted_container_context, restricted_pod_context};
-use super::{ModelRef, content_hash};
+use super::{
+    ModelRef, PEER_CONFIG_PATH, PEER_DIR, PEER_VOLUME, content_hash, peer_config_map_name,
+};
 
 /// Where the model artifact is mounted in the serving container.
 pub const MODEL_DIR: &str = "/mnt/models";
@@ -262,6 +264,7 @@ pub fn deployment(
         env("MODEL_REVISION", plan.revision.clone()),
         env("PORT", port.to_string()),
     ];
+    container_env.push(env("RANKER_PEER_CONFIG", PEER_CONFIG_PATH));
     container_env.extend(runtime.env.iter().cloned());
 
     let mut volumes = vec![Volume {
@@ -361,6 +364,15 @@ pub fn deployment(
         }
     }
 
+    volumes.push(Volume {
+        name: PEER_VOLUME.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: peer_config_map_name(&model.name),
+            optional: Some(true),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
     let container = Container {
         name: "ranker".into(),
         image: Some(runtime.image.clone()),
@@ -397,6 +409,12 @@ pub fn deployment(
             VolumeMount {
                 name: "tmp".into(),
                 mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: PEER_VOLUME.into(),
+                mount_path: PEER_DIR.into(),
+                read_only: Some(true),
                 ..VolumeMount::default()
             },
         ]),

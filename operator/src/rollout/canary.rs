@@ -8,6 +8,7 @@ use mlctl_crds::rankingmodel::{
     AnalysisMetric, CanaryRevision, MetricStatus, RankingModelStatus, RolloutStep,
 };
 
+use super::compare::{self, Flow};
 use super::{
     Builder, DEFAULT_ABORT_SCALE_DOWN_DELAY, Outcome, features_block, make_stable, pause,
     seconds_since, start_pending, time,
@@ -101,7 +102,7 @@ pub fn active_analysis<'a>(
         return Vec::new();
     }
     let mut active = Vec::new();
-    if c.weight > 0
+    if (c.weight > 0 || compare::running(spec, c))
         && let Some(analysis) = spec.rollout.as_ref().and_then(|r| r.analysis.as_ref())
         && !analysis.metrics.is_empty()
     {
@@ -149,6 +150,10 @@ fn step_kind(step: &RolloutStep) -> &'static str {
         "pause"
     } else if step.analysis.is_some() {
         "analysis"
+    } else if step.shadow.is_some() {
+        "shadow"
+    } else if step.interleave.is_some() {
+        "interleave"
     } else {
         "empty"
     }
@@ -164,6 +169,25 @@ fn describe_step(step: &RolloutStep) -> String {
         }
     } else if let Some(a) = &step.analysis {
         format!("analysis {}", a.metrics.join(", "))
+    } else if let Some(sh) = &step.shadow {
+        format!(
+            "shadow {} at {}%",
+            sh.duration,
+            sh.sample.unwrap_or(compare::DEFAULT_SAMPLE)
+        )
+    } else if let Some(il) = &step.interleave {
+        let mut until = Vec::new();
+        if let Some(q) = il.until.queries {
+            until.push(format!("{q} queries"));
+        }
+        if let Some(d) = &il.until.duration {
+            until.push(d.clone());
+        }
+        format!(
+            "interleave at {}% until {}",
+            il.sample.unwrap_or(compare::DEFAULT_SAMPLE),
+            until.join(" or ")
+        )
     } else {
         "empty step".into()
     }
@@ -458,6 +482,53 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
                 break;
             }
             complete_step(b, &mut c, steps, "passed");
+        } else if let Some(sample) = compare::sample(step) {
+            // The comparison starts once the canary's pods are Ready; a
+            // resize while it runs (the stable autoscaled) does not stop it.
+            let want = canary_replicas(sample, stable_size, full, false);
+            let started = compare::find(&c, i as i32).is_some_and(|x| x.started_at.is_some());
+            let ready = b
+                .observed(&target)
+                .is_some_and(|d| d.available && d.desired == want);
+            if !started && !ready {
+                break;
+            }
+            match compare::step(step, i as i32, &mut c, now) {
+                Flow::Running { plan, wake } => {
+                    b.peer = Some(plan);
+                    if let Some(at) = wake {
+                        b.wake_at(at);
+                    }
+                    if step.interleave.is_some() {
+                        b.wake_at(now + SignedDuration::from_secs(compare::READ_INTERVAL));
+                    }
+                    break;
+                }
+                Flow::Preparing => {
+                    b.wake_at(now + SignedDuration::from_secs(2));
+                    break;
+                }
+                Flow::Next(how) => complete_step(b, &mut c, steps, &how),
+                Flow::Abort(reason, why) => {
+                    abort(b, &mut c, reason, why, abort_delay);
+                    b.status.canary = Some(c);
+                    b.relabel
+                        .push((deployment_name(b.ctx.name, &stable.revision), Track::Stable));
+                    return;
+                }
+                Flow::Pause(why) => {
+                    b.event(
+                        true,
+                        "InterleavingInconclusive",
+                        format!(
+                            "canary {} paused: {why}; promote to accept, abort to roll back",
+                            c.version
+                        ),
+                    );
+                    c.pause_reason = Some(pause::INCONCLUSIVE.into());
+                    c.paused_at = Some(time(now));
+                }
+            }
         } else {
             complete_step(b, &mut c, steps, "done");
         }
@@ -472,8 +543,19 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
         .filter(|_| c.pause_reason.is_none())
         .unwrap_or(c.weight);
     let features_wait = c.pause_reason.as_deref() == Some(pause::FEATURES);
+    let comparing = steps
+        .get(c.step_index as usize)
+        .and_then(compare::sample)
+        .filter(|_| !features_wait);
     let replicas = if at_end && !features_wait {
         full
+    } else if let Some(sample) = comparing {
+        canary_replicas(sample, stable_size, full, false).max(canary_replicas(
+            c.weight,
+            stable_size,
+            full,
+            by_replicas,
+        ))
     } else {
         canary_replicas(pending_weight, stable_size, full, by_replicas)
     };
@@ -555,6 +637,7 @@ fn retire_now(b: &mut Builder<'_>) {
 /// Marks the current step done and moves to the next one.
 fn complete_step(b: &mut Builder<'_>, c: &mut CanaryRevision, steps: &[RolloutStep], how: &str) {
     let i = c.step_index as usize;
+    compare::end(c, c.step_index, b.now);
     if let Some(step) = steps.get(i) {
         let took = seconds_since(b.now, c.step_started_at.as_ref()).unwrap_or(0.0);
         b.steps_completed.push((step_kind(step), took));

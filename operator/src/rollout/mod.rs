@@ -16,12 +16,15 @@
 //!   rollback to it needs no new pods) and is then deleted.
 
 mod canary;
+pub mod compare;
 mod conditions;
 mod requests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_canary;
+#[cfg(test)]
+mod tests_compare;
 
 pub use canary::{ActiveAnalysis, active_analysis, canary_replicas};
 pub use conditions::set_condition;
@@ -128,6 +131,9 @@ pub struct Decision {
     pub services: ServiceTargets,
     /// Percent of traffic a router (Gateway API, Istio) sends to the canary.
     pub canary_weight: i32,
+    /// What the stable pods compare with the canary now (shadow, interleave);
+    /// None: nothing (`<model>-peer` says `off`).
+    pub peer: Option<compare::PeerPlan>,
     /// Deployment the autoscaler targets (when autoscaling is set).
     pub autoscaler_target: Option<String>,
     /// Revision the disruption budget protects (when there is more than one replica).
@@ -196,6 +202,7 @@ struct Builder<'a> {
     /// `<model>` selects every serving pod (replica-ratio traffic split).
     split: bool,
     canary_weight: i32,
+    peer: Option<compare::PeerPlan>,
     /// Requests acted on or answered in this decision.
     handled: Vec<(&'static str, String)>,
 }
@@ -259,6 +266,7 @@ pub fn decide(
         requeue: None,
         split: false,
         canary_weight: 0,
+        peer: None,
         handled: Vec::new(),
     };
     b.status.observed_generation = ctx.generation;
@@ -383,6 +391,7 @@ pub fn decide(
         } else {
             0
         },
+        peer: b.peer.filter(|_| active_canary.is_some()),
         status: b.status,
         apply: b.apply,
         relabel: b.relabel,

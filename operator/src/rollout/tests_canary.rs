@@ -8,7 +8,7 @@ use mlctl_crds::rankingmodel::{
     Runtime, TrafficRouting,
 };
 
-fn metric(name: &str) -> AnalysisMetric {
+pub(super) fn metric(name: &str) -> AnalysisMetric {
     AnalysisMetric {
         name: name.into(),
         provider: MetricProvider {
@@ -24,7 +24,7 @@ fn metric(name: &str) -> AnalysisMetric {
     }
 }
 
-fn weight(w: i32) -> RolloutStep {
+pub(super) fn weight(w: i32) -> RolloutStep {
     RolloutStep {
         set_weight: Some(w),
         ..RolloutStep::default()
@@ -40,7 +40,7 @@ fn pause_for(d: Option<&str>) -> RolloutStep {
     }
 }
 
-fn analysis_step(names: &[&str]) -> RolloutStep {
+pub(super) fn analysis_step(names: &[&str]) -> RolloutStep {
     RolloutStep {
         analysis: Some(AnalysisStep {
             metrics: names.iter().map(|n| n.to_string()).collect(),
@@ -49,7 +49,7 @@ fn analysis_step(names: &[&str]) -> RolloutStep {
     }
 }
 
-fn spec(version: &str, steps: Vec<RolloutStep>) -> RankingModelSpec {
+pub(super) fn spec(version: &str, steps: Vec<RolloutStep>) -> RankingModelSpec {
     RankingModelSpec {
         model: ModelSource {
             version: version.into(),
@@ -88,11 +88,16 @@ fn steps() -> Vec<RolloutStep> {
     ]
 }
 
-fn at(secs: i64) -> Timestamp {
+pub(super) fn at(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
 }
 
-fn dep(spec: &RankingModelSpec, desired: i32, ready: i32, track: &str) -> ObservedDeployment {
+pub(super) fn dep(
+    spec: &RankingModelSpec,
+    desired: i32,
+    ready: i32,
+    track: &str,
+) -> ObservedDeployment {
     let revision = revision_of(spec);
     ObservedDeployment {
         name: deployment_name("r", &revision),
@@ -105,14 +110,14 @@ fn dep(spec: &RankingModelSpec, desired: i32, ready: i32, track: &str) -> Observ
     }
 }
 
-struct Sim {
-    status: RankingModelStatus,
-    requests: Requests,
+pub(super) struct Sim {
+    pub(super) status: RankingModelStatus,
+    pub(super) requests: Requests,
     features: Option<FeatureGate>,
 }
 
 impl Sim {
-    fn healthy(v1: &RankingModelSpec) -> Self {
+    pub(super) fn healthy(v1: &RankingModelSpec) -> Self {
         let mut sim = Sim {
             status: RankingModelStatus::default(),
             requests: Requests::default(),
@@ -124,7 +129,7 @@ impl Sim {
         sim
     }
 
-    fn step(
+    pub(super) fn step(
         &mut self,
         spec: &RankingModelSpec,
         observed: &[ObservedDeployment],
@@ -146,7 +151,7 @@ impl Sim {
         d
     }
 
-    fn canary(&self) -> &CanaryRevision {
+    pub(super) fn canary(&self) -> &CanaryRevision {
         self.status.canary.as_ref().unwrap()
     }
 
@@ -166,7 +171,7 @@ impl Sim {
     }
 }
 
-fn reasons(d: &Decision) -> Vec<&'static str> {
+pub(super) fn reasons(d: &Decision) -> Vec<&'static str> {
     d.events.iter().map(|e| e.reason).collect()
 }
 

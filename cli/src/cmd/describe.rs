@@ -249,6 +249,38 @@ pub fn render(
             out.push_str(&format!("  {i:>2}  {}{marker}\n", step_text(step)));
         }
     }
+    let comparisons = canary.map(|c| c.comparisons.as_slice()).unwrap_or_default();
+    if !comparisons.is_empty() {
+        out.push_str("Comparisons:\n");
+        let mut rows = vec![header(&[
+            "STEP", "MODE", "STARTED", "ENDED", "CANARY", "STABLE", "TIES", "P", "VERDICT",
+            "MESSAGE",
+        ])];
+        for x in comparisons {
+            let counts = x.counts.unwrap_or_default();
+            let interleave = x.mode == "interleave";
+            let count = |n: i64| {
+                if interleave {
+                    n.to_string()
+                } else {
+                    "-".to_string()
+                }
+            };
+            rows.push(vec![
+                x.step.to_string(),
+                x.mode.clone(),
+                time(&x.started_at),
+                time(&x.ended_at),
+                count(counts.canary),
+                count(counts.stable),
+                count(counts.ties),
+                x.p_value.clone().unwrap_or_else(|| "-".to_string()),
+                x.verdict.clone().unwrap_or_else(|| "-".to_string()),
+                x.message.clone().unwrap_or_default(),
+            ]);
+        }
+        indent(&mut out, &format_rows(&rows));
+    }
     let metrics = status
         .analysis
         .as_ref()
@@ -672,6 +704,39 @@ mod tests {
             refused.contains("(cannot list events: forbidden)"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn comparison_steps_and_their_verdicts_are_shown() {
+        let model: RankingModel = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mlctl.io/v1alpha1", "kind": "RankingModel",
+            "metadata": {"name": "ranker", "namespace": "search", "generation": 2},
+            "spec": {"model": {"version": "v2", "uri": "s3://m/v2", "format": "lightgbm"}, "runtime": {"image": "i"},
+                "rollout": {"steps": [
+                    {"shadow": {"duration": "10m", "sample": 20}},
+                    {"interleave": {"until": {"queries": 2000, "duration": "2h"}, "prometheus": {"address": "http://p:9090"}}},
+                    {"setWeight": 50}]}},
+            "status": {"phase": "Paused", "observedGeneration": 2,
+                "stable": {"version": "v1", "uri": "s3://m/v1", "revision": "aaa"},
+                "canary": {"version": "v2", "uri": "s3://m/v2", "revision": "bbb", "weight": 0, "stepIndex": 1,
+                    "pauseReason": "Inconclusive",
+                    "comparisons": [
+                        {"step": 0, "mode": "shadow", "startedAt": "2026-11-25T11:30:00Z", "endedAt": "2026-11-25T11:40:00Z"},
+                        {"step": 1, "mode": "interleave", "startedAt": "2026-11-25T11:41:00Z", "endedAt": "2026-11-25T11:59:00Z",
+                         "counts": {"canary": 1010, "stable": 990, "ties": 412}, "pValue": "0.6710", "verdict": "NoPreference"}]}}
+        }))
+        .unwrap();
+        let now = "2026-11-25T12:00:00Z".parse().unwrap();
+        let page = render(&model, &Ok(vec![]), &Ok(vec![]), now);
+        for expected in [
+            "   0  shadow 10m at 20%  done",
+            "   1  interleave at 10% until 2000 queries or 2h  <- current",
+            "Comparisons:",
+            "  0      shadow       2026-11-25T11:30:00Z   2026-11-25T11:40:00Z   -",
+            "1010     990      412    0.6710   NoPreference",
+        ] {
+            assert!(page.contains(expected), "missing {expected:?} in\n{page}");
+        }
     }
 
     #[test]

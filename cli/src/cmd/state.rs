@@ -116,7 +116,8 @@ pub fn first_deployment(status: &RankingModelStatus) -> Option<&CanaryRevision> 
 }
 
 /// A step as one short phrase: `setWeight 20`, `pause 30s`, `pause (until
-/// promoted)`, `analysis error-rate,latency`.
+/// promoted)`, `analysis error-rate,latency`, `shadow 10m at 20%`,
+/// `interleave at 10% until 2000 queries`.
 pub fn step_text(step: &RolloutStep) -> String {
     if let Some(weight) = step.set_weight {
         format!("setWeight {weight}")
@@ -127,6 +128,25 @@ pub fn step_text(step: &RolloutStep) -> String {
         }
     } else if let Some(analysis) = &step.analysis {
         format!("analysis {}", analysis.metrics.join(","))
+    } else if let Some(shadow) = &step.shadow {
+        format!(
+            "shadow {} at {}%",
+            shadow.duration,
+            shadow.sample.unwrap_or(10)
+        )
+    } else if let Some(il) = &step.interleave {
+        let mut until = Vec::new();
+        if let Some(q) = il.until.queries {
+            until.push(format!("{q} queries"));
+        }
+        if let Some(d) = &il.until.duration {
+            until.push(d.clone());
+        }
+        format!(
+            "interleave at {}% until {}",
+            il.sample.unwrap_or(10),
+            until.join(" or ")
+        )
     } else {
         "(empty step)".to_string()
     }

@@ -39,7 +39,7 @@ end
 local phase = obj.status.phase
 if phase == "Degraded" then
   hs.status = "Degraded"
-  hs.message = messageOf("AnalysisHealthy", messageOf("Ready", "Rollout failed and was rolled back"))
+  hs.message = messageOf("AnalysisHealthy", messageOf("Progressing", messageOf("Ready", "Rollout failed and was rolled back")))
 elseif phase == "Paused" then
   hs.status = "Suspended"
   hs.message = messageOf("Progressing", "Rollout paused")

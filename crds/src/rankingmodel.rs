@@ -461,6 +461,20 @@ pub struct InterleaveUntil {
     pub duration: Option<String>,
 }
 
+impl InterleaveUntil {
+    /// The budget as a phrase: `2000 queries or 2h`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(q) = self.queries {
+            parts.push(format!("{q} queries"));
+        }
+        if let Some(d) = &self.duration {
+            parts.push(d.clone());
+        }
+        parts.join(" or ")
+    }
+}
+
 /// What an interleave step without a significant preference does.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoPreference {
@@ -665,8 +679,9 @@ pub struct PrometheusProvider {
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://.+$')").message("prometheus.address must be an http:// or https:// URL"))]
     pub address: String,
-    /// PromQL returning one number. `{{model}}`, `{{namespace}}`, `{{version}}`
-    /// and `{{track}}` are substituted.
+    /// PromQL returning one number. `{{model}}`, `{{namespace}}`, `{{version}}`,
+    /// `{{track}}`, `{{stable_version}}` and `{{canary_version}}` are
+    /// substituted.
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
     /// Request timeout (default `10s`).

@@ -135,17 +135,10 @@ pub fn step_text(step: &RolloutStep) -> String {
             shadow.sample.unwrap_or(10)
         )
     } else if let Some(il) = &step.interleave {
-        let mut until = Vec::new();
-        if let Some(q) = il.until.queries {
-            until.push(format!("{q} queries"));
-        }
-        if let Some(d) = &il.until.duration {
-            until.push(d.clone());
-        }
         format!(
             "interleave at {}% until {}",
             il.sample.unwrap_or(10),
-            until.join(" or ")
+            il.until.summary()
         )
     } else {
         "(empty step)".to_string()

@@ -176,17 +176,10 @@ fn describe_step(step: &RolloutStep) -> String {
             sh.sample.unwrap_or(compare::DEFAULT_SAMPLE)
         )
     } else if let Some(il) = &step.interleave {
-        let mut until = Vec::new();
-        if let Some(q) = il.until.queries {
-            until.push(format!("{q} queries"));
-        }
-        if let Some(d) = &il.until.duration {
-            until.push(d.clone());
-        }
         format!(
             "interleave at {}% until {}",
             il.sample.unwrap_or(compare::DEFAULT_SAMPLE),
-            until.join(" or ")
+            il.until.summary()
         )
     } else {
         "empty step".into()

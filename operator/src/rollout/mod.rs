@@ -8,7 +8,8 @@
 //! - The first revision is deployed at full size and becomes stable once
 //!   Available.
 //! - A new revision next to a stable one is a canary ([`canary`]): it runs the
-//!   `spec.rollout.steps` (setWeight, pause, analysis) with background
+//!   `spec.rollout.steps` (setWeight, pause, analysis, shadow, interleave —
+//!   the last two in [`compare`]) with background
 //!   analysis, then scales to full size and becomes stable; without steps it
 //!   replaces the stable one once Available. A failed analysis, a progress
 //!   deadline or an abort request sends all traffic back to stable at once.

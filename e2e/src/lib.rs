@@ -22,6 +22,7 @@ pub mod metrics;
 mod namespace;
 pub mod node;
 pub mod operator;
+pub mod scene;
 pub mod traffic;
 mod wait;
 

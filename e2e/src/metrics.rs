@@ -102,6 +102,26 @@ impl MetricsEndpoint {
     }
 }
 
+/// The cluster Prometheus' answer to the instant `query` when it is one
+/// number (None: no data, several series, or no Prometheus).
+pub async fn query_value(query: &str) -> Option<f64> {
+    let base = prometheus_url()?;
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let result = v["data"]["result"].as_array()?;
+    if result.len() != 1 {
+        return None;
+    }
+    result[0]["value"][1].as_str()?.parse().ok()
+}
+
 /// Waits until the cluster's Prometheus returns `want` for the instant `query`
 /// (Prometheus has no watch API: this asks again every 500 ms until the
 /// deadline, then fails with the last answer).

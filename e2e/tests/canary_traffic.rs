@@ -18,24 +18,19 @@
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::Api;
 use kube::runtime::watcher::watch_object;
-use kube::{Api, Client};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
-use mlctl_e2e::node::{self, NODE_IP, NodeProcess};
+use mlctl_e2e::figures;
 use mlctl_e2e::operator::target_dir;
+use mlctl_e2e::scene::{Scene, V1, V2, Version, now_ms, prometheus_in_cluster, scene, serving};
 use mlctl_e2e::traffic::{Record, TrafficRun, window};
-use mlctl_e2e::{
-    TestNamespace, apply_yaml, client, events_with_reason, install_crds, phase_is, require_node,
-    wait_for, wait_for_deletion, workspace_root,
-};
+use mlctl_e2e::{phase_is, require_node, wait_for, workspace_root};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(240);
@@ -50,51 +45,6 @@ const PROPAGATION_MS: u64 = 3_000;
 /// requests of a step the share's standard deviation is under 0.021, so 0.08
 /// is almost four of them.
 const SHARE_TOLERANCE: f64 = 0.08;
-
-/// Prints a line of measured figures and appends it to target/e2e-figures.txt,
-/// which e2e/run prints after the suite (cargo test hides a passing test's
-/// output).
-macro_rules! figures {
-    ($($arg:tt)*) => {{
-        let line = format!($($arg)*);
-        eprintln!("{line}");
-        record_figures(&line);
-    }};
-}
-
-fn record_figures(line: &str) {
-    use std::io::Write;
-    let path = target_dir().join("e2e-figures.txt");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    writeln!(file, "{line}").unwrap();
-}
-
-/// The demo's models (examples/demo/models, made by its train.py).
-fn models_dir() -> PathBuf {
-    workspace_root().join("examples/demo/models")
-}
-
-fn rows_file() -> PathBuf {
-    workspace_root().join("examples/demo/queries.json")
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// The Prometheus the operator's pod reaches (netns-bridge forwards the
-/// node's port to the host's Prometheus).
-fn prometheus_in_cluster() -> String {
-    std::env::var("MLCTL_E2E_NODE_PROMETHEUS_URL")
-        .expect("MLCTL_E2E_NODE_PROMETHEUS_URL (e2e/cluster env, with the node and Prometheus)")
-}
 
 /// The background analysis of examples/demo/rankingmodel.yaml (error-rate and
 /// latency-p99 over the ranker's metrics, split by the canary's version): the
@@ -127,180 +77,6 @@ fn rollout(steps: Value) -> Value {
         "progressDeadlineSeconds": 180,
         "analysis": demo_analysis(),
     })
-}
-
-/// One version of the model: the file under examples/demo/models, served by
-/// the test's file server, and extra environment of the ranker container.
-struct Version<'a> {
-    version: &'a str,
-    file: &'a str,
-    env: &'a [(&'a str, &'a str)],
-}
-
-/// The demo's first model.
-const V1: Version<'static> = Version {
-    version: "2026-11-25.1",
-    file: "search-ranker-v1.txt",
-    env: &[],
-};
-
-/// The demo's better model.
-const V2: Version<'static> = Version {
-    version: "2026-11-26.1",
-    file: "search-ranker-v2.txt",
-    env: &[],
-};
-
-impl Version<'_> {
-    /// `spec.model` and `spec.runtime.env` for this version.
-    fn model(&self, port: u16) -> (Value, Value) {
-        let model = json!({
-            "version": self.version,
-            "uri": format!("http://{NODE_IP}:{port}/{}", self.file),
-            "format": "lightgbm",
-            "sha256": node::sha256_hex(&models_dir().join(self.file)),
-        });
-        let env: Vec<Value> = self
-            .env
-            .iter()
-            .map(|(k, v)| json!({"name": k, "value": v}))
-            .collect();
-        (model, env.into())
-    }
-}
-
-/// The RankingModel (as JSON, which is YAML) on the real node.
-fn model_manifest(name: &str, port: u16, v: &Version, replicas: u32, rollout: Value) -> String {
-    let (model, env) = v.model(port);
-    let placement: Value = serde_yaml_ng::from_str(&node::placement_yaml(0)).unwrap();
-    json!({
-        "apiVersion": "mlctl.io/v1alpha1",
-        "kind": "RankingModel",
-        "metadata": {"name": name},
-        "spec": {
-            "model": model,
-            "runtime": {
-                "nodeSelector": placement["nodeSelector"],
-                "tolerations": placement["tolerations"],
-                "env": env,
-                "resources": {
-                    "requests": {"cpu": "10m", "memory": "32Mi"},
-                    "limits": {"memory": "256Mi"},
-                },
-            },
-            "replicas": replicas,
-            "rollout": rollout,
-        },
-    })
-    .to_string()
-}
-
-/// A namespace with the operator installed from its image, and a file server
-/// for the models inside the node's network.
-struct Scene {
-    client: Client,
-    ns: TestNamespace,
-    models: Api<RankingModel>,
-    port: u16,
-    _files: NodeProcess,
-}
-
-async fn scene(prefix: &str, port: u16) -> Scene {
-    let client = client().await;
-    install_crds(&client).await;
-    let ns = TestNamespace::with_pod_security(&client, prefix, "restricted").await;
-    node::helm_install_operator(&ns, &[]);
-    let files = node::file_server(&models_dir(), port);
-    let models = ns.api();
-    Scene {
-        client,
-        ns,
-        models,
-        port,
-        _files: files,
-    }
-}
-
-impl Scene {
-    async fn apply(&self, name: &str, v: &Version<'_>, replicas: u32, rollout: Value) {
-        apply_yaml(
-            &self.client,
-            self.ns.name(),
-            &model_manifest(name, self.port, v, replicas, rollout),
-        )
-        .await;
-    }
-
-    /// The `<model>` Service's ClusterIP URL of the ranking API.
-    async fn rank_url(&self, name: &str) -> String {
-        let services: Api<Service> = self.ns.api();
-        let ip = services
-            .get(name)
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .cluster_ip
-            .expect("a ClusterIP");
-        format!("http://{ip}:80/v1/models/{name}:rank")
-    }
-
-    /// Starts the load generator and waits until the Service answers it.
-    async fn start_traffic(&self, name: &str) -> TrafficRun {
-        let url = self.rank_url(name).await;
-        // The Service answers once kube-proxy has rules for its endpoints.
-        node::wait_for_answer(
-            |c| {
-                c.post(&url)
-                    .json(&json!({"documents": [{"id": 1, "features": [1, 0, 0, 0, 0, 0, 0, 1]}]}))
-            },
-            LONG,
-        )
-        .await;
-        TrafficRun::start(name, &url, RATE, &rows_file())
-    }
-
-    /// Pods of `version`; waits until none is left (deleted, terminated).
-    async fn wait_until_no_pods_of(&self, name: &str, version: &str) {
-        let pods: Api<Pod> = self.ns.api();
-        let selector = format!("mlctl.io/model={name},mlctl.io/version={version}");
-        for pod in pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap()
-        {
-            let pod_name = pod.metadata.name.unwrap();
-            wait_for_deletion(&pods, &pod_name, LONG).await;
-        }
-    }
-
-    async fn set_version(&self, name: &str, v: &Version<'_>) {
-        let (model, env) = v.model(self.port);
-        self.models
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"model": model, "runtime": {"env": env}}})),
-            )
-            .await
-            .unwrap();
-    }
-
-    async fn abort_reason(&self, name: &str) -> String {
-        let rm = self.models.get(name).await.unwrap();
-        let canary = rm.status.and_then(|st| st.canary);
-        canary
-            .and_then(|c| c.abort_reason)
-            .expect("status.canary.abortReason")
-    }
-
-    async fn warning_events(&self, reason: &str) -> Vec<String> {
-        events_with_reason(&self.ns.api(), reason)
-            .await
-            .into_iter()
-            .filter_map(|e| e.message)
-            .collect()
-    }
 }
 
 /// What the model's status said, and when (milliseconds since the epoch, the
@@ -363,16 +139,6 @@ impl Timeline {
     }
 }
 
-/// Healthy with `version` as the stable one.
-fn serving(version: &str) -> impl Fn(Option<&RankingModel>) -> bool + '_ {
-    move |rm| {
-        rm.and_then(|rm| rm.status.as_ref()).is_some_and(|st| {
-            st.phase == Some(Phase::Healthy)
-                && st.stable.as_ref().is_some_and(|s| s.version == version)
-        })
-    }
-}
-
 /// The time the status first satisfied `what`.
 fn first(points: &[Point], what: impl Fn(&Point) -> bool) -> u64 {
     points
@@ -431,7 +197,7 @@ async fn a_good_version_is_promoted_through_its_steps_under_load_with_zero_faile
     .await;
 
     let timeline = Timeline::start(&s.models, "ranker");
-    let traffic = s.start_traffic("ranker").await;
+    let traffic = s.start_traffic("ranker", RATE).await;
     s.set_version("ranker", &v2).await;
     let rm = wait_for(
         &s.models,
@@ -539,7 +305,7 @@ async fn abort_under_load(
     s.apply("ranker", good, 2, rollout(hold_at_20())).await;
     wait_for(&s.models, "ranker", phase_is(Phase::Healthy), LONG).await;
     let timeline = Timeline::start(&s.models, "ranker");
-    let traffic = s.start_traffic("ranker").await;
+    let traffic = s.start_traffic("ranker", RATE).await;
     s.set_version("ranker", bad).await;
     wait_for(&s.models, "ranker", phase_is(Phase::Degraded), LONG).await;
     s.wait_until_no_pods_of("ranker", bad.version).await;
@@ -688,7 +454,7 @@ async fn mlctl_rollback_under_load_drops_no_request() {
     wait_for(&s.models, "ranker", serving(v2.version), LONG).await;
     s.wait_until_no_pods_of("ranker", v1.version).await;
 
-    let traffic = s.start_traffic("ranker").await;
+    let traffic = s.start_traffic("ranker", RATE).await;
     let started = now_ms();
     let out = tokio::process::Command::new(target_dir().join("debug/mlctl"))
         .args([

@@ -228,6 +228,33 @@ spec:
     }
 
     #[test]
+    fn the_compare_example_is_clean_and_a_shadow_after_set_weight_is_refused() {
+        let example = include_str!("../../../../examples/rankingmodel-compare.yaml");
+        let mut findings = Vec::new();
+        assert_eq!(lint_text("c.yaml", example, &mut findings), 1);
+        let lines: Vec<String> = findings.iter().map(Finding::line_text).collect();
+        assert!(lines.is_empty(), "{lines:?}");
+
+        // The shadow step moved after the setWeight.
+        let late = example
+            .replace("      - shadow: {duration: 10m, sample: 20}\n", "")
+            .replace(
+                "      - pause: {duration: 10m}\n",
+                "      - pause: {duration: 10m}\n      - shadow: {duration: 10m, sample: 20}\n",
+            );
+        assert_ne!(late, example);
+        lint_text("c.yaml", &late, &mut findings);
+        let lines: Vec<String> = findings.iter().map(Finding::line_text).collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l
+                    .contains("shadow and interleave steps must come before the first setWeight")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
     fn the_placement_example_is_clean_and_a_bad_toleration_points_at_its_list() {
         let example = include_str!("../../../../examples/rankingmodel-placement.yaml");
         let mut findings = Vec::new();

@@ -451,6 +451,40 @@ async fn the_crds_install_and_become_established() {
     }
 }
 
+#[tokio::test]
+async fn kubectl_explain_shows_the_step_kinds_docs() {
+    require_e2e!();
+    let client = client().await;
+    install_crds(&client).await;
+    for (path, expect) in [
+        (
+            "rankingmodel.spec.rollout.steps.shadow",
+            "copy of their `:rank` requests",
+        ),
+        (
+            "rankingmodel.spec.rollout.steps.interleave.until",
+            "whichever comes first",
+        ),
+        (
+            "rankingmodel.status.canary.comparisons.verdict",
+            "CanaryPreferred",
+        ),
+    ] {
+        let out = std::process::Command::new(mlctl_e2e::kubectl())
+            .args(["explain", path])
+            .output()
+            .expect("run kubectl explain");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // kubectl wraps the description: compare with single spaces.
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            out.status.success() && flat.contains(expect),
+            "kubectl explain {path}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// One case of the table in crds/testdata/invalid: the first line is
 /// `# expect: <substring of the error>`, the rest one YAML document.
 struct InvalidCase {

@@ -666,6 +666,7 @@ fn abort(
         .stable
         .as_ref()
         .map_or(String::new(), |s| s.version.clone());
+    compare::end(c, c.step_index, now);
     c.aborted_at = Some(time(now));
     c.abort_reason = Some(why.clone());
     c.scale_down_at = Some(time(now + SignedDuration::from_secs(abort_delay)));

@@ -113,7 +113,7 @@ pub(super) fn dep(
 pub(super) struct Sim {
     pub(super) status: RankingModelStatus,
     pub(super) requests: Requests,
-    features: Option<FeatureGate>,
+    pub(super) features: Option<FeatureGate>,
 }
 
 impl Sim {

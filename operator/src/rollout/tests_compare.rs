@@ -99,6 +99,20 @@ fn a_shadow_step_compares_without_user_traffic_then_moves_on() {
     assert!(d.peer.is_some());
     assert_eq!(sim.canary().step_index, 0);
 
+    // An abort request ends the comparison at once.
+    let mut aborted = Sim {
+        status: sim.status.clone(),
+        requests: Requests {
+            abort: Some("1".into()),
+            ..Requests::default()
+        },
+        ..Sim::healthy(&v1)
+    };
+    let d = aborted.step(&v2, &observed, at(155));
+    assert_eq!(d.peer, None);
+    let cmp = compare::find(aborted.canary(), 0).unwrap();
+    assert_eq!(cmp.ended_at.as_ref().map(|t| t.0), Some(at(155)));
+
     // After its duration: the comparison ends, setWeight 50 scales the canary.
     let d = sim.step(&v2, &observed, at(170));
     assert_eq!(d.peer, None);

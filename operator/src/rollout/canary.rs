@@ -498,7 +498,31 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
                     break;
                 }
                 Flow::Preparing => {
-                    b.wake_at(now + SignedDuration::from_secs(2));
+                    // The baseline must be read before the stable pods are
+                    // told to interleave; a Prometheus that never answers
+                    // must not hold the canary forever.
+                    let since = c.step_started_at.as_ref().map_or(now, |t| t.0);
+                    let deadline = since + SignedDuration::from_secs(progress_deadline);
+                    if now >= deadline {
+                        let why = compare::find(&c, i as i32)
+                            .and_then(|x| x.message.clone())
+                            .unwrap_or_else(|| "the outcome counters were never read".into());
+                        abort(
+                            b,
+                            &mut c,
+                            "ProgressDeadlineExceeded",
+                            format!(
+                                "interleave step {} did not start within progressDeadlineSeconds={progress_deadline}: {why}",
+                                i + 1
+                            ),
+                            abort_delay,
+                        );
+                        b.status.canary = Some(c);
+                        b.relabel
+                            .push((deployment_name(b.ctx.name, &stable.revision), Track::Stable));
+                        return;
+                    }
+                    b.wake_at(deadline.min(now + SignedDuration::from_secs(2)));
                     break;
                 }
                 Flow::Next(how) => complete_step(b, &mut c, steps, &how),

@@ -260,6 +260,28 @@ fn interleaving_without_a_preference_pauses_continues_or_aborts_as_asked() {
 }
 
 #[test]
+fn an_interleave_step_whose_counters_cannot_be_read_aborts_at_the_progress_deadline() {
+    let v1 = spec("v1", vec![interleave(100, None), weight(50)]);
+    let v2 = spec("v2", vec![interleave(100, None), weight(50)]);
+    let mut sim = Sim::healthy(&v1);
+    let observed = vec![dep(&v1, 4, 4, "stable"), dep(&v2, 1, 1, "canary")];
+    sim.step(&v2, &observed[..1], at(100));
+    sim.step(&v2, &observed, at(110));
+    compare::record_reading(&mut sim.status, 0, Err("prometheus down".into()), at(111));
+    // Within the deadline (120 s from the step's start) it keeps trying.
+    let d = sim.step(&v2, &observed, at(200));
+    assert_eq!(d.peer, None);
+    assert!(sim.canary().aborted_at.is_none());
+    let d = sim.step(&v2, &observed, at(221));
+    assert_eq!(reasons(&d), vec!["ProgressDeadlineExceeded"]);
+    let why = sim.canary().abort_reason.clone().unwrap_or_default();
+    assert!(
+        why.contains("did not start") && why.contains("prometheus down"),
+        "{why}"
+    );
+}
+
+#[test]
 fn a_counter_reset_counts_from_zero_and_a_failed_read_keeps_the_counts() {
     let v1 = spec("v1", vec![interleave(1000, None)]);
     let v2 = spec("v2", vec![interleave(1000, None)]);

@@ -991,4 +991,8 @@ pub struct HistoryEntry {
     pub outcome: String,
     /// When the outcome happened.
     pub at: Time,
+    /// The shadow and interleave comparisons of the canary that ended here
+    /// (kept after `status.canary` is cleared: why it was promoted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<ComparisonStatus>,
 }

@@ -429,7 +429,7 @@ async fn interleaving_decides_for_the_ranker_users_prefer_and_for_neither_of_equ
     let same = comparison(&s.models, "same").await;
     // The better canary's verdict and its promotion come in one decision
     // (its one pod is already full size), which clears status.canary: the
-    // StepCompleted event keeps the verdict.
+    // StepCompleted event tells the verdict ...
     wait_for(&s.models, "better", serving(V1.version), LONG).await;
     let better = events_with_reason(&s.ns.api(), "StepCompleted")
         .await
@@ -439,6 +439,22 @@ async fn interleaving_decides_for_the_ranker_users_prefer_and_for_neither_of_equ
         .find(|m| m.contains("interleave"))
         .expect("a StepCompleted event for the better canary's interleave step");
     assert!(better.contains("canary preferred"), "{better}");
+    // ... and so does the history entry of the promotion.
+    let promoted = s
+        .models
+        .get("better")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .history;
+    let kept = promoted
+        .first()
+        .filter(|h| h.outcome == "Promoted")
+        .and_then(|h| h.comparisons.first())
+        .cloned()
+        .unwrap_or_else(|| panic!("no comparison in the Promoted history entry: {promoted:?}"));
+    assert_eq!(kept.verdict.as_deref(), Some("CanaryPreferred"));
     stop.store(true, Ordering::Relaxed);
     let mut winners = Vec::new();
     for session in sessions {
@@ -452,12 +468,11 @@ async fn interleaving_decides_for_the_ranker_users_prefer_and_for_neither_of_equ
     );
     assert_eq!(worse.verdict.as_deref(), Some("StablePreferred"));
     assert_eq!(same.verdict.as_deref(), Some("NoPreference"), "{same:?}");
-    figures!(
-        "FIGURES compare interleave better: {better}; {} feedback sent; a sign test at alpha 0.01 needed {} judged queries",
-        winners[0].len(),
-        needed(&winners[0], 0.01).map_or("- (none)".to_string(), |n| n.to_string())
-    );
-    for (c, x, w) in [("worse", &worse, &winners[1]), ("same", &same, &winners[2])] {
+    for (c, x, w) in [
+        ("better", &kept, &winners[0]),
+        ("worse", &worse, &winners[1]),
+        ("same", &same, &winners[2]),
+    ] {
         let counts = x.counts.unwrap_or_default();
         let judged = counts.canary + counts.stable + counts.ties;
         assert!(

@@ -249,9 +249,25 @@ pub fn render(
             out.push_str(&format!("  {i:>2}  {}{marker}\n", step_text(step)));
         }
     }
-    let comparisons = canary.map(|c| c.comparisons.as_slice()).unwrap_or_default();
+    // The running canary's comparisons, or those of the last rollout that
+    // ended (kept in its history entry).
+    let (title, comparisons) = match canary.filter(|c| !c.comparisons.is_empty()) {
+        Some(c) => ("Comparisons:".to_string(), c.comparisons.as_slice()),
+        None => status
+            .history
+            .first()
+            .filter(|h| !h.comparisons.is_empty())
+            .map(|h| {
+                (
+                    format!("Comparisons (of {}, {}):", h.version, h.outcome),
+                    h.comparisons.as_slice(),
+                )
+            })
+            .unwrap_or_default(),
+    };
     if !comparisons.is_empty() {
-        out.push_str("Comparisons:\n");
+        out.push_str(&title);
+        out.push('\n');
         let mut rows = vec![header(&[
             "STEP", "MODE", "STARTED", "ENDED", "CANARY", "STABLE", "TIES", "P", "VERDICT",
             "MESSAGE",
@@ -737,6 +753,24 @@ mod tests {
         ] {
             assert!(page.contains(expected), "missing {expected:?} in\n{page}");
         }
+
+        // Promoted: the history entry keeps them.
+        let mut promoted = model.clone();
+        let st = promoted.status.as_mut().unwrap();
+        let comparisons = st.canary.take().unwrap().comparisons;
+        st.phase = Some(mlctl_crds::rankingmodel::Phase::Healthy);
+        st.history.insert(
+            0,
+            serde_json::from_value(serde_json::json!({
+                "version": "v2", "uri": "s3://m/v2", "revision": "bbb", "outcome": "Promoted",
+                "at": "2026-11-25T12:00:00Z"
+            }))
+            .unwrap(),
+        );
+        st.history[0].comparisons = comparisons;
+        let page = render(&promoted, &Ok(vec![]), &Ok(vec![]), now);
+        assert!(page.contains("Comparisons (of v2, Promoted):"), "{page}");
+        assert!(page.contains("NoPreference"), "{page}");
     }
 
     #[test]

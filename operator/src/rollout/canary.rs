@@ -698,6 +698,9 @@ fn abort(
     c.pause_reason = None;
     c.paused_at = None;
     b.push_history(&c.version, &c.uri, None, &c.revision, "Aborted");
+    if let Some(h) = b.status.history.first_mut() {
+        h.comparisons = c.comparisons.clone();
+    }
     b.outcomes.push(Outcome {
         outcome: "aborted",
         seconds: seconds_since(now, c.started_at.as_ref()),

@@ -586,7 +586,12 @@ fn make_stable(b: &mut Builder<'_>, scale_down_delay: Option<i64>, started: Opti
         revision: target.clone(),
         since: Some(time(now)),
     });
-    b.status.canary = None;
+    let comparisons = b
+        .status
+        .canary
+        .take()
+        .map(|c| c.comparisons)
+        .unwrap_or_default();
     b.push_history(
         &spec.model.version.clone(),
         &spec.model.uri.clone(),
@@ -594,6 +599,9 @@ fn make_stable(b: &mut Builder<'_>, scale_down_delay: Option<i64>, started: Opti
         &target,
         "Promoted",
     );
+    if let Some(h) = b.status.history.first_mut() {
+        h.comparisons = comparisons;
+    }
     for plan in b.apply.iter_mut().filter(|p| p.revision == target) {
         plan.track = Track::Stable;
     }
@@ -653,6 +661,7 @@ fn push_history(
             revision: revision.to_string(),
             outcome: outcome.to_string(),
             at: time(now),
+            comparisons: Vec::new(),
         },
     );
     status.history.truncate(HISTORY_LIMIT);

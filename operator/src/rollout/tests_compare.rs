@@ -187,6 +187,18 @@ fn interleaving_promotes_a_preferred_canary_at_its_budget() {
         d.events
     );
     assert_eq!(compare::due_interleave(&v2, &sim.status), None);
+
+    // Promoted: status.canary goes, the history entry keeps the verdict.
+    let full = [dep(&v1, 4, 4, "stable"), dep(&v2, 4, 4, "canary")];
+    sim.step(&v2, &full, at(140));
+    sim.step(&v2, &full, at(150));
+    assert_eq!(sim.status.canary, None);
+    let h = &sim.status.history[0];
+    assert_eq!(h.outcome, "Promoted");
+    assert_eq!(
+        h.comparisons.first().and_then(|x| x.verdict.as_deref()),
+        Some("CanaryPreferred")
+    );
 }
 
 #[test]
@@ -208,6 +220,11 @@ fn interleaving_aborts_when_users_prefer_the_stable() {
     );
     assert_eq!(d.peer, None);
     assert_eq!(sim.canary().weight, 0);
+    assert_eq!(sim.status.history[0].outcome, "Aborted");
+    assert_eq!(
+        sim.status.history[0].comparisons[0].verdict.as_deref(),
+        Some("StablePreferred")
+    );
 }
 
 #[test]

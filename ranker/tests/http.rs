@@ -207,15 +207,7 @@ async fn metrics_count_ranking_requests_by_code_and_not_probes() {
     let server = Launch::new(&dir.model()).start();
     let c = client();
     server.wait_ready(&c).await;
-    let metrics = || async {
-        c.get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || server.metrics(&c);
     let before = metrics().await;
     let ok = r#"ranker_requests_total{model="m",version="v1",code="200"}"#;
     let bad = r#"ranker_requests_total{model="m",version="v1",code="400"}"#;
@@ -342,14 +334,7 @@ async fn configuration_from_env_with_flags_winning_and_a_model_directory() {
     .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["version"], "from-flag");
-    let text = c
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics(&c).await;
     assert!(
         text.contains(r#"revision="abc123",format="lightgbm""#),
         "{text}"

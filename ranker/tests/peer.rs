@@ -100,16 +100,6 @@ async fn post(c: &reqwest::Client, url: &str, body: String) -> (u16, Value) {
     )
 }
 
-async fn metrics(c: &reqwest::Client, server: &Server) -> String {
-    c.get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Polls `/metrics` until `ok` holds, failing after 20 s with the text and the log.
 async fn wait_for(
     c: &reqwest::Client,
@@ -119,7 +109,7 @@ async fn wait_for(
 ) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let text = metrics(c, server).await;
+        let text = server.metrics(c).await;
         if ok(&text) {
             return text;
         }
@@ -241,7 +231,7 @@ async fn shadow_compares_every_sampled_query_and_stops_when_switched_off() {
         &["canary_error", "timeout", "dropped"],
     );
     // The canary saw exactly the shadowed queries, and applies nothing itself.
-    let canary_text = metrics(&c, &canary).await;
+    let canary_text = canary.metrics(&c).await;
     let canary_ok = r#"ranker_requests_total{model="search-ranker",version="v2",code="200"}"#;
     assert_eq!(sample(&canary_text, canary_ok), N as f64, "{canary_text}");
     assert!(
@@ -262,11 +252,11 @@ async fn shadow_compares_every_sampled_query_and_stops_when_switched_off() {
     for q in 0..5 {
         assert_eq!(post(&c, &rank_url(&stable), query(q, false)).await.0, 200);
     }
-    let text = metrics(&c, &stable).await;
+    let text = stable.metrics(&c).await;
     assert_eq!(sample(&text, &compared), N as f64, "{text}");
     let stable_ok = r#"ranker_requests_total{model="search-ranker",version="v1",code="200"}"#;
     assert_eq!(sample(&text, stable_ok), (N + 6) as f64);
-    assert_eq!(sample(&metrics(&c, &canary).await, canary_ok), N as f64);
+    assert_eq!(sample(&canary.metrics(&c).await, canary_ok), N as f64);
 }
 
 #[tokio::test]
@@ -275,7 +265,7 @@ async fn interleave_merges_both_rankings_and_credits_feedback() {
     let config = config_path(&dir);
     let c = client();
     let (stable, canary) = start_pair(&c, &config, canary(&config), "interleave", 10_000).await;
-    let text = metrics(&c, &stable).await;
+    let text = stable.metrics(&c).await;
     assert_at_zero(
         &text,
         "ranker_interleave_outcomes_total",
@@ -413,7 +403,7 @@ async fn interleave_merges_both_rankings_and_credits_feedback() {
         assert!(v["error"].as_str().unwrap().contains(want), "{v}");
         assert_eq!(v["model"], "search-ranker");
     }
-    let text = metrics(&c, &stable).await;
+    let text = stable.metrics(&c).await;
     for (winner, n) in [("canary", 2.0), ("stable", 0.0), ("tie", 2.0)] {
         let series = pair(
             "ranker_interleave_outcomes_total",
@@ -422,7 +412,7 @@ async fn interleave_merges_both_rankings_and_credits_feedback() {
         assert_eq!(sample(&text, &series), n, "{series}\n{text}");
     }
     let canary_outcome = pair("ranker_interleave_outcomes_total", r#",winner="stable""#);
-    assert_eq!(sample(&metrics(&c, &canary).await, &canary_outcome), 2.0);
+    assert_eq!(sample(&canary.metrics(&c).await, &canary_outcome), 2.0);
     assert_eq!(
         sample(
             &text,
@@ -507,7 +497,7 @@ async fn a_failing_or_slow_canary_leaves_the_stable_answer_alone() {
         write_config(&config, mode, &url, 300);
         let active = pair("ranker_peer_active", &format!(r#",mode="{mode}""#));
         let series = pair(metric, &format!(r#",result="{result}""#));
-        let before = sample(&metrics(&c, &stable).await, &series);
+        let before = sample(&stable.metrics(&c).await, &series);
         // Wait until this step's config (timeout 300 ms) is the one applied.
         wait_for(&c, &stable, &format!("step {step}"), |t| {
             sample(t, &active) == 1.0 && stable.log_text().matches("applied").count() > step

@@ -369,6 +369,18 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The `/metrics` exposition text.
+    pub async fn metrics(&self, client: &reqwest::Client) -> String {
+        client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }

@@ -121,16 +121,32 @@ impl Prober {
         Ok((status, body))
     }
 
-    async fn prometheus(&self, p: &PrometheusProvider, vars: &Vars) -> Result<Option<f64>, String> {
-        let endpoint = format!("prometheus {}", p.address);
-        let timeout = self.timeout("prometheus.timeout", p.timeout.as_deref())?;
-        let base = format!("{}/api/v1/query", p.address.trim_end_matches('/'));
+    /// Runs an instant query; returns the endpoint's name (for messages) and
+    /// the response's `data` once the response says `success`.
+    async fn instant_query(
+        &self,
+        address: &str,
+        query: &str,
+        timeout: Option<&str>,
+        vars: &Vars,
+    ) -> Result<(String, Value), String> {
+        let endpoint = format!("prometheus {address}");
+        let timeout = self.timeout("prometheus.timeout", timeout)?;
+        let base = format!("{}/api/v1/query", address.trim_end_matches('/'));
         let mut url = Url::parse(&base)
-            .map_err(|e| format!("prometheus.address {:?} is not a valid URL: {e}", p.address))?;
+            .map_err(|e| format!("prometheus.address {address:?} is not a valid URL: {e}"))?;
         url.query_pairs_mut()
-            .append_pair("query", &substitute(&p.query, vars, false));
+            .append_pair("query", &substitute(query, vars, false));
         let (status, body) = self.get(&endpoint, url, &[], timeout).await?;
-        parse_prometheus(&endpoint, status, &body)
+        let data = prometheus_data(&endpoint, status, &body)?;
+        Ok((endpoint, data))
+    }
+
+    async fn prometheus(&self, p: &PrometheusProvider, vars: &Vars) -> Result<Option<f64>, String> {
+        let (endpoint, data) = self
+            .instant_query(&p.address, &p.query, p.timeout.as_deref(), vars)
+            .await?;
+        one_number(&endpoint, &data)
     }
 
     /// An instant query returning a vector: each series' value by the value
@@ -143,15 +159,8 @@ impl Prober {
         label: &str,
         vars: &Vars,
     ) -> Result<BTreeMap<String, f64>, String> {
-        let endpoint = format!("prometheus {address}");
-        let timeout = self.timeout("prometheus.timeout", timeout)?;
-        let base = format!("{}/api/v1/query", address.trim_end_matches('/'));
-        let mut url = Url::parse(&base)
-            .map_err(|e| format!("prometheus.address {address:?} is not a valid URL: {e}"))?;
-        url.query_pairs_mut()
-            .append_pair("query", &substitute(query, vars, false));
-        let (status, body) = self.get(&endpoint, url, &[], timeout).await?;
-        parse_by_label(&endpoint, status, &body, label)
+        let (endpoint, data) = self.instant_query(address, query, timeout, vars).await?;
+        by_label(&endpoint, &data, label)
     }
 
     async fn web(&self, w: &WebProvider, vars: &Vars) -> Result<Option<f64>, String> {
@@ -245,12 +254,12 @@ fn percent_encode(v: &str) -> String {
     out
 }
 
-/// Interprets a Prometheus `/api/v1/query` response.
-fn parse_prometheus(
+/// The `data` of a Prometheus `/api/v1/query` response, or why there is none.
+fn prometheus_data(
     endpoint: &str,
     status: reqwest::StatusCode,
     body: &[u8],
-) -> Result<Option<f64>, String> {
+) -> Result<Value, String> {
     let json: Value = match serde_json::from_slice(body) {
         Ok(json) => json,
         Err(_) if !status.is_success() => {
@@ -277,7 +286,12 @@ fn parse_prometheus(
             "{endpoint}: the query failed (HTTP {status}): {kind}{error}"
         ));
     }
-    let data = json.get("data").unwrap_or(&Value::Null);
+    Ok(json.get("data").cloned().unwrap_or(Value::Null))
+}
+
+/// The one number of an instant query's `data` (a one-series vector or a
+/// scalar); None when the vector is empty.
+fn one_number(endpoint: &str, data: &Value) -> Result<Option<f64>, String> {
     let sample_value = |sample: &Value| -> Result<Option<f64>, String> {
         // A sample is [<time>, "<value>"].
         match sample.get(1) {
@@ -314,30 +328,8 @@ fn parse_prometheus(
     }
 }
 
-/// Interprets a Prometheus vector response as values by `label`.
-pub(super) fn parse_by_label(
-    endpoint: &str,
-    status: reqwest::StatusCode,
-    body: &[u8],
-    label: &str,
-) -> Result<BTreeMap<String, f64>, String> {
-    let json: Value = serde_json::from_slice(body).map_err(|_| {
-        if status.is_success() {
-            format!("{endpoint}: the response is not JSON: {}", snippet(body))
-        } else {
-            format!("{endpoint}: HTTP {status}: {}", snippet(body))
-        }
-    })?;
-    if json.get("status").and_then(Value::as_str) != Some("success") {
-        let error = json
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("no error message");
-        return Err(format!(
-            "{endpoint}: the query failed (HTTP {status}): {error}"
-        ));
-    }
-    let data = json.get("data").unwrap_or(&Value::Null);
+/// An instant query's vector `data` as values by `label`.
+fn by_label(endpoint: &str, data: &Value, label: &str) -> Result<BTreeMap<String, f64>, String> {
     if data.get("resultType").and_then(Value::as_str) != Some("vector") {
         return Err(format!(
             "{endpoint}: the query must return an instant vector by {label:?}"

@@ -42,47 +42,31 @@ pub struct PeerTarget {
 #[serde(rename_all = "camelCase")]
 struct PeerJson<'a> {
     mode: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stable_version: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    canary_version: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    url: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sample: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    k: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout_ms: Option<i32>,
+    from: &'a str,
+    stable_version: &'a str,
+    canary_version: &'a str,
+    url: &'a str,
+    sample: i32,
+    k: i32,
+    timeout_ms: i32,
 }
 
 /// The `peer.json` text: the plan for `target`, or `off`.
 pub fn peer_json(plan: Option<(&PeerPlan, &PeerTarget)>) -> String {
-    let body = match plan {
-        Some((p, t)) => PeerJson {
+    let active = plan.and_then(|(p, t)| {
+        serde_json::to_string_pretty(&PeerJson {
             mode: p.mode,
-            from: Some(&t.from),
-            stable_version: Some(&t.stable_version),
-            canary_version: Some(&t.canary_version),
-            url: Some(&t.url),
-            sample: Some(p.sample),
-            k: Some(p.k),
-            timeout_ms: Some(p.timeout_ms),
-        },
-        None => PeerJson {
-            mode: "off",
-            from: None,
-            stable_version: None,
-            canary_version: None,
-            url: None,
-            sample: None,
-            k: None,
-            timeout_ms: None,
-        },
-    };
-    serde_json::to_string_pretty(&body).unwrap_or_else(|_| r#"{"mode": "off"}"#.into()) + "\n"
+            from: &t.from,
+            stable_version: &t.stable_version,
+            canary_version: &t.canary_version,
+            url: &t.url,
+            sample: p.sample,
+            k: p.k,
+            timeout_ms: p.timeout_ms,
+        })
+        .ok()
+    });
+    active.unwrap_or_else(|| "{\n  \"mode\": \"off\"\n}".into()) + "\n"
 }
 
 /// The canary's `:rank` URL by the `<model>-canary` Service's cluster IP.

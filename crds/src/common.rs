@@ -18,6 +18,12 @@ pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` of every mlctl kind.
 pub const API_VERSION: &str = "mlctl.io/v1alpha1";
 
+/// Label that assigns an object to one operator installation: an operator
+/// started with `--instance-id X` reconciles only objects labelled
+/// `mlctl.io/instance-id: X`; one without the flag only objects without the
+/// label (the convention of Argo Rollouts' `--instance-id`).
+pub const INSTANCE_ID_LABEL: &str = "mlctl.io/instance-id";
+
 /// CEL rule: the string is a duration such as `30s`, `5m`, `1h30m` or `1.5h`.
 /// Kept in one place so every duration field accepts the same syntax, which
 /// [`parse_duration`] implements for the operator.

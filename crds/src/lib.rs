@@ -4,6 +4,7 @@
 
 pub mod common;
 pub mod featurepipeline;
+pub mod http;
 pub mod images;
 pub mod rankingmodel;
 pub mod requests;

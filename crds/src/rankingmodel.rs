@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{
     Conditions, DNS_SUBDOMAIN_RULE, DURATION_MAX_LEN, DURATION_RULE, PodPlacement,
 };
+use crate::http::{Authorization, BasicAuth, HttpHeader, TIMEOUT_RULE, TlsConfig};
 
 /// Desired state of a RankingModel: which model revision to serve, on which
 /// runtime, at what scale, depending on which feature pipelines, and how a new
@@ -489,6 +490,9 @@ pub enum NoPreference {
 /// Where the interleaving outcome counters are read.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(self.authorization) && has(self.basicAuth))").message("interleave.prometheus sets authorization or basicAuth, not both"),
+)]
 pub struct InterleavePrometheus {
     /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
     #[schemars(length(max = 2048))]
@@ -500,11 +504,22 @@ pub struct InterleavePrometheus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub query: Option<String>,
-    /// Request timeout (default `10s`).
+    /// Request timeout (default `10s`, at most `60s`; the operator clamps it
+    /// to its `--analysis-timeout-max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = DURATION_MAX_LEN))]
-    #[x_kube(validation = Rule::new(DURATION_RULE).message("interleave.prometheus.timeout must be a duration such as 10s"))]
+    #[x_kube(validation = Rule::new(TIMEOUT_RULE).message("interleave.prometheus.timeout must be a duration of at most 60s, such as 10s"))]
     pub timeout: Option<String>,
+    /// `Authorization` header with a token from a Secret (e.g. a managed
+    /// Prometheus's bearer token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
+    /// Basic authentication from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// TLS settings (CA bundle, server name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<TlsConfig>,
 }
 
 /// A pause step.
@@ -674,6 +689,9 @@ pub struct MetricProvider {
 /// Prometheus instant query.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(self.authorization) && has(self.basicAuth))").message("prometheus sets authorization or basicAuth, not both"),
+)]
 pub struct PrometheusProvider {
     /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
     #[schemars(length(max = 2048))]
@@ -684,11 +702,22 @@ pub struct PrometheusProvider {
     /// substituted.
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
-    /// Request timeout (default `10s`).
+    /// Request timeout (default `10s`, at most `60s`; the operator clamps it
+    /// to its `--analysis-timeout-max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = DURATION_MAX_LEN))]
-    #[x_kube(validation = Rule::new(DURATION_RULE).message("prometheus.timeout must be a duration such as 10s"))]
+    #[x_kube(validation = Rule::new(TIMEOUT_RULE).message("prometheus.timeout must be a duration of at most 60s, such as 10s"))]
     pub timeout: Option<String>,
+    /// `Authorization` header with a token from a Secret (e.g. a managed
+    /// Prometheus's bearer token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
+    /// Basic authentication from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// TLS settings (CA bundle, server name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<TlsConfig>,
 }
 
 /// HTTP GET returning JSON.
@@ -702,14 +731,21 @@ pub struct WebProvider {
     /// JSON path to the number in the response, e.g. `$.data.ndcg`.
     #[schemars(length(min = 1, max = 512))]
     pub json_path: String,
-    /// Extra request headers.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    /// Request timeout (default `10s`).
+    /// Extra request headers; credentials from Secrets
+    /// (`valueFrom.secretKeyRef`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(h, self.filter(g, g.name.lowerAscii() == h.name.lowerAscii()).size() == 1)").message("web.headers names a header twice"))]
+    pub headers: Vec<HttpHeader>,
+    /// Request timeout (default `10s`, at most `60s`; the operator clamps it
+    /// to its `--analysis-timeout-max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = DURATION_MAX_LEN))]
-    #[x_kube(validation = Rule::new(DURATION_RULE).message("web.timeout must be a duration such as 10s"))]
+    #[x_kube(validation = Rule::new(TIMEOUT_RULE).message("web.timeout must be a duration of at most 60s, such as 10s"))]
     pub timeout: Option<String>,
+    /// TLS settings (CA bundle, server name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<TlsConfig>,
 }
 
 /// Observed state of a RankingModel, written only by the operator.

@@ -169,10 +169,12 @@ impl Prober {
         let timeout = self.timeout("web.timeout", w.timeout.as_deref())?;
         let url = Url::parse(&url_text)
             .map_err(|e| format!("web.url {url_text:?} is not a valid URL: {e}"))?;
+        // Secret-backed values (`valueFrom`) are resolved by the caller
+        // (issue #16 moves this into the measurement worker).
         let headers: Vec<(String, String)> = w
             .headers
             .iter()
-            .map(|(k, v)| (k.clone(), substitute(v, vars, false)))
+            .filter_map(|h| Some((h.name.clone(), substitute(h.value.as_ref()?, vars, false))))
             .collect();
         let (status, body) = self.get(&endpoint, url, &headers, timeout).await?;
         if !status.is_success() {

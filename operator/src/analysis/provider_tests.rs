@@ -8,6 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use mlctl_crds::http::HttpHeader;
+
 use super::*;
 
 /// A one-connection-at-a-time HTTP/1.1 server on 127.0.0.1 that answers every
@@ -92,6 +94,7 @@ fn prometheus(address: &str, timeout: Option<&str>) -> MetricProvider {
             address: address.into(),
             query: r#"sum(rate(errors{model="{{model}}",track="{{track}}"}[1m]))"#.into(),
             timeout: timeout.map(Into::into),
+            ..PrometheusProvider::default()
         }),
         web: None,
     }
@@ -103,8 +106,13 @@ fn web(url: &str, json_path: &str) -> MetricProvider {
         web: Some(WebProvider {
             url: url.into(),
             json_path: json_path.into(),
-            headers: BTreeMap::from([("Authorization".into(), "Bearer {{namespace}}".into())]),
+            headers: vec![HttpHeader {
+                name: "X-Scope".into(),
+                value: Some("ns {{namespace}}".into()),
+                value_from: None,
+            }],
             timeout: None,
+            tls_config: None,
         }),
     }
 }
@@ -247,10 +255,7 @@ async fn web_substitutes_sends_headers_and_follows_the_path() {
         head.starts_with("get /metrics/ranker?v=1.0%20beta%2fx http/1.1\r\n"),
         "{head}"
     );
-    assert!(
-        head.contains("\r\nauthorization: bearer shop\r\n"),
-        "{head}"
-    );
+    assert!(head.contains("\r\nx-scope: ns shop\r\n"), "{head}");
     assert_eq!(
         prober
             .measure(&web(&url, "$.items[0].value"), &vars())

@@ -15,6 +15,7 @@ fn metric(success: Option<&str>, failure: Option<&str>) -> AnalysisMetric {
                 address: "http://prometheus:9090".into(),
                 query: "sum(rate(errors[1m]))".into(),
                 timeout: None,
+                ..PrometheusProvider::default()
             }),
             web: None,
         },

@@ -16,6 +16,7 @@ pub(super) fn metric(name: &str) -> AnalysisMetric {
                 address: "http://127.0.0.1:9090".into(),
                 query: "q".into(),
                 timeout: None,
+                ..PrometheusProvider::default()
             }),
             web: None,
         },

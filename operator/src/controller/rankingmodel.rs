@@ -149,6 +149,13 @@ fn observe(d: &Deployment) -> Option<ObservedDeployment> {
         replicas: status.replicas.unwrap_or(0),
         ready: status.ready_replicas.unwrap_or(0),
         available,
+        version: labels.get(render::VERSION_LABEL).cloned(),
+        uri: d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(render::MODEL_URI_ANNOTATION))
+            .cloned(),
     })
 }
 

@@ -455,6 +455,8 @@ fn observed(spec: &RankingModelSpec, ready: i32) -> rollout::ObservedDeployment 
         replicas: 1,
         ready,
         available: ready >= 1,
+        version: Some(spec.model.version.clone()),
+        uri: Some(spec.model.uri.clone()),
     }
 }
 

@@ -11,6 +11,9 @@ pub const REVISION_LABEL: &str = "mlctl.io/revision";
 /// `stable`, `canary` or `retiring`; on Deployments only, because changing a
 /// pod template label would restart the pods.
 pub const TRACK_LABEL: &str = "mlctl.io/track";
+/// Deployment annotation: the model URI its pods serve (with the version
+/// label, what lets a lost status be rebuilt from the Deployments).
+pub const MODEL_URI_ANNOTATION: &str = "mlctl.io/model-uri";
 /// Pod annotation Prometheus' `kubernetes-pods` discovery keeps pods by.
 pub const SCRAPE_ANNOTATION: &str = "prometheus.io/scrape";
 /// `app.kubernetes.io/component`.

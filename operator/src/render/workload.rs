@@ -425,6 +425,10 @@ pub fn deployment(
     Deployment {
         metadata: ObjectMeta {
             labels: Some(deployment_labels),
+            annotations: Some(BTreeMap::from([(
+                MODEL_URI_ANNOTATION.to_string(),
+                spec.model.uri.clone(),
+            )])),
             ..model.meta(
                 deployment_name(&model.name, &plan.revision),
                 BTreeMap::new(),

@@ -82,6 +82,11 @@ pub struct ObservedDeployment {
     /// All desired pods are updated, ready and available, and the controller
     /// has seen the latest spec.
     pub available: bool,
+    /// Its `mlctl.io/version` label.
+    pub version: Option<String>,
+    /// Its `mlctl.io/model-uri` annotation (absent on Deployments written
+    /// before the operator recorded it).
+    pub uri: Option<String>,
 }
 
 /// Events to publish, one per transition.
@@ -286,6 +291,9 @@ pub fn decide(
     let target = b.target.clone();
     b.status.retiring.retain(|r| r.revision != target);
 
+    if b.status.stable.is_none() && b.status.canary.is_none() && b.status.history.is_empty() {
+        recover_stable(&mut b);
+    }
     let stable_revision = b.status.stable.as_ref().map(|s| s.revision.clone());
     match stable_revision.as_deref() {
         None => first_deployment(&mut b, progress_deadline),
@@ -428,6 +436,49 @@ fn features_block(b: &Builder<'_>, first: bool) -> Option<String> {
         return None;
     }
     Some(gate.message.clone())
+}
+
+/// An empty status (no stable, no first revision under way, no history)
+/// while a stable-track Deployment of the model runs means the status was lost (deleted, reset by a backup restore, never
+/// written back after a crash) — not that nothing serves. Deciding from it
+/// would deploy the target as the first revision, point the Services at its
+/// unready pods and delete the revision that serves: an outage. Instead the
+/// serving revision is read back from the Deployments (an Available one
+/// first, else one with ready pods) and the rollout goes on from there: a
+/// target that differs from it becomes a canary that starts at its first
+/// step.
+fn recover_stable(b: &mut Builder<'_>) {
+    let stable_track = |d: &&ObservedDeployment| d.track.as_deref() == Some(Track::Stable.as_str());
+    let serving = b
+        .ctx
+        .observed
+        .iter()
+        .filter(stable_track)
+        .max_by_key(|d| (d.available, d.ready, d.revision == b.target));
+    let Some(d) = serving.filter(|d| d.available || d.ready > 0) else {
+        return;
+    };
+    let spec = b.spec;
+    let version = d.version.clone().unwrap_or_default();
+    let uri = d
+        .uri
+        .clone()
+        .or_else(|| (d.revision == b.target).then(|| spec.model.uri.clone()))
+        .unwrap_or_default();
+    b.event(
+        true,
+        "StatusRecovered",
+        format!(
+            "status.stable was empty while Deployment {} (revision {}, version {version}) serves as stable: adopted it instead of redeploying",
+            d.name, d.revision
+        ),
+    );
+    b.status.stable = Some(StableRevision {
+        version,
+        uri,
+        revision: d.revision.clone(),
+        since: None,
+    });
 }
 
 /// The first revision of a model: full size, stable once Available.

@@ -35,6 +35,8 @@ fn deployment(spec: &RankingModelSpec, ready: i32, track: &str) -> ObservedDeplo
         replicas: 3,
         ready,
         available: ready >= 3,
+        version: Some(spec.model.version.clone()),
+        uri: Some(spec.model.uri.clone()),
     }
 }
 
@@ -356,4 +358,65 @@ fn reverting_the_spec_mid_rollout_abandons_the_pending_revision() {
     assert_eq!(back.delete, vec![pending.name]);
     assert_eq!(back.status.phase, Some(Phase::Healthy));
     assert_eq!(back.status.history[0].outcome, "Superseded");
+}
+
+#[test]
+fn a_lost_status_is_rebuilt_from_the_serving_deployment_and_nothing_is_deleted() {
+    // Healthy on v1, then the status is lost (deleted subresource, restore
+    // of an old backup): the Deployment that serves is still there.
+    let s = spec("v1");
+    let observed = [deployment(&s, 3, "stable")];
+    let d = run(&s, &RankingModelStatus::default(), &observed, at(500));
+    assert!(d.delete.is_empty(), "{:?}", d.delete);
+    assert_eq!(d.services.stable, revision_of(&s));
+    let stable = d.status.stable.as_ref().expect("stable rebuilt");
+    assert_eq!(stable.revision, revision_of(&s));
+    assert_eq!(stable.version, "v1");
+    assert_eq!(stable.uri, s.model.uri);
+    assert_eq!(d.status.phase, Some(Phase::Healthy));
+    assert!(
+        reasons(&d).contains(&"StatusRecovered"),
+        "{:?}",
+        reasons(&d)
+    );
+}
+
+#[test]
+fn a_lost_status_mid_rollout_keeps_the_serving_revision_and_restarts_the_canary() {
+    // Stable v1 serves, the spec asks for v2 and its Deployment is starting
+    // (not Ready): the Services must stay on v1 and v1 must not be deleted.
+    let v1 = spec("v1");
+    let v2 = spec("v2");
+    let observed = [deployment(&v1, 3, "stable"), deployment(&v2, 0, "canary")];
+    let d = run(&v2, &RankingModelStatus::default(), &observed, at(500));
+    assert!(d.delete.is_empty(), "{:?}", d.delete);
+    assert_eq!(d.services.stable, revision_of(&v1));
+    assert_eq!(
+        d.status.stable.as_ref().map(|s| s.revision.clone()),
+        Some(revision_of(&v1))
+    );
+    assert_eq!(
+        d.status.canary.as_ref().map(|c| c.revision.clone()),
+        Some(revision_of(&v2))
+    );
+    assert!(
+        d.apply
+            .iter()
+            .all(|p| p.revision != revision_of(&v2) || p.track == Track::Canary),
+        "{:?}",
+        d.apply
+    );
+}
+
+#[test]
+fn without_a_serving_deployment_a_lost_status_is_a_first_deployment() {
+    // A stable-track Deployment with no ready pod serves nothing: adopting
+    // it would hide a model that never came up.
+    let s = spec("v1");
+    let old = spec("v0");
+    let observed = [deployment(&old, 0, "stable")];
+    let d = run(&s, &RankingModelStatus::default(), &observed, at(500));
+    assert!(d.status.stable.is_none());
+    assert!(!reasons(&d).contains(&"StatusRecovered"));
+    assert_eq!(d.apply[0].revision, revision_of(&s));
 }

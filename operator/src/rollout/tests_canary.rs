@@ -108,6 +108,8 @@ pub(super) fn dep(
         replicas: desired,
         ready,
         available: ready >= desired,
+        version: Some(spec.model.version.clone()),
+        uri: Some(spec.model.uri.clone()),
     }
 }
 

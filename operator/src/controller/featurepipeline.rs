@@ -22,7 +22,8 @@ use mlctl_crds::featurepipeline::SchemaStatus;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
-use super::{apply_if_changed, delete, invalid_object, now_seconds, owned_by, publish};
+use super::children::{Checked, ChildLog, apply_child, delete_child, delete_observed};
+use super::{apply_if_changed, invalid_object, now_seconds, owned_by, publish};
 use crate::error::{Error, Result};
 use crate::pipeline::naming::{
     INTERVAL_START_LABEL, JOB_NAME_LABELS, PIPELINE_LABEL, RUN_LABEL, SCHEMA_HASH_ANNOTATION,
@@ -45,6 +46,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Children checked for hand edits since their last change.
+    pub checked: Checked,
     /// Runs whose outcome was counted (namespace/name), so that each counts
     /// once per process; runs that finished before the process started are
     /// not counted.
@@ -59,6 +62,7 @@ impl Context {
             client,
             recorder,
             metrics,
+            checked: Checked::default(),
             counted: Mutex::new(HashSet::new()),
             started: Timestamp::now(),
         }
@@ -337,7 +341,7 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
     let current = p.status().cloned().unwrap_or_default();
     let annotations = p.metadata.annotations.clone().unwrap_or_default();
     let now = now_seconds();
-    let decision = pipeline::decide(
+    let mut decision = pipeline::decide(
         spec,
         &current,
         &Observed {
@@ -357,16 +361,20 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
         },
     );
 
+    let mut children = ChildLog::default();
     apply_workload(
         ctx,
         &pref,
         p,
         &decision,
-        cron_job.as_ref(),
-        deployment.as_ref(),
-        streaming_app.as_ref(),
+        Standing {
+            cron_job: cron_job.as_ref(),
+            deployment: deployment.as_ref(),
+            streaming_app: streaming_app.as_ref(),
+        },
         spark_api.as_ref(),
         &config_maps,
+        &mut children,
     )
     .await?;
 
@@ -374,23 +382,55 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
     for name in &decision.delete {
         info!(run = %name, "deleting run");
         match &spark_api {
-            Some(api) => delete(api, name).await?,
-            None => delete(&jobs, name).await?,
+            Some(api) => {
+                if let Some(app) = api.get_opt(name).await?
+                    && owned_by(&app.metadata, &pref.owner.uid)
+                {
+                    delete_observed(api, &app).await?;
+                }
+            }
+            None => {
+                if let Some(job) = job_list
+                    .iter()
+                    .find(|j| j.metadata.name.as_deref() == Some(name.as_str()))
+                {
+                    delete_child(&jobs, job, &ctx.checked).await?;
+                }
+            }
         }
     }
+    let owner = format!("FeaturePipeline {ns}/{}", pref.name);
     for plan in &decision.create {
         info!(run = %plan.name, trigger = plan.trigger.as_str(), "starting run");
         match &spark_api {
             Some(api) if spec.engine.spark.is_some() => {
                 let app = dynamic(render::spark_application(&pref, spec, Some(plan)))?;
-                apply_if_changed(api, &app, None, |a| &mut a.metadata).await?;
+                apply_dynamic(api, &app, &pref.owner.uid, &owner, &mut children).await?;
             }
             _ => {
                 let job = render::run_job(&pref, spec, plan);
-                apply_if_changed(&jobs, &job, None, |j| &mut j.metadata).await?;
+                let existing = jobs.get_opt(&plan.name).await?;
+                children.note(
+                    apply_child(
+                        &jobs,
+                        &job,
+                        existing.as_ref(),
+                        &pref.owner.uid,
+                        &owner,
+                        &ctx.checked,
+                    )
+                    .await?,
+                );
             }
         }
     }
+    children.report_into(
+        &mut decision.status.conditions,
+        &mut decision.events,
+        None,
+        p.metadata.generation,
+        now,
+    );
 
     if decision.status != current {
         super::write_status(
@@ -415,10 +455,49 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
         .map(|t| t.0.as_second());
     ctx.metrics
         .set_pipeline_freshness(&pref.namespace, &pref.name, fresh_reference);
-    Ok(match decision.requeue_after {
-        Some(d) => Action::requeue(d),
-        None => Action::await_change(),
+    Ok(Action::requeue(
+        decision
+            .requeue_after
+            .unwrap_or_else(|| super::resync_after(&pref.owner.uid)),
+    ))
+}
+
+/// The pipeline's standing workload objects as observed (owned or not).
+struct Standing<'a> {
+    cron_job: Option<&'a CronJob>,
+    deployment: Option<&'a Deployment>,
+    streaming_app: Option<&'a DynamicObject>,
+}
+
+/// Applies a Spark object unless an object of that name exists that the
+/// pipeline does not own (then records the conflict and writes nothing).
+async fn apply_dynamic(
+    api: &Api<DynamicObject>,
+    app: &DynamicObject,
+    uid: &str,
+    owner: &str,
+    children: &mut ChildLog,
+) -> Result<()> {
+    let name = app.metadata.name.clone().unwrap_or_default();
+    let existing = api.get_opt(&name).await?;
+    if let Some(o) = &existing
+        && !owned_by(&o.metadata, uid)
+    {
+        let kind = app
+            .types
+            .as_ref()
+            .map_or("SparkApplication", |t| t.kind.as_str());
+        children.conflict(format!(
+            "{kind} {}/{name} already exists and is not owned by {owner}: the operator never takes over an object it did not create; delete or rename it",
+            o.metadata.namespace.clone().unwrap_or_default()
+        ));
+        return Ok(());
+    }
+    apply_if_changed(api, app, existing.as_ref().map(|a| &a.metadata), |a| {
+        &mut a.metadata
     })
+    .await?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -427,74 +506,83 @@ async fn apply_workload(
     pref: &PipelineRef,
     p: &FeaturePipeline,
     decision: &Decision,
-    cron_job: Option<&CronJob>,
-    deployment: Option<&Deployment>,
-    streaming_app: Option<&DynamicObject>,
+    observed: Standing<'_>,
     spark_api: Option<&Api<DynamicObject>>,
     config_maps: &Api<ConfigMap>,
+    children: &mut ChildLog,
 ) -> Result<()> {
     if !decision.apply {
         return Ok(());
     }
+    let Standing {
+        cron_job,
+        deployment,
+        streaming_app,
+    } = observed;
     let client = ctx.client.clone();
     let ns = pref.namespace.as_str();
     let uid = pref.owner.uid.as_str();
+    let owner = format!("FeaturePipeline {ns}/{}", pref.name);
     let spec = &p.spec;
     let cm = render::config_map(pref, spec);
     let observed_cm = get_opt(config_maps, &config_map_name(&pref.name)).await?;
-    apply_if_changed(
-        config_maps,
-        &cm,
-        observed_cm.as_ref().map(|c| &c.metadata),
-        |c| &mut c.metadata,
-    )
-    .await?;
+    children.note(
+        apply_child(
+            config_maps,
+            &cm,
+            observed_cm.as_ref(),
+            uid,
+            &owner,
+            &ctx.checked,
+        )
+        .await?,
+    );
     let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     match decision.workload {
         Workload::CronJob => {
             let desired = render::cron_job(pref, spec);
-            apply_if_changed(&cron_jobs, &desired, cron_job.map(|c| &c.metadata), |c| {
-                &mut c.metadata
-            })
-            .await?;
+            children.note(
+                apply_child(&cron_jobs, &desired, cron_job, uid, &owner, &ctx.checked).await?,
+            );
         }
         Workload::StreamingDeployment => {
             let desired = render::streaming_deployment(pref, spec);
-            apply_if_changed(
-                &deployments,
-                &desired,
-                deployment.map(|d| &d.metadata),
-                |d| &mut d.metadata,
-            )
-            .await?;
+            children.note(
+                apply_child(
+                    &deployments,
+                    &desired,
+                    deployment,
+                    uid,
+                    &owner,
+                    &ctx.checked,
+                )
+                .await?,
+            );
         }
         Workload::StreamingSpark => {
             if let Some(api) = spark_api {
                 let app = dynamic(render::spark_application(pref, spec, None))?;
-                apply_if_changed(api, &app, streaming_app.map(|a| &a.metadata), |a| {
-                    &mut a.metadata
-                })
-                .await?;
+                apply_dynamic(api, &app, uid, &owner, children).await?;
             }
         }
         Workload::None => {}
     }
     // A trigger or engine change leaves the old workload behind: remove it.
     if decision.workload != Workload::CronJob
-        && cron_job.is_some_and(|c| owned_by(&c.metadata, uid))
+        && let Some(c) = cron_job.filter(|c| owned_by(&c.metadata, uid))
     {
-        delete(&cron_jobs, &pref.name).await?;
+        delete_child(&cron_jobs, c, &ctx.checked).await?;
     }
     if decision.workload != Workload::StreamingDeployment
-        && deployment.is_some_and(|d| owned_by(&d.metadata, uid))
+        && let Some(d) = deployment.filter(|d| owned_by(&d.metadata, uid))
     {
-        delete(&deployments, &pref.name).await?;
+        delete_child(&deployments, d, &ctx.checked).await?;
     }
-    if let (Some(api), Some(_)) = (spark_api, streaming_app)
+    if let (Some(api), Some(app)) = (spark_api, streaming_app)
         && decision.workload != Workload::StreamingSpark
     {
-        delete(api, &pref.name).await?;
+        delete_observed(api, app).await?;
     }
     Ok(())
 }

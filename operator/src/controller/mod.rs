@@ -1,12 +1,13 @@
 //! Controllers, one per kind.
 
+pub mod children;
 pub mod featurepipeline;
 pub mod rankingmodel;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
@@ -54,21 +55,25 @@ where
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&stamped),
     )
-    .await?;
+    .await
+    .map_err(|e| crate::error::Error::child_write("object", &name, e))?;
     debug!(%name, "applied");
     Ok(true)
 }
 
-/// Deletes `name` in the background; already gone is fine.
-pub async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+/// How often an object with nothing pending is reconciled anyway: a safety
+/// net under the watches (a missed event, a child kind a watch cannot see),
+/// never the way changes are noticed.
+pub const RESYNC: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// [`RESYNC`] spread by ±10% by the object's UID, so that the objects
+/// created together (an apply of a thousand models) are not reconciled
+/// together every ten minutes.
+pub fn resync_after(uid: &str) -> std::time::Duration {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(uid.as_bytes());
+    let unit = f64::from(u16::from_be_bytes([digest[0], digest[1]])) / f64::from(u16::MAX);
+    RESYNC.mul_f64(0.9 + 0.2 * unit)
 }
 
 /// Publishes one transition as an Event. Events are best effort: losing one

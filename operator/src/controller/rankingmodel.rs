@@ -10,7 +10,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
@@ -21,7 +21,8 @@ use mlctl_crds::{FeaturePipeline, RankingModel, RankingModelSpec};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
-use super::{apply_if_changed, delete, invalid_object, now_seconds, owned_by, publish};
+use super::children::{Checked, ChildLog, apply_child, delete_child};
+use super::{invalid_object, now_seconds, owned_by, publish};
 use crate::analysis;
 use crate::diagnose;
 use crate::error::{Error, Result};
@@ -45,6 +46,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// HTTP client of the analysis providers.
     pub prober: analysis::Prober,
+    /// Children checked for hand edits since their last change.
+    pub checked: Checked,
 }
 
 impl Context {
@@ -61,6 +64,7 @@ impl Context {
             recorder,
             metrics,
             prober: analysis::Prober::new(),
+            checked: Checked::default(),
         }
     }
 }
@@ -207,27 +211,50 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     }
     explain_unavailable(&mref, &current, &observed, &mut decision, ctx, now).await;
 
+    // Children: the operator writes only objects it owns (a conflict leaves
+    // the object alone and says so) and writes back hand edits of the fields
+    // it sets.
+    let owner = format!("RankingModel {ns}/{}", mref.name);
+    let mut children = ChildLog::default();
+
     // Deployments of the desired revisions.
     for plan in &decision.apply {
         let desired = render::deployment(&mref, &model.spec, &ctx.render, plan);
         let name = desired.name_any();
-        let existing = observed_deployments.iter().find(|d| d.name_any() == name);
-        let wrote = apply_if_changed(&deployments, &desired, existing.map(Resource::meta), |d| {
-            &mut d.metadata
-        })
-        .await?;
-        if model.spec.autoscaling.is_some() {
+        let owned = observed_deployments.iter().find(|d| d.name_any() == name);
+        let existing = match owned {
+            Some(d) => Some(d.clone()),
+            None => deployments.get_opt(&name).await?,
+        };
+        let wrote = children.note(
+            apply_child(
+                &deployments,
+                &desired,
+                existing.as_ref(),
+                &uid,
+                &owner,
+                &ctx.checked,
+            )
+            .await?,
+        );
+        let ours = existing
+            .as_ref()
+            .map_or(wrote, |d| owned_by(d.meta(), &uid));
+        if model.spec.autoscaling.is_some() && ours {
             // The autoscaler will own `replicas`; the main field manager must
-            // never mention it, so the size is set by a second one: once for
-            // a new Deployment, and at every step for a canary (the
+            // never mention it, so the size is set by a second one: for a
+            // Deployment nobody has sized yet (a new one, or one whose
+            // creating reconcile crashed before sizing it: it still has the
+            // API server's default of 1), and at every step for a canary (the
             // autoscaler targets only the stable one).
             let want = plan.initial_replicas.unwrap_or(1);
-            let resize = plan.track == Track::Canary
-                && existing
-                    .and_then(|d| d.spec.as_ref())
-                    .and_then(|s| s.replicas)
-                    != Some(want);
-            if (wrote && existing.is_none()) || resize {
+            let replicas = existing
+                .as_ref()
+                .and_then(|d| d.spec.as_ref())
+                .and_then(|s| s.replicas);
+            let resize = plan.track == Track::Canary && replicas != Some(want);
+            let never_sized = existing.as_ref().is_none_or(|d| !replicas_owned(d));
+            if never_sized || resize {
                 set_initial_replicas(&deployments, &name, want).await?;
             }
         }
@@ -236,20 +263,31 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         relabel(&deployments, name, *track).await?;
     }
     for name in &decision.delete {
-        info!(deployment = %name, "deleting");
-        delete(&deployments, name).await?;
+        if let Some(d) = observed_deployments.iter().find(|d| d.name_any() == *name) {
+            info!(deployment = %name, "deleting");
+            delete_child(&deployments, d, &ctx.checked).await?;
+        }
     }
 
     // Services.
     let observed_services = list_owned(&services, &mref.name, &uid).await?;
     for svc in render::services(&mref, &decision.services) {
-        let existing = observed_services
-            .iter()
-            .find(|s| s.name_any() == svc.name_any());
-        apply_if_changed(&services, &svc, existing.map(Resource::meta), |s| {
-            &mut s.metadata
-        })
-        .await?;
+        let name = svc.name_any();
+        let existing = match observed_services.iter().find(|s| s.name_any() == name) {
+            Some(s) => Some(s.clone()),
+            None => services.get_opt(&name).await?,
+        };
+        children.note(
+            apply_child(
+                &services,
+                &svc,
+                existing.as_ref(),
+                &uid,
+                &owner,
+                &ctx.checked,
+            )
+            .await?,
+        );
     }
 
     // What the stable pods compare with the canary (shadow, interleave).
@@ -260,6 +298,7 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         &services,
         ctx,
         &model.spec,
+        &mut children,
     )
     .await?;
 
@@ -268,15 +307,17 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     match (&model.spec.autoscaling, &decision.autoscaler_target) {
         (Some(a), Some(target)) => {
             let hpa = render::autoscaler(&mref, a, target);
-            apply_if_changed(&hpas, &hpa, observed_hpa.first().map(Resource::meta), |h| {
-                &mut h.metadata
-            })
-            .await?;
+            let existing = match observed_hpa.iter().find(|h| h.name_any() == hpa.name_any()) {
+                Some(h) => Some(h.clone()),
+                None => hpas.get_opt(&hpa.name_any()).await?,
+            };
+            children.note(
+                apply_child(&hpas, &hpa, existing.as_ref(), &uid, &owner, &ctx.checked).await?,
+            );
         }
         _ => {
             for h in &observed_hpa {
-                hpas.delete(&h.name_any(), &DeleteParams::background())
-                    .await?;
+                delete_child(&hpas, h, &ctx.checked).await?;
             }
         }
     }
@@ -286,18 +327,21 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     match &decision.disruption_budget {
         Some(revision) => {
             let pdb = render::disruption_budget(&mref, revision);
-            apply_if_changed(&pdbs, &pdb, observed_pdb.first().map(Resource::meta), |p| {
-                &mut p.metadata
-            })
-            .await?;
+            let existing = match observed_pdb.iter().find(|p| p.name_any() == pdb.name_any()) {
+                Some(p) => Some(p.clone()),
+                None => pdbs.get_opt(&pdb.name_any()).await?,
+            };
+            children.note(
+                apply_child(&pdbs, &pdb, existing.as_ref(), &uid, &owner, &ctx.checked).await?,
+            );
         }
         None => {
             for p in &observed_pdb {
-                pdbs.delete(&p.name_any(), &DeleteParams::background())
-                    .await?;
+                delete_child(&pdbs, p, &ctx.checked).await?;
             }
         }
     }
+    children.report(&mut decision, model.metadata.generation, now);
 
     // Traffic weights on the router (Gateway API, Istio), once the pods
     // behind them exist: raised only after the canary is Ready, dropped to
@@ -356,10 +400,11 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         publish(&ctx.recorder, &model.object_ref(&()), &transition).await;
         return Err(Error::Routing(e.to_string()));
     }
-    Ok(match decision.requeue_after {
-        Some(d) => Action::requeue(d),
-        None => Action::await_change(),
-    })
+    Ok(Action::requeue(
+        decision
+            .requeue_after
+            .unwrap_or_else(|| super::resync_after(&uid)),
+    ))
 }
 
 /// Writes `<model>-peer`: the decision's comparison plan, or `off`.
@@ -370,6 +415,7 @@ async fn apply_peer_config(
     services: &Api<Service>,
     ctx: &Context,
     spec: &RankingModelSpec,
+    children: &mut ChildLog,
 ) -> Result<()> {
     // Models that never compare have no `<model>-peer` (the volume is
     // optional): no object and no read per model for the common case.
@@ -418,14 +464,19 @@ async fn apply_peer_config(
     let json = render::peer_json(decision.peer.as_ref().zip(target.as_ref()));
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &mref.namespace);
     let name = render::peer_config_map_name(&mref.name);
-    let existing = config_maps.get_metadata_opt(&name).await?;
-    let wrote = apply_if_changed(
-        &config_maps,
-        &render::peer_config_map(mref, json),
-        existing.as_ref().map(|m| &m.metadata),
-        |c| &mut c.metadata,
-    )
-    .await?;
+    let existing = config_maps.get_opt(&name).await?;
+    let owner = format!("RankingModel {}/{}", mref.namespace, mref.name);
+    let wrote = children.note(
+        apply_child(
+            &config_maps,
+            &render::peer_config_map(mref, json),
+            existing.as_ref(),
+            &mref.owner.uid,
+            &owner,
+            &ctx.checked,
+        )
+        .await?,
+    );
     if wrote {
         info!(
             mode = decision.peer.as_ref().map_or("off", |p| p.mode),
@@ -602,6 +653,19 @@ async fn feature_gate(
 struct FeatureVerdict {
     gate: rollout::FeatureGate,
     wake_at: Option<Timestamp>,
+}
+
+/// Whether some field manager set the Deployment's `replicas` (the
+/// operator's sizing manager, or the autoscaler through the scale
+/// subresource); a created Deployment that nobody sized has only the API
+/// server's default, which no manager owns.
+fn replicas_owned(d: &Deployment) -> bool {
+    d.metadata.managed_fields.iter().flatten().any(|m| {
+        m.fields_v1
+            .as_ref()
+            .and_then(|f| f.0.get("f:spec"))
+            .is_some_and(|spec| spec.get("f:replicas").is_some())
+    })
 }
 
 async fn set_initial_replicas(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<()> {

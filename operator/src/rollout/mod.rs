@@ -927,4 +927,57 @@ fn summarize(
         generation,
         now,
     );
+    analysis_condition(status, generation, now);
+}
+
+/// `AnalysisHealthy`: while a canary has analysis results, whether every
+/// metric passes (False with the first failing metric's verdict, which an
+/// abort keeps visible); absent without a canary or without analysis.
+fn analysis_condition(status: &mut RankingModelStatus, generation: Option<i64>, now: Timestamp) {
+    const TYPE: &str = "AnalysisHealthy";
+    let metrics = status
+        .analysis
+        .as_ref()
+        .map(|a| a.metrics.as_slice())
+        .unwrap_or_default();
+    if status.canary.is_none() || metrics.is_empty() {
+        status.conditions.0.retain(|c| c.type_ != TYPE);
+        return;
+    }
+    let failing = ["Failed", "Error", "Inconclusive"]
+        .iter()
+        .find_map(|phase| metrics.iter().find(|m| m.phase == *phase));
+    let (state, reason, message) = match failing {
+        Some(m) => (
+            "False",
+            m.phase.clone(),
+            format!(
+                "metric {}: {}",
+                m.name,
+                m.message.as_deref().unwrap_or(m.phase.as_str())
+            ),
+        ),
+        None => (
+            "True",
+            "Passing".to_string(),
+            format!(
+                "{} metric(s) measured, none failing: {}",
+                metrics.len(),
+                metrics
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    };
+    set_condition(
+        &mut status.conditions,
+        TYPE,
+        state,
+        &reason,
+        &message,
+        generation,
+        now,
+    );
 }

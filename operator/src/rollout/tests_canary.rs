@@ -300,6 +300,13 @@ fn a_failed_analysis_aborts_at_once_and_scales_down_later() {
     sim.step(&v2, std::slice::from_ref(&stable), at(100));
     sim.step(&v2, &[stable.clone(), dep(&v2, 2, 2, "canary")], at(110));
     assert_eq!(sim.canary().weight, 25);
+    sim.set_metric("errors", None, "Running", "");
+    sim.step(&v2, &[stable.clone(), dep(&v2, 2, 2, "canary")], at(112));
+    let analysis = sim.status.conditions.get("AnalysisHealthy").unwrap();
+    assert_eq!(
+        (analysis.status.as_str(), analysis.reason.as_str()),
+        ("True", "Passing")
+    );
 
     sim.set_metric(
         "errors",
@@ -333,6 +340,18 @@ fn a_failed_analysis_aborts_at_once_and_scales_down_later() {
     );
     assert!(cond.message.contains("result 0.12"));
     assert!(active_analysis(&v2, &sim.status).is_empty());
+    // The analysis verdict stays visible after the abort (Argo CD's health
+    // message reads it).
+    let analysis = sim.status.conditions.get("AnalysisHealthy").unwrap();
+    assert_eq!(
+        (analysis.status.as_str(), analysis.reason.as_str()),
+        ("False", "Failed")
+    );
+    assert!(
+        analysis.message.starts_with("metric errors: "),
+        "{}",
+        analysis.message
+    );
 
     // Steady while aborted: no new events, no re-deploy.
     let d = sim.step(&v2, &[stable.clone(), dep(&v2, 2, 2, "canary")], at(120));
@@ -350,6 +369,7 @@ fn a_failed_analysis_aborts_at_once_and_scales_down_later() {
     assert_eq!(sim.canary().step_index, 0);
     assert!(sim.canary().aborted_at.is_none());
     assert!(sim.status.analysis.is_none());
+    assert!(sim.status.conditions.get("AnalysisHealthy").is_none());
     assert_eq!(d.apply[0].replicas, Some(2));
     assert_eq!(sim.status.phase, Some(Phase::Progressing));
 }

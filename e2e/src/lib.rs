@@ -17,6 +17,7 @@
 // workspace's deny of unwrap/expect/panic does not apply here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod audit;
 mod dump;
 pub mod metrics;
 mod namespace;
@@ -313,4 +314,22 @@ pub async fn install_crds(client: &Client) -> Vec<String> {
         .await;
     }
     names
+}
+
+/// The text of `examples/<name>`.
+pub fn example(name: &str) -> String {
+    std::fs::read_to_string(workspace_root().join("examples").join(name))
+        .unwrap_or_else(|e| panic!("read examples/{name}: {e}"))
+}
+
+/// The name of the Deployment of a model's stable revision.
+pub fn stable_deployment(model: &mlctl_crds::RankingModel) -> String {
+    use kube::ResourceExt;
+    let revision = &model
+        .status
+        .as_ref()
+        .and_then(|s| s.stable.as_ref())
+        .unwrap_or_else(|| panic!("{} has no stable revision", model.name_any()))
+        .revision;
+    format!("{}-{revision}", model.name_any())
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -20,17 +20,14 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
+use mlctl_e2e::audit::{Audit, describe};
 use mlctl_e2e::operator::{install_chart_rbac, service_account_kubeconfig, setup, start_operator};
 use mlctl_e2e::{
-    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, install_crds, kubectl, phase_is,
-    require_e2e, wait_for, wait_for_deletion, wait_for_list, workspace_root,
+    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, events_with_reason, example, install_crds,
+    kubectl, phase_is, require_e2e, stable_deployment, wait_for, wait_for_deletion, wait_for_list,
 };
 
 const LONG: Duration = Duration::from_secs(120);
-
-fn example(name: &str) -> String {
-    std::fs::read_to_string(workspace_root().join("examples").join(name)).expect("read example")
-}
 
 fn stable_version_is(version: &'static str) -> impl Fn(Option<&RankingModel>) -> bool {
     move |m: Option<&RankingModel>| {
@@ -38,16 +35,6 @@ fn stable_version_is(version: &'static str) -> impl Fn(Option<&RankingModel>) ->
             .and_then(|s| s.stable.as_ref())
             .is_some_and(|s| s.version == version)
     }
-}
-
-fn stable_deployment(model: &RankingModel) -> String {
-    let revision = &model
-        .status
-        .as_ref()
-        .and_then(|s| s.stable.as_ref())
-        .expect("a stable revision")
-        .revision;
-    format!("{}-{revision}", model.name_any())
 }
 
 #[tokio::test]
@@ -314,37 +301,63 @@ async fn a_steady_model_causes_no_writes() {
     apply_yaml(&client, ns.name(), &example("rankingmodel-basic.yaml")).await;
     let models: Api<RankingModel> = ns.api();
     wait_for(&models, "search-ranker", phase_is(Phase::Healthy), LONG).await;
-    let snapshot = || async {
-        let mut versions = Vec::new();
-        let m = models.get("search-ranker").await.expect("model");
-        versions.push(("model".to_string(), m.resource_version()));
-        let d: Api<Deployment> = ns.api();
-        for o in d.list(&ListParams::default()).await.expect("list").items {
-            versions.push((o.name_any(), o.resource_version()));
-        }
-        let s: Api<Service> = ns.api();
-        for o in s.list(&ListParams::default()).await.expect("list").items {
-            versions.push((o.name_any(), o.resource_version()));
-        }
-        let p: Api<PodDisruptionBudget> = ns.api();
-        for o in p.list(&ListParams::default()).await.expect("list").items {
-            versions.push((o.name_any(), o.resource_version()));
-        }
-        versions
-    };
     let reconciles = |text: String| -> Option<u64> {
         text.lines()
             .find(|l| l.starts_with("mlctl_reconciles_total{kind=\"rankingmodel\"}"))
             .and_then(|l| l.split_whitespace().last())
             .and_then(|v| v.parse().ok())
     };
-    let before = snapshot().await;
-    let reconciles_before = reconciles(operator.metrics().await);
-    // An observation window, not a synchronisation: nothing may change in it.
+    // Reconciles still happen in the window (the Deployment's status settles,
+    // kwok updates pods): each must decide that nothing needs writing.
+    // The transition's Events follow its status write: wait for them, so
+    // that the window starts after everything the rollout had to say.
+    let events: Api<Event> = ns.api();
+    let deadline = tokio::time::Instant::now() + DEFAULT_TIMEOUT;
+    while events_with_reason(&events, "Promoted").await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no Promoted event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let audit = Audit::open();
+    let mark = audit.mark();
+    let reconciles_before = reconciles(operator.metrics().await).expect("metrics are served");
+    // An observation window, not a synchronisation: nothing may be written in it.
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let after = snapshot().await;
-    assert_eq!(before, after, "the operator wrote during a steady state");
-    assert!(reconciles_before.is_some(), "metrics are served");
+    let writes = audit.operator_writes(mark, ns.name(), "");
+    assert!(
+        writes.is_empty(),
+        "the operator wrote during a steady state:\n{}",
+        describe(&writes)
+    );
+    // Touch the model's children the way other controllers do (a label on a
+    // Deployment by someone else): reconciles, still no write.
+    let deployments: Api<Deployment> = ns.api();
+    let name = deployments
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items[0]
+        .name_any();
+    let patch = serde_json::json!({"metadata": {"labels": {"team": "search"}}});
+    deployments
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("label");
+    let after = operator
+        .wait_for_metrics(
+            |m| reconciles(m.to_string()).is_some_and(|n| n > reconciles_before),
+            DEFAULT_TIMEOUT,
+        )
+        .await;
+    assert!(
+        reconciles(after).is_some_and(|n| n > reconciles_before),
+        "the label change was not reconciled"
+    );
+    let writes = audit.operator_writes(mark, ns.name(), "");
+    assert!(
+        writes.is_empty(),
+        "the operator wrote after a foreign label change:\n{}",
+        describe(&writes)
+    );
     ns.finish().await;
 }
 

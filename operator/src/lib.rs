@@ -20,8 +20,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
@@ -171,23 +173,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let mut controllers = Vec::new();
     for scope in scopes {
-        let (models, deployments, services) = match &scope {
-            Some(ns) => (
-                Api::<DeserializeGuard<RankingModel>>::namespaced(client.clone(), ns),
-                Api::<Deployment>::namespaced(client.clone(), ns),
-                Api::<Service>::namespaced(client.clone(), ns),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-            ),
-        };
+        fn scoped<K>(client: &Client, scope: &Option<String>) -> Api<K>
+        where
+            K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        {
+            match scope {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            }
+        }
+        let models = scoped::<DeserializeGuard<RankingModel>>(&client, &scope);
         let children =
             watcher::Config::default().labels("app.kubernetes.io/managed-by=mlctl-operator");
+        // Every child kind is watched: a deleted or edited autoscaler,
+        // disruption budget or peer ConfigMap is repaired at once, not at
+        // the next resync.
         let controller = Controller::new(models, watcher::Config::default().any_semantic())
-            .owns(deployments, children.clone())
-            .owns(services, children)
+            .owns(scoped::<Deployment>(&client, &scope), children.clone())
+            .owns(scoped::<Service>(&client, &scope), children.clone())
+            .owns(
+                scoped::<HorizontalPodAutoscaler>(&client, &scope),
+                children.clone(),
+            )
+            .owns(
+                scoped::<PodDisruptionBudget>(&client, &scope),
+                children.clone(),
+            )
+            .owns(scoped::<ConfigMap>(&client, &scope), children)
             .with_config(runtime_controller::Config::default().concurrency(config.concurrency));
         // A changed FeaturePipeline re-enqueues the models that read from it.
         let controller = features::watch_pipelines(controller, &client, scope.as_deref());

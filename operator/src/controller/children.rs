@@ -357,12 +357,17 @@ fn walk(d: &Value, o: &Value, path: String) -> Option<String> {
     }
 }
 
+/// Absent, empty, or a zero value: the API server omits fields with Go's
+/// zero value (`omitempty`), so a rendered `0`, `false` or `""` is stored
+/// as no field at all.
 fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
         Value::Array(a) => a.is_empty(),
         Value::Object(m) => m.is_empty(),
-        _ => false,
     }
 }
 

@@ -93,6 +93,19 @@ fn a_removed_list_item_label_or_changed_argument_is_drift() {
 }
 
 #[test]
+fn zero_values_the_api_server_omits_are_not_drift() {
+    let desired = json!({"spec": {"readinessProbe": {"initialDelaySeconds": 0, "httpGet": {"path": "/ready", "port": 8080}},
+                                  "hostNetwork": false, "subdomain": ""}});
+    let stored = json!({"spec": {"readinessProbe": {"httpGet": {"path": "/ready", "port": 8080, "scheme": "HTTP"}, "periodSeconds": 10}}});
+    assert_eq!(drift(&desired, &stored), None);
+    let edited = json!({"spec": {"readinessProbe": {"initialDelaySeconds": 30, "httpGet": {"path": "/ready", "port": 8080}}}});
+    assert_eq!(
+        drift(&desired, &edited),
+        Some(".spec.readinessProbe.initialDelaySeconds".into())
+    );
+}
+
+#[test]
 fn a_field_the_operator_does_not_set_is_never_compared() {
     // An autoscaled Deployment: the rendered form has no replicas.
     let mut desired = deployment("ranker:1", 3, "0.5");

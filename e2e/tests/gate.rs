@@ -2,12 +2,14 @@
 //! whose FeaturePipeline is stale or on another schema does not start (or
 //! continue) a canary, and resumes by itself when the pipeline is fine again.
 //!
-//! The test plays the pipeline controller: it writes the FeaturePipeline's
+//! Most tests play the pipeline controller: they write the FeaturePipeline's
 //! status (watermark, schema, Fresh) through the status subresource. The
 //! pipeline has a schedule that never comes due in the test and
 //! `spec.freshness` consistent with the written watermark, so the operator's
 //! own pipeline controller (which keeps the previous watermark and derives
-//! Fresh from it) agrees with what the test writes.
+//! Fresh from it) agrees with what the test writes. One test takes the
+//! whole real path instead: a run of the pipeline completes, and its reported
+//! watermark releases the held canary.
 
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -254,4 +256,89 @@ async fn strict_blocks_the_first_deployment_until_the_features_are_fresh() {
     set_freshness(&s.pipelines, "clicks", true).await;
     wait_for(&s.models, "ranker", stable_is("1.0.0"), LONG).await;
     s.ns.finish().await;
+}
+
+/// The real path, nothing written by the test: a pipeline that never ran
+/// holds the canary; a run of it completes (its pod reports the watermark in
+/// its termination message), the pipeline controller records the watermark
+/// and Fresh, and the held canary starts by itself.
+#[tokio::test]
+async fn a_completed_pipeline_run_releases_the_held_canary() {
+    require_e2e!();
+    let (client, ns, _operator) = setup("gate-run").await;
+    let watermark = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
+    let pipeline = format!(
+        r#"apiVersion: mlctl.io/v1alpha1
+kind: FeaturePipeline
+metadata:
+  name: clicks
+spec:
+  trigger:
+    schedule: {{cron: "0 0 1 1 *"}}
+  engine:
+    container:
+      image: busybox:1.36
+      podMetadata:
+        annotations:
+          mlctl.io/e2e-termination-message: '{{"watermark":"{watermark}","rowsRead":10,"rowsWritten":10}}'
+  features:
+    entityKeys: [doc_id]
+    schemaVersion: 1
+    fields: [{{name: ctr, dtype: float32}}]
+  freshness: {{maxStaleness: 1h}}
+  retries: {{backoffLimit: 0}}
+"#
+    );
+    apply_yaml(&client, ns.name(), &pipeline).await;
+    apply_yaml(
+        &client,
+        ns.name(),
+        &model_yaml("ranker", "1.0.0", "clicks", 1, "Rollouts"),
+    )
+    .await;
+    let models: Api<RankingModel> = ns.api();
+    // gate: Rollouts lets the first deployment through, not the next version.
+    wait_for(&models, "ranker", stable_is("1.0.0"), LONG).await;
+    set_version(&models, "ranker", "2.0.0").await;
+    wait_for(&models, "ranker", held_for_features("2.0.0"), LONG).await;
+    assert_eq!(deployments_of(&ns, "ranker", "2.0.0").await, 0);
+
+    let pipelines: Api<FeaturePipeline> = ns.api();
+    let patch = serde_json::json!({"metadata": {"annotations": {"mlctl.io/run": Timestamp::now().to_string()}}});
+    pipelines
+        .patch("clicks", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let p = wait_for(
+        &pipelines,
+        "clicks",
+        |p: Option<&FeaturePipeline>| {
+            p.and_then(|p| p.status.as_ref())
+                .is_some_and(|s| s.conditions.is_true("Fresh") && s.last_successful_time.is_some())
+        },
+        LONG,
+    )
+    .await;
+    assert_eq!(
+        p.status.unwrap().watermark.map(|w| w.0),
+        Some(watermark),
+        "the watermark is the one the run reported"
+    );
+    wait_for(
+        &models,
+        "ranker",
+        |m: Option<&RankingModel>| {
+            m.and_then(|m| m.status.as_ref())
+                .and_then(|s| s.canary.as_ref())
+                .is_some_and(|c| {
+                    c.version == "2.0.0"
+                        && c.weight > 0
+                        && c.pause_reason.as_deref() != Some("FeaturesNotReady")
+                })
+        },
+        LONG,
+    )
+    .await;
+    assert_eq!(deployments_of(&ns, "ranker", "2.0.0").await, 1);
+    ns.finish().await;
 }

@@ -39,7 +39,14 @@ end
 local phase = obj.status.phase
 if phase == "Degraded" then
   hs.status = "Degraded"
-  hs.message = messageOf("AnalysisHealthy", messageOf("Progressing", messageOf("Ready", "Rollout failed and was rolled back")))
+  -- A failing analysis names the metric; otherwise (a manual abort, a
+  -- deadline, lost replicas) the Progressing or Ready message says why.
+  local analysis = condition("AnalysisHealthy")
+  if analysis ~= nil and analysis.status == "False" and analysis.message ~= nil and analysis.message ~= "" then
+    hs.message = analysis.message
+  else
+    hs.message = messageOf("Progressing", messageOf("Ready", "Rollout failed and was rolled back"))
+  end
 elseif phase == "Paused" then
   hs.status = "Suspended"
   hs.message = messageOf("Progressing", "Rollout paused")

@@ -951,11 +951,10 @@ fn analysis_condition(status: &mut RankingModelStatus, generation: Option<i64>, 
         Some(m) => (
             "False",
             m.phase.clone(),
-            format!(
-                "metric {}: {}",
-                m.name,
-                m.message.as_deref().unwrap_or(m.phase.as_str())
-            ),
+            // The analysis writes its messages as "metric <name>: …".
+            m.message
+                .clone()
+                .unwrap_or_else(|| format!("metric {}: {}", m.name, m.phase)),
         ),
         None => (
             "True",

@@ -351,6 +351,72 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(2));
     }
 
+    /// Answers every request with an empty ConfigMap and records its method.
+    #[derive(Clone, Default)]
+    struct FakeApiServer {
+        methods: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl Service<Request<kube::client::Body>> for FakeApiServer {
+        type Response = http::Response<kube::client::Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<kube::client::Body>) -> Self::Future {
+            if let Ok(mut methods) = self.methods.lock() {
+                methods.push(request.method().to_string());
+            }
+            let body = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"a"}}"#;
+            Box::pin(
+                async move { Ok(http::Response::new(kube::client::Body::from(body.to_vec()))) },
+            )
+        }
+    }
+
+    /// The layer as the operator installs it: kube's client surfaces the
+    /// refusal as an error of the call, and the API server never sees it.
+    #[tokio::test]
+    async fn a_fenced_kube_client_refuses_writes_and_reads_on() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+
+        let server = FakeApiServer::default();
+        let fence = Fence::new();
+        let client = kube::client::ClientBuilder::new(server.clone(), "a")
+            .with_layer(&FenceLayer::new(fence.clone()))
+            .build();
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "a");
+        let patch = PatchParams::apply("mlctl-operator");
+        let refusals = [
+            api.patch("c", &patch, &Patch::Apply(ConfigMap::default()))
+                .await
+                .err(),
+            api.create(&PostParams::default(), &ConfigMap::default())
+                .await
+                .err(),
+            api.delete("c", &DeleteParams::default()).await.err(),
+        ];
+        for refusal in refusals {
+            match refusal {
+                Some(kube::Error::Service(e)) => assert!(e.is::<FencedWrite>(), "{e}"),
+                other => panic!("expected a fenced write, got {other:?}"),
+            }
+        }
+        assert!(api.get("c").await.is_ok());
+        fence.open_until(Instant::now() + Duration::from_secs(10));
+        assert!(
+            api.patch("c", &patch, &Patch::Apply(ConfigMap::default()))
+                .await
+                .is_ok()
+        );
+        let methods = server.methods.lock().map(|m| m.clone()).unwrap_or_default();
+        assert_eq!(methods, ["GET", "PATCH"]);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn deadlines_only_move_forward_and_revocation_is_final() {
         let fence = Fence::new();

@@ -271,7 +271,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let ctx = ctx.clone();
         let backoff = ctx.clone();
         let stop = wait_true(shutdown.clone());
-        let where_ = scope
+        let place = scope
             .as_deref()
             .map_or("all namespaces".to_string(), |ns| format!("namespace {ns}"));
         let task = tokio::spawn(
@@ -286,7 +286,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }),
         );
         controllers.push(health.clone().supervise(
-            format!("rankingmodel ({where_})"),
+            format!("rankingmodel ({place})"),
             task,
             shutdown.clone(),
         ));
@@ -309,7 +309,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             wait_true(shutdown.clone()),
         ));
         controllers.push(health.clone().supervise(
-            format!("featurepipeline ({where_})"),
+            format!("featurepipeline ({place})"),
             task,
             shutdown.clone(),
         ));

@@ -1,7 +1,11 @@
 //! Command-line and environment configuration of the operator.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use mlctl_crds::common::INSTANCE_ID_LABEL;
+
+use crate::leader::{LeaseTiming, TimingError};
 use crate::telemetry::LogFormat;
 
 /// The mlctl operator: reconciles RankingModels into serving Deployments,
@@ -37,6 +41,12 @@ pub struct Config {
     /// Seconds a lease stays valid without renewal.
     #[arg(long, env = "MLCTL_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Seconds after the start of its last successful renewal during which
+    /// the leader may write; it stops writing then, before any standby can
+    /// see the lease expire. Must be less than the lease duration and more
+    /// than the retry period (default: two thirds of the lease duration).
+    #[arg(long, env = "MLCTL_LEASE_RENEW_DEADLINE_SECONDS")]
+    pub lease_renew_deadline_seconds: Option<u64>,
     /// Seconds between renewals (and between attempts of a standby).
     #[arg(long, env = "MLCTL_LEASE_RETRY_SECONDS", default_value_t = 2)]
     pub lease_retry_seconds: u64,
@@ -54,6 +64,29 @@ pub struct Config {
     /// Reconciles running at once.
     #[arg(long, env = "MLCTL_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// Manage only RankingModels and FeaturePipelines labelled
+    /// `mlctl.io/instance-id=<ID>`, with a Lease of its own, so that several
+    /// installations share a cluster. Without it, only objects without that
+    /// label are managed.
+    #[arg(long, env = "MLCTL_INSTANCE_ID", value_parser = parse_instance_id)]
+    pub instance_id: Option<String>,
+}
+
+/// An instance id must be a valid label value.
+fn parse_instance_id(value: &str) -> Result<String, String> {
+    let valid_chars = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let alnum_ends = value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !value.is_empty() && value.len() <= 63 && valid_chars && alnum_ends {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a valid label value (at most 63 characters: letters, digits, \
+             '-', '_' and '.', starting and ending with a letter or digit)"
+        ))
+    }
 }
 
 impl Config {
@@ -75,6 +108,33 @@ impl Config {
             format!("{host}-{}", std::process::id())
         })
     }
+
+    /// The election timing, checked: lease > renew deadline > retry period.
+    pub fn lease_timing(&self) -> Result<LeaseTiming, TimingError> {
+        let lease = Duration::from_secs(self.lease_duration_seconds);
+        let renew = self
+            .lease_renew_deadline_seconds
+            .map_or(lease * 2 / 3, Duration::from_secs);
+        LeaseTiming::new(lease, renew, Duration::from_secs(self.lease_retry_seconds))
+    }
+
+    /// The Lease name: with an instance id, that id is part of it, so that
+    /// two installations never share a lease.
+    pub fn effective_lease_name(&self) -> String {
+        match &self.instance_id {
+            Some(id) => format!("{}-{id}", self.lease_name),
+            None => self.lease_name.clone(),
+        }
+    }
+
+    /// Label selector of the RankingModels and FeaturePipelines this
+    /// installation manages.
+    pub fn instance_selector(&self) -> String {
+        match &self.instance_id {
+            Some(id) => format!("{INSTANCE_ID_LABEL}={id}"),
+            None => format!("!{INSTANCE_ID_LABEL}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -94,5 +154,55 @@ mod tests {
     fn leader_election_can_be_switched_off() {
         let c = Config::parse_from(["mlctl-operator", "--leader-elect=false"]);
         assert!(!c.leader_elect);
+    }
+
+    #[test]
+    fn the_renew_deadline_defaults_to_two_thirds_of_the_lease() {
+        let defaults = Config::parse_from(["mlctl-operator"])
+            .lease_timing()
+            .expect("valid");
+        assert_eq!(defaults.lease_duration(), Duration::from_secs(15));
+        assert_eq!(defaults.renew_deadline(), Duration::from_secs(10));
+        assert_eq!(defaults.retry_period(), Duration::from_secs(2));
+        // The e2e suite's short leases stay valid without a renew deadline.
+        let short = Config::parse_from([
+            "mlctl-operator",
+            "--lease-duration-seconds=4",
+            "--lease-retry-seconds=1",
+        ])
+        .lease_timing()
+        .expect("valid");
+        assert!(short.renew_deadline() > Duration::from_secs(1));
+        assert!(short.renew_deadline() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn an_impossible_timing_is_refused_with_the_fix() {
+        let c = Config::parse_from([
+            "mlctl-operator",
+            "--lease-duration-seconds=10",
+            "--lease-renew-deadline-seconds=10",
+        ]);
+        let error = c
+            .lease_timing()
+            .expect_err("renew deadline = lease")
+            .to_string();
+        assert!(error.contains("--lease-renew-deadline-seconds"), "{error}");
+    }
+
+    #[test]
+    fn the_instance_id_selects_objects_and_names_the_lease() {
+        let none = Config::parse_from(["mlctl-operator"]);
+        assert_eq!(none.instance_selector(), "!mlctl.io/instance-id");
+        assert_eq!(none.effective_lease_name(), "mlctl-operator");
+        let blue = Config::parse_from(["mlctl-operator", "--instance-id", "blue"]);
+        assert_eq!(blue.instance_selector(), "mlctl.io/instance-id=blue");
+        assert_eq!(blue.effective_lease_name(), "mlctl-operator-blue");
+        for bad in ["", "-x", "a/b", &"x".repeat(64)] {
+            assert!(
+                Config::try_parse_from(["mlctl-operator", "--instance-id", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 }

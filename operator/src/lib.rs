@@ -29,7 +29,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, controller as runtime_controller, watcher};
 use kube::{Api, Client};
-use mlctl_crds::RankingModel;
+use mlctl_crds::{FeaturePipeline, RankingModel};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -37,19 +37,57 @@ use crate::config::Config;
 use crate::controller::rankingmodel;
 use crate::telemetry::{Health, Metrics};
 
-/// Fails with instructions when the CRDs are not installed.
-async fn check_crds(client: &Client, namespaces: &[String]) -> anyhow::Result<()> {
-    let api: Api<RankingModel> = match namespaces.first() {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    match api.list(&ListParams::default().limit(1)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => anyhow::bail!(
-            "the mlctl CRDs are not installed (rankingmodels.mlctl.io is unknown to the API server); \
-             install them with `kubectl apply -f crds/yaml/` or the Helm chart charts/mlctl-operator"
-        ),
-        Err(e) => Err(e).context("cannot list RankingModels (check the kubeconfig and RBAC)"),
+const CRDS_MISSING: &str = "the mlctl CRDs are not installed (rankingmodels.mlctl.io or \
+     featurepipelines.mlctl.io is unknown to the API server); install them with \
+     `kubectl apply -f crds/yaml/` or the Helm chart charts/mlctl-operator";
+
+/// How often a process started before its CRDs looks for them again.
+const CRD_POLL: Duration = Duration::from_secs(5);
+
+/// Lists both kinds once; 404 when a CRD is not (yet) established.
+async fn probe_crds(client: &Client, namespace: Option<&str>) -> Result<(), kube::Error> {
+    async fn list<K>(api: Api<K>) -> Result<(), kube::Error>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        api.list_metadata(&ListParams::default().limit(1))
+            .await
+            .map(|_| ())
+    }
+    match namespace {
+        Some(ns) => {
+            list(Api::<RankingModel>::namespaced(client.clone(), ns)).await?;
+            list(Api::<FeaturePipeline>::namespaced(client.clone(), ns)).await
+        }
+        None => {
+            list(Api::<RankingModel>::all(client.clone())).await?;
+            list(Api::<FeaturePipeline>::all(client.clone())).await
+        }
+    }
+}
+
+/// Waits until `probe` stops answering 404 — an operator installed together
+/// with its CRDs (or a moment before them) waits instead of crash-looping,
+/// saying every `interval` what is missing. Other errors (kubeconfig, RBAC)
+/// end the wait with an error.
+async fn wait_for_crds<F, Fut>(mut probe: F, interval: Duration) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    loop {
+        match probe().await {
+            Ok(()) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                warn!(retry_in = ?interval, "{CRDS_MISSING}; waiting for them (not ready until then)");
+                tokio::time::sleep(interval).await;
+            }
+            Err(e) => {
+                return Err(e).context(
+                    "cannot list RankingModels and FeaturePipelines (check the kubeconfig and RBAC)",
+                );
+            }
+        }
     }
 }
 
@@ -105,35 +143,55 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 
 /// Runs the operator until a shutdown signal (Ok) or a fatal error.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let client = Client::try_default()
+    let timing = config.lease_timing()?;
+    let kubeconfig = kube::Config::infer()
         .await
-        .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+        .context("cannot load a Kubernetes configuration (in-cluster config or KUBECONFIG)")?;
+    // Every write of the controllers (applies, status, deletes, Events) goes
+    // through the fence; the elector's own client does not.
+    let fence = leader::Fence::new();
+    let client = if config.leader_elect {
+        kube::client::ClientBuilder::try_from(kubeconfig.clone())
+            .context("cannot build a Kubernetes client")?
+            .with_layer(&leader::FenceLayer::new(fence.clone()))
+            .build()
+    } else {
+        Client::try_from(kubeconfig.clone()).context("cannot build a Kubernetes client")?
+    };
     let namespaces = config.watch_namespaces();
-    check_crds(&client, &namespaces).await?;
 
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    metrics.register_fenced_writes(fence.refused_writes());
+    let metrics = Arc::new(metrics);
     let health = Health::default();
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
-        .with_context(|| format!("cannot listen on {}", config.metrics_addr))?;
+        .with_context(|| format!("cannot listen on {} (--metrics-addr)", config.metrics_addr))?;
     info!(addr = %config.metrics_addr, "serving /healthz, /readyz and /metrics");
     tokio::spawn(telemetry::serve(listener, metrics.clone(), health.clone()));
     let shutdown = shutdown_signal();
+
+    tokio::select! {
+        crds = wait_for_crds(|| probe_crds(&client, namespaces.first().map(String::as_str)), CRD_POLL) => crds?,
+        () = wait_true(shutdown.clone()) => return Ok(()),
+    }
 
     let mut elector = if config.leader_elect {
         let lease_ns = config
             .lease_namespace
             .clone()
-            .unwrap_or_else(|| client.default_namespace().to_string());
-        let lease_api: Api<Lease> = Api::namespaced(client.clone(), &lease_ns);
+            .unwrap_or_else(|| kubeconfig.default_namespace.clone());
+        let elector_client =
+            Client::try_from(kubeconfig).context("cannot build a Kubernetes client")?;
+        let lease_api: Api<Lease> = Api::namespaced(elector_client, &lease_ns);
         Some(leader::Elector::new(
             lease_api,
             leader::LeaseConfig {
-                name: config.lease_name.clone(),
+                name: config.effective_lease_name(),
                 identity: config.identity(),
-                lease_duration: Duration::from_secs(config.lease_duration_seconds),
-                retry_period: Duration::from_secs(config.lease_retry_seconds),
+                timing,
             },
+            fence.clone(),
         ))
     } else {
         None
@@ -142,12 +200,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     health.set_ready();
 
     if let Some(elector) = elector.as_mut() {
-        info!(identity = %config.identity(), "waiting for the leader lease");
+        info!(
+            identity = %config.identity(),
+            lease = %config.effective_lease_name(),
+            lease_duration = ?timing.lease_duration(),
+            renew_deadline = ?timing.renew_deadline(),
+            retry_period = ?timing.retry_period(),
+            "waiting for the leader lease"
+        );
         tokio::select! {
-            _ = elector.acquire() => {}
-            _ = wait_true(shutdown.clone()) => return Ok(()),
+            () = elector.acquire() => {}
+            () = wait_true(shutdown.clone()) => return Ok(()),
         }
-        info!("leading");
+        info!(identity = %config.identity(), "leading");
     }
     metrics.set_leader(true);
 
@@ -188,7 +253,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Every child kind is watched: a deleted or edited autoscaler,
         // disruption budget or peer ConfigMap is repaired at once, not at
         // the next resync.
-        let controller = Controller::new(models, watcher::Config::default().any_semantic())
+        let watched = watcher::Config::default()
+            .any_semantic()
+            .labels(&config.instance_selector());
+        let controller = Controller::new(models, watched)
             .owns(scoped::<Deployment>(&client, &scope), children.clone())
             .owns(scoped::<Service>(&client, &scope), children.clone())
             .owns(
@@ -213,15 +281,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
         let ctx = ctx.clone();
+        let backoff = ctx.clone();
         let stop = wait_true(shutdown.clone());
-        controllers.push(tokio::spawn(
+        let place = scope
+            .as_deref()
+            .map_or("all namespaces".to_string(), |ns| format!("namespace {ns}"));
+        let task = tokio::spawn(
             controller
                 .graceful_shutdown_on(stop)
                 .run(rankingmodel::reconcile, rankingmodel::error_policy, ctx)
-                .for_each(|_| futures::future::ready(())),
+                .for_each(move |result| {
+                    if let Ok((model, _)) = result {
+                        backoff.backoff.succeeded(&model);
+                    }
+                    futures::future::ready(())
+                }),
+        );
+        controllers.push(health.clone().supervise(
+            format!("rankingmodel ({place})"),
+            task,
+            shutdown.clone(),
         ));
         // FeaturePipelines: same scope, leader election and shutdown.
-        controllers.push(tokio::spawn(controller::featurepipeline::run(
+        let task = tokio::spawn(controller::featurepipeline::run(
             Arc::new(controller::featurepipeline::Context::new(
                 client.clone(),
                 Recorder::new(
@@ -234,9 +316,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 metrics.clone(),
             )),
             scope.clone(),
+            config.instance_selector(),
             config.concurrency,
             wait_true(shutdown.clone()),
-        )));
+        ));
+        controllers.push(health.clone().supervise(
+            format!("featurepipeline ({place})"),
+            task,
+            shutdown.clone(),
+        ));
     }
 
     let all = futures::future::join_all(controllers);
@@ -244,11 +332,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(elector) => {
             tokio::select! {
                 _ = all => {}
-                _ = elector.hold() => {
-                    // Another process may already write: stop at once.
-                    anyhow::bail!("lost the leader lease; exiting so that a restart starts clean");
+                stepped_down = elector.hold() => {
+                    // The fence already refuses every write; exit so that a
+                    // restart starts clean as a standby.
+                    metrics.set_leader(false);
+                    anyhow::bail!(
+                        "{}; exiting so that a restart starts clean",
+                        match stepped_down {
+                            leader::SteppedDown::Lost { holder } => format!("lost the leader lease to {holder}"),
+                            leader::SteppedDown::Lapsed => "could not renew the leader lease in time".to_string(),
+                        }
+                    );
                 }
             }
+            metrics.set_leader(false);
             elector.release().await;
         }
         None => {
@@ -257,4 +354,51 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use kube::core::Status;
+
+    use super::*;
+
+    fn api_error(code: u16, reason: &str) -> kube::Error {
+        kube::Error::Api(Status::failure(reason, reason).with_code(code).boxed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_operator_started_before_its_crds_waits_for_them() {
+        let probes = AtomicU32::new(0);
+        let start = tokio::time::Instant::now();
+        let waited = wait_for_crds(
+            || {
+                let n = probes.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 3 {
+                        Err(api_error(404, "NotFound"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+            CRD_POLL,
+        )
+        .await;
+        assert!(waited.is_ok(), "{waited:?}");
+        assert_eq!(probes.load(Ordering::SeqCst), 4);
+        assert_eq!(start.elapsed(), CRD_POLL * 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_end_the_wait_with_the_fix() {
+        let error = wait_for_crds(|| async { Err(api_error(403, "Forbidden")) }, CRD_POLL)
+            .await
+            .expect_err("RBAC errors are not waited out");
+        assert!(
+            format!("{error:#}").contains("check the kubeconfig and RBAC"),
+            "{error:#}"
+        );
+    }
 }

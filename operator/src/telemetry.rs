@@ -312,11 +312,15 @@ impl Metrics {
     }
 }
 
-/// Readiness: set once the controllers run (or the process waits as a
-/// standby, which is ready too: it can take over).
+/// Readiness and liveness. Ready once the CRDs are served and the process
+/// either runs its controllers or waits as a standby (which can take over).
+/// Live until a controller that should run has stopped or panicked: then
+/// `/healthz` fails with the reason, so that the kubelet restarts the pod
+/// instead of leaving a leader that reconciles nothing.
 #[derive(Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Health {
@@ -326,7 +330,62 @@ impl Health {
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.failures().is_empty()
+    }
+
+    /// Records why the process is no longer live.
+    pub fn fail(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        warn!(%reason, "unhealthy");
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.push(reason);
+        }
+    }
+
+    /// Why the process is not live; empty when it is.
+    pub fn failures(&self) -> Vec<String> {
+        self.failures.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Waits for the controller task `name` to end; unless `stopping` was
+    /// set before (a graceful shutdown), its end makes the process unhealthy.
+    pub async fn supervise(
+        self,
+        name: String,
+        task: tokio::task::JoinHandle<()>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let result = task.await;
+        if *stopping.borrow() {
+            return;
+        }
+        match result {
+            Ok(()) => self.fail(format!("controller {name} stopped while it should run")),
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                self.fail(format!("controller {name} panicked: {message}"));
+            }
+            Err(_) => self.fail(format!("controller {name} was cancelled")),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers the write fence's counter of refused writes, by method.
+    pub fn register_fenced_writes(
+        &mut self,
+        refused: Family<crate::leader::MethodLabels, Counter>,
+    ) {
+        self.registry.register(
+            "fenced_writes",
+            "Writes refused because this process's leadership had lapsed, by HTTP method",
+            refused,
+        );
     }
 }
 
@@ -355,7 +414,14 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Health)
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (code, content_type, body) = match path {
-                "/healthz" | "/livez" => ("200 OK", "text/plain", "ok\n".to_string()),
+                "/healthz" | "/livez" => match health.failures() {
+                    failures if failures.is_empty() => ("200 OK", "text/plain", "ok\n".to_string()),
+                    failures => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        format!("unhealthy: {}\n", failures.join("; ")),
+                    ),
+                },
                 "/readyz" if health.is_ready() => ("200 OK", "text/plain", "ok\n".to_string()),
                 "/readyz" => (
                     "503 Service Unavailable",
@@ -454,6 +520,72 @@ mod tests {
         assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
         assert!(get("/metrics").await.contains("mlctl_leader"));
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        health.fail("controller rankingmodel panicked: boom");
+        let healthz = get("/healthz").await;
+        assert!(healthz.starts_with("HTTP/1.1 503"), "{healthz}");
+        assert!(
+            healthz.contains("controller rankingmodel panicked: boom"),
+            "{healthz}"
+        );
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_dies_makes_the_process_unhealthy() {
+        let (_stop, stopping) = tokio::sync::watch::channel(false);
+        let health = Health::default();
+        let panicked = tokio::spawn(async { panic!("reconciler bug") });
+        health
+            .clone()
+            .supervise(
+                "rankingmodel (all namespaces)".into(),
+                panicked,
+                stopping.clone(),
+            )
+            .await;
+        assert_eq!(
+            health.failures(),
+            ["controller rankingmodel (all namespaces) panicked: reconciler bug"]
+        );
+        let health = Health::default();
+        health
+            .clone()
+            .supervise("featurepipeline".into(), tokio::spawn(async {}), stopping)
+            .await;
+        assert_eq!(
+            health.failures(),
+            ["controller featurepipeline stopped while it should run"]
+        );
+    }
+
+    #[tokio::test]
+    async fn controllers_stopping_on_shutdown_stay_healthy() {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let health = Health::default();
+        stop.send_replace(true);
+        health
+            .clone()
+            .supervise("rankingmodel".into(), tokio::spawn(async {}), stopping)
+            .await;
+        assert!(health.failures().is_empty());
+    }
+
+    #[test]
+    fn refused_writes_are_exported() {
+        let mut m = Metrics::new();
+        let fence = crate::leader::Fence::new();
+        m.register_fenced_writes(fence.refused_writes());
+        fence
+            .refused_writes()
+            .get_or_create(&crate::leader::MethodLabels {
+                method: "PATCH".into(),
+            })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains("mlctl_fenced_writes_total{method=\"PATCH\"} 1"),
+            "{text}"
+        );
     }
 }

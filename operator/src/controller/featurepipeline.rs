@@ -53,6 +53,8 @@ pub struct Context {
     /// not counted.
     counted: Mutex<HashSet<String>>,
     started: Timestamp,
+    /// Consecutive failures per pipeline (requeue backoff).
+    pub backoff: super::Backoff<DeserializeGuard<FeaturePipeline>>,
 }
 
 impl Context {
@@ -65,6 +67,7 @@ impl Context {
             checked: Checked::default(),
             counted: Mutex::new(HashSet::new()),
             started: Timestamp::now(),
+            backoff: super::Backoff::default(),
         }
     }
 }
@@ -110,13 +113,18 @@ pub async fn reconcile(
 
 /// The requeue policy on errors: back off, never hot-loop.
 pub fn error_policy(
-    _p: Arc<DeserializeGuard<FeaturePipeline>>,
+    p: Arc<DeserializeGuard<FeaturePipeline>>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
     ctx.metrics.reconcile_error(KIND, &error.metric_label());
-    warn!(%error, "reconcile failed");
-    Action::requeue(Duration::from_secs(15))
+    // Per object: one failing object backs off to minutes, the others keep
+    // their pace; the count is cleared when the object reconciles.
+    let delay = ctx
+        .backoff
+        .failed(&kube::runtime::reflector::ObjectRef::from_obj(&*p));
+    warn!(%error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 /// The SparkApplication resource when its CRD is served (checked on every
@@ -630,7 +638,8 @@ async fn count_outcomes(
 }
 
 /// Runs the FeaturePipeline controller for one scope (a namespace, or all
-/// when `None`) until `stop` resolves. It watches the pipelines, their
+/// when `None`) until `stop` resolves, for the pipelines matching
+/// `instance_selector` (see `Config::instance_selector`). It watches the pipelines, their
 /// CronJobs, Deployments and ConfigMaps, and every run Job (by the
 /// `mlctl.io/pipeline` label: scheduled Jobs belong to the CronJob).
 /// SparkApplications are not watched (their CRD may be missing): the
@@ -638,6 +647,7 @@ async fn count_outcomes(
 pub async fn run(
     ctx: Arc<Context>,
     scope: Option<String>,
+    instance_selector: String,
     concurrency: u16,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -661,7 +671,10 @@ pub async fn run(
         "app.kubernetes.io/managed-by={FIELD_MANAGER},{PIPELINE_LABEL}"
     ));
     let pipelines: Api<DeserializeGuard<FeaturePipeline>> = api(&client, scope);
-    let controller = Controller::new(pipelines, watcher::Config::default().any_semantic())
+    let watched = watcher::Config::default()
+        .any_semantic()
+        .labels(&instance_selector);
+    let controller = Controller::new(pipelines, watched)
         .owns(api::<CronJob>(&client, scope), children.clone())
         .owns(api::<Deployment>(&client, scope), children.clone())
         .owns(api::<ConfigMap>(&client, scope), children.clone())
@@ -680,10 +693,16 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
     });
+    let backoff = ctx.clone();
     controller
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
+        .for_each(|result| {
+            if let Ok((pipeline, _)) = result {
+                backoff.backoff.succeeded(&pipeline);
+            }
+            futures::future::ready(())
+        })
         .await;
     counter.abort();
 }

@@ -1,8 +1,11 @@
 //! Controllers, one per kind.
 
+mod backoff;
 pub mod children;
 pub mod featurepipeline;
 pub mod rankingmodel;
+
+pub use backoff::{Backoff, backoff_ceiling, jittered};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -48,6 +48,8 @@ pub struct Context {
     pub prober: analysis::Prober,
     /// Children checked for hand edits since their last change.
     pub checked: Checked,
+    /// Consecutive failures per model (requeue backoff).
+    pub backoff: super::Backoff<DeserializeGuard<RankingModel>>,
 }
 
 impl Context {
@@ -65,6 +67,7 @@ impl Context {
             metrics,
             prober: analysis::Prober::new(),
             checked: Checked::default(),
+            backoff: super::Backoff::default(),
         }
     }
 }
@@ -112,13 +115,18 @@ pub async fn reconcile(
 
 /// The requeue policy on errors: back off, never hot-loop.
 pub fn error_policy(
-    _model: Arc<DeserializeGuard<RankingModel>>,
+    model: Arc<DeserializeGuard<RankingModel>>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
     ctx.metrics.reconcile_error(KIND, &error.metric_label());
-    warn!(%error, "reconcile failed");
-    Action::requeue(Duration::from_secs(15))
+    // Per object: one failing object backs off to minutes, the others keep
+    // their pace; the count is cleared when the object reconciles.
+    let delay = ctx
+        .backoff
+        .failed(&kube::runtime::reflector::ObjectRef::from_obj(&*model));
+    warn!(%error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 async fn list_owned<K>(api: &Api<K>, name: &str, uid: &str) -> Result<Vec<K>>

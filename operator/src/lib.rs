@@ -162,6 +162,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
         ),
         metrics.clone(),
+        &analysis::Settings::from(&config),
     ));
 
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
@@ -188,6 +189,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let controller = Controller::new(models, watcher::Config::default().any_semantic())
             .owns(deployments, children.clone())
             .owns(services, children)
+            .reconcile_on(ctx.analysis.landed())
             .with_config(runtime_controller::Config::default().concurrency(config.concurrency));
         // A changed FeaturePipeline re-enqueues the models that read from it.
         let controller = features::watch_pipelines(controller, &client, scope.as_deref());

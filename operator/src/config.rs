@@ -70,6 +70,41 @@ pub struct Config {
     /// label are managed.
     #[arg(long, env = "MLCTL_INSTANCE_ID", value_parser = parse_instance_id)]
     pub instance_id: Option<String>,
+    /// Where analysis requests (Prometheus, web metrics, interleave counters)
+    /// may go, comma-separated: host names, `*.domain` wildcards, IP
+    /// addresses or CIDRs, and `in-cluster` (Kubernetes Services). Loopback
+    /// needs an explicit entry (`127.0.0.1/32`); link-local and cloud
+    /// metadata addresses are refused whatever this says (docs/analysis.md).
+    #[arg(
+        long,
+        env = "MLCTL_ANALYSIS_ALLOW",
+        value_delimiter = ',',
+        default_value = "in-cluster"
+    )]
+    pub analysis_allow: Vec<crate::analysis::guard::AllowEntry>,
+    /// DNS domain of the cluster's Services (`in-cluster` entries resolve
+    /// `<svc>.<ns>.svc.<domain>`).
+    #[arg(
+        long,
+        env = "MLCTL_ANALYSIS_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub analysis_cluster_domain: String,
+    /// Upper bound of every analysis request's timeout (a provider's own
+    /// `timeout` is clamped to it), e.g. `10s`.
+    #[arg(
+        long,
+        env = "MLCTL_ANALYSIS_TIMEOUT_MAX",
+        default_value = "10s",
+        value_parser = parse_timeout
+    )]
+    pub analysis_timeout_max: std::time::Duration,
+    /// Analysis requests to one host at once.
+    #[arg(long, env = "MLCTL_ANALYSIS_PER_HOST_CONCURRENCY", default_value_t = 4)]
+    pub analysis_per_host_concurrency: u16,
+    /// Analysis requests at once, all hosts together.
+    #[arg(long, env = "MLCTL_ANALYSIS_CONCURRENCY", default_value_t = 64)]
+    pub analysis_concurrency: u16,
 }
 
 /// An instance id must be a valid label value.
@@ -87,6 +122,14 @@ fn parse_instance_id(value: &str) -> Result<String, String> {
              '-', '_' and '.', starting and ending with a letter or digit)"
         ))
     }
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let d = mlctl_crds::common::parse_duration(text).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(d)
 }
 
 impl Config {
@@ -148,6 +191,25 @@ mod tests {
         assert_eq!(c.watch_namespaces(), vec!["a", "b", "c"]);
         let all = Config::parse_from(["mlctl-operator"]);
         assert!(all.watch_namespaces().is_empty());
+    }
+
+    #[test]
+    fn analysis_flags_parse_and_default_to_in_cluster() {
+        use crate::analysis::guard::AllowEntry;
+        let c = Config::parse_from(["mlctl-operator"]);
+        assert_eq!(c.analysis_allow, vec![AllowEntry::InCluster]);
+        assert_eq!(c.analysis_timeout_max, std::time::Duration::from_secs(10));
+        assert_eq!(c.analysis_per_host_concurrency, 4);
+        let c = Config::parse_from([
+            "mlctl-operator",
+            "--analysis-allow=in-cluster,127.0.0.1/32,*.example.com",
+            "--analysis-timeout-max=2s",
+        ]);
+        assert_eq!(c.analysis_allow.len(), 3);
+        assert_eq!(c.analysis_timeout_max, std::time::Duration::from_secs(2));
+        assert!(
+            Config::try_parse_from(["mlctl-operator", "--analysis-allow=10.0.0.0/99"]).is_err()
+        );
     }
 
     #[test]

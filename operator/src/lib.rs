@@ -229,6 +229,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
         ),
         metrics.clone(),
+        &analysis::Settings::from(&config),
     ));
 
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
@@ -268,6 +269,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 children.clone(),
             )
             .owns(scoped::<ConfigMap>(&client, &scope), children)
+            .reconcile_on(ctx.analysis.landed())
             .with_config(runtime_controller::Config::default().concurrency(config.concurrency));
         // A changed FeaturePipeline re-enqueues the models that read from it.
         let controller = features::watch_pipelines(controller, &client, scope.as_deref());

@@ -71,3 +71,20 @@ app.kubernetes.io/component: metrics
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+
+
+{{/* --analysis-allow: analysis.allow plus the host of analysis.prometheus. */}}
+{{- define "mlctl-operator.analysisAllow" -}}
+{{- $allow := .Values.analysis.allow | default list -}}
+{{- with .Values.analysis.prometheus -}}
+{{- $host := regexReplaceAll ":[0-9]+$" (urlParse .).host "" | trimPrefix "[" | trimSuffix "]" -}}
+{{- if not $host -}}
+{{- fail (printf "analysis.prometheus %q is not a URL such as http://prometheus.monitoring:9090" .) -}}
+{{- end -}}
+{{- $allow = append $allow $host -}}
+{{- end -}}
+{{- if not $allow -}}
+{{- fail "analysis.allow is empty: list the hosts analysis may read, e.g. [in-cluster]" -}}
+{{- end -}}
+{{- join "," $allow -}}
+{{- end -}}

@@ -1,11 +1,16 @@
 //! Metric analysis of canary rollouts, after Argo Rollouts' AnalysisRun: each
 //! metric is measured on a schedule by a provider (Prometheus, web), every
 //! value is classified by the metric's conditions, and the counts against the
-//! limits give the metric's verdict. The bookkeeping ([`next_due`],
-//! [`record`]) is pure; only [`advance`] does I/O.
+//! limits give the metric's verdict. The bookkeeping ([`next_due`], [`due`],
+//! [`record`]) is pure; the requests run in the [`Worker`], off the reconcile
+//! path, and only where the operator's allow-list ([`guard`]) lets them go.
 
+pub mod client;
 pub mod expr;
+pub mod guard;
 pub mod provider;
+pub mod secrets;
+pub mod worker;
 
 use std::time::Duration;
 
@@ -15,6 +20,57 @@ use mlctl_crds::common::parse_duration;
 use mlctl_crds::rankingmodel::{AnalysisMetric, Measurement, MetricStatus};
 
 pub use provider::Prober;
+pub use worker::Worker;
+
+/// The operator's analysis settings (its `--analysis-*` flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where requests may go.
+    pub allow: Vec<guard::AllowEntry>,
+    /// The Services' DNS domain, for `in-cluster`.
+    pub cluster_domain: String,
+    /// Upper bound of every request's timeout.
+    pub timeout_max: Duration,
+    /// Requests to one host at once.
+    pub per_host_concurrency: usize,
+    /// Requests at once, all hosts together.
+    pub concurrency: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            allow: vec![guard::AllowEntry::InCluster],
+            cluster_domain: guard::DEFAULT_CLUSTER_DOMAIN.into(),
+            timeout_max: provider::DEFAULT_TIMEOUT,
+            per_host_concurrency: 4,
+            concurrency: 64,
+        }
+    }
+}
+
+impl From<&crate::config::Config> for Settings {
+    fn from(c: &crate::config::Config) -> Self {
+        Settings {
+            allow: c.analysis_allow.clone(),
+            cluster_domain: c.analysis_cluster_domain.clone(),
+            timeout_max: c.analysis_timeout_max,
+            per_host_concurrency: usize::from(c.analysis_per_host_concurrency),
+            concurrency: usize::from(c.analysis_concurrency),
+        }
+    }
+}
+
+impl Settings {
+    /// The prober these settings describe, reading credentials from `secrets`.
+    pub fn prober(&self, secrets: std::sync::Arc<dyn secrets::Source>) -> Prober {
+        Prober::new(
+            guard::AllowList::new(self.allow.clone(), &self.cluster_domain),
+            self.timeout_max,
+            secrets,
+        )
+    }
+}
 
 /// Measurements kept in status per metric (newest last).
 pub const MEASUREMENTS_KEPT: usize = 10;
@@ -96,15 +152,6 @@ pub struct Vars {
     pub stable_version: String,
     /// The version under canary.
     pub canary_version: String,
-}
-
-/// What [`advance`] did.
-#[derive(Debug, Default)]
-pub struct Advance {
-    /// Metrics measured in this call, with their outcomes.
-    pub measured: Vec<(String, Outcome)>,
-    /// When the earliest next measurement is due (None: nothing more to measure).
-    pub wake_at: Option<Timestamp>,
 }
 
 /// A duration field, falling back to `default` when absent or invalid (the
@@ -407,19 +454,16 @@ pub fn record(
     outcome
 }
 
-/// I/O. Measures every metric in `metrics` whose measurement is due at `now`
-/// (all due ones concurrently), creating its MetricStatus in `statuses` when
-/// missing (matched by (name, step); started_at = now, phase Running).
-/// Returns what was measured and when the earliest next measurement is due.
-/// `background` is `step == None`.
-pub async fn advance(
-    prober: &Prober,
-    metrics: &[&AnalysisMetric],
+/// Pure. The metrics of one analysis (`step`, None for background) whose
+/// measurement is due at `now`, each with the time it fell due. Creates a
+/// metric's MetricStatus in `statuses` when missing (matched by (name,
+/// step); started_at = now, phase Running).
+pub fn due<'a>(
+    metrics: &[&'a AnalysisMetric],
     step: Option<i32>,
     statuses: &mut Vec<MetricStatus>,
-    vars: &Vars,
     now: Timestamp,
-) -> Advance {
+) -> Vec<(&'a AnalysisMetric, Timestamp)> {
     let background = step.is_none();
     let mut due = Vec::new();
     for metric in metrics {
@@ -439,41 +483,53 @@ pub async fn advance(
                 statuses.len() - 1
             }
         };
-        let is_due = statuses
+        if let Some(at) = statuses
             .get(index)
             .and_then(|s| next_due(metric, s, background))
-            .is_some_and(|at| at <= now);
-        if is_due {
-            due.push((index, *metric));
+            .filter(|at| *at <= now)
+        {
+            due.push((*metric, at));
         }
     }
-
-    let results = futures::future::join_all(
-        due.iter()
-            .map(|(_, metric)| prober.measure(&metric.provider, vars)),
-    )
-    .await;
-
-    let mut advance = Advance::default();
-    for ((index, metric), result) in due.into_iter().zip(results) {
-        if let Some(status) = statuses.get_mut(index) {
-            let outcome = record(metric, status, background, result, now);
-            tracing::debug!(metric = %metric.name, ?step, outcome = outcome.as_str(), "measured");
-            advance.measured.push((metric.name.clone(), outcome));
-        }
-    }
-    for metric in metrics {
-        let next = statuses
-            .iter()
-            .find(|s| s.name == metric.name && s.step == step)
-            .and_then(|s| next_due(metric, s, background));
-        advance.wake_at = match (advance.wake_at, next) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-    }
-    advance
+    due
 }
 
+/// Pure. Records a finished measurement of `metric` (of analysis `step`),
+/// taken at `at`, in its MetricStatus; None when it has none.
+pub fn record_in(
+    metric: &AnalysisMetric,
+    step: Option<i32>,
+    statuses: &mut [MetricStatus],
+    result: Result<Option<f64>, String>,
+    at: Timestamp,
+) -> Option<Outcome> {
+    let status = statuses
+        .iter_mut()
+        .find(|s| s.name == metric.name && s.step == step)?;
+    Some(record(metric, status, step.is_none(), result, at))
+}
+
+/// Pure. When the earliest next measurement of `metrics` is due, leaving
+/// out those `in_flight(name, due_at)` says are being taken (their result
+/// re-enqueues the model).
+pub fn next_wake(
+    metrics: &[&AnalysisMetric],
+    step: Option<i32>,
+    statuses: &[MetricStatus],
+    in_flight: impl Fn(&str, Timestamp) -> bool,
+) -> Option<Timestamp> {
+    metrics
+        .iter()
+        .filter_map(|metric| {
+            let status = statuses
+                .iter()
+                .find(|s| s.name == metric.name && s.step == step)?;
+            next_due(metric, status, step.is_none()).filter(|at| !in_flight(&metric.name, *at))
+        })
+        .min()
+}
+
+#[cfg(test)]
+mod security_tests;
 #[cfg(test)]
 mod tests;

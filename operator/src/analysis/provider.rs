@@ -3,59 +3,91 @@
 //! error message that names the endpoint and what to fix.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mlctl_crds::common::parse_duration;
-use mlctl_crds::rankingmodel::{MetricProvider, PrometheusProvider, WebProvider};
+use mlctl_crds::http::{HttpHeader, TlsConfig};
+use mlctl_crds::rankingmodel::{
+    InterleavePrometheus, MetricProvider, PrometheusProvider, WebProvider,
+};
 use reqwest::Url;
+use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::Vars;
+use super::client::{Clients, Tls};
+use super::guard::AllowList;
+use super::secrets::{self, Source};
 
-/// Request timeout when the provider sets none.
+/// Request timeout when the provider sets none (and the operator's
+/// `--analysis-timeout-max` is not lower).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response body read; bigger ones are an error (a query for one number
 /// never needs more).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
+/// Characters of a response body logged (at debug level) when it is refused.
+const LOGGED_BODY_CHARS: usize = 512;
+/// The `errorType`s Prometheus's HTTP API defines; others are not repeated.
+const PROMETHEUS_ERROR_TYPES: &[&str] = &[
+    "bad_data",
+    "timeout",
+    "canceled",
+    "execution",
+    "internal",
+    "unavailable",
+    "not_found",
+    "not_acceptable",
+];
 
-/// Shared HTTP client for the providers (one per operator). Clone-able.
+/// Takes measurements: builds each request from the provider (credentials
+/// from Secrets in the model's namespace), checks where it goes against the
+/// allow-list, and turns the response into a number or a fixed-form error
+/// that never repeats the response body. Cheap to clone.
 #[derive(Clone)]
 pub struct Prober {
-    client: Result<reqwest::Client, String>,
-    default_timeout: Duration,
+    inner: Arc<Inner>,
 }
 
-impl Default for Prober {
-    fn default() -> Self {
-        Self::new()
-    }
+struct Inner {
+    allow: Arc<AllowList>,
+    clients: Clients,
+    secrets: Arc<dyn Source>,
+    timeout_max: Duration,
 }
 
 impl std::fmt::Debug for Prober {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prober")
-            .field("default_timeout", &self.default_timeout)
+            .field("allow", &self.inner.allow)
+            .field("timeout_max", &self.inner.timeout_max)
             .finish_non_exhaustive()
     }
 }
 
+/// A request ready to send.
+struct Request {
+    /// `web <url>` or `prometheus <address>`, for messages.
+    endpoint: String,
+    url: Url,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    basic_auth: Option<(String, String)>,
+    tls: Tls,
+    timeout: Duration,
+}
+
 impl Prober {
-    /// A client with a 10 s default timeout; a provider's `timeout` overrides it.
-    /// Installs ring as the process-wide rustls provider when none is set
-    /// (kube's client uses the same one).
-    pub fn new() -> Self {
-        // Err only when a provider is already installed, which is what we want.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("mlctl-operator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client for analysis: {e}"));
-        if let Err(e) = &client {
-            tracing::error!("{e}");
-        }
-        Self {
-            client,
-            default_timeout: DEFAULT_TIMEOUT,
+    /// A prober connecting only where `allow` permits, with every timeout at
+    /// most `timeout_max`, reading credentials from `secrets`.
+    pub fn new(allow: AllowList, timeout_max: Duration, secrets: Arc<dyn Source>) -> Self {
+        let allow = Arc::new(allow);
+        Prober {
+            inner: Arc::new(Inner {
+                clients: Clients::new(allow.clone()),
+                allow,
+                secrets,
+                timeout_max,
+            }),
         }
     }
 
@@ -73,27 +105,75 @@ impl Prober {
         }
     }
 
-    fn timeout(&self, field: &str, text: Option<&str>) -> Result<Duration, String> {
-        match text {
-            None => Ok(self.default_timeout),
-            Some(t) => parse_duration(t).map_err(|e| format!("{field}: {e}")),
-        }
+    /// The provider's timeout (default 10s), never above `--analysis-timeout-max`.
+    pub fn timeout(&self, field: &str, text: Option<&str>) -> Result<Duration, String> {
+        let asked = match text {
+            None => DEFAULT_TIMEOUT,
+            Some(t) => parse_duration(t).map_err(|e| format!("{field}: {e}"))?,
+        };
+        Ok(asked.min(self.inner.timeout_max))
     }
 
-    async fn get(
+    async fn tls(
         &self,
-        endpoint: &str,
-        url: Url,
-        headers: &[(String, String)],
-        timeout: Duration,
-    ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
-        let client = self.client.as_ref().map_err(Clone::clone)?;
-        let mut request = client
+        namespace: &str,
+        config: Option<&TlsConfig>,
+        field: &str,
+    ) -> Result<Tls, String> {
+        let Some(config) = config else {
+            return Ok(Tls::default());
+        };
+        let source = self.inner.secrets.as_ref();
+        let ca_pem = match &config.ca {
+            None => None,
+            Some(ca) => Some(match (&ca.secret, &ca.config_map) {
+                (Some(r), _) => {
+                    secrets::secret(source, namespace, r, &format!("{field}.ca.secret")).await?
+                }
+                (None, Some(r)) => {
+                    let field = format!("{field}.ca.configMap");
+                    let kind = secrets::Kind::ConfigMap;
+                    secrets::value(source, kind, namespace, &r.name, &r.key, &field).await?
+                }
+                (None, None) => {
+                    return Err(format!("{field}.ca sets neither secret nor configMap"));
+                }
+            }),
+        };
+        Ok(Tls {
+            ca_pem,
+            server_name: config.server_name.clone(),
+            insecure_skip_verify: config.insecure_skip_verify,
+        })
+    }
+
+    async fn send(&self, request: Request) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+        let Request {
+            endpoint,
+            url,
+            headers,
+            basic_auth,
+            tls,
+            timeout,
+        } = request;
+        self.inner
+            .allow
+            .check_url(&url)
+            .map_err(|e| format!("{endpoint}: {e}"))?;
+        let client = self
+            .inner
+            .clients
+            .get(&tls)
+            .map_err(|e| format!("{endpoint}: {e}"))?;
+        let mut builder = client
             .get(url)
             .timeout(timeout)
             .header(reqwest::header::ACCEPT, "application/json");
         for (name, value) in headers {
-            request = request.header(name.as_str(), value.as_str());
+            builder = builder.header(name, value);
+        }
+        if let Some((user, password)) = basic_auth {
+            builder = builder.basic_auth(user, Some(password));
         }
         let failed = |e: reqwest::Error| {
             if e.is_timeout() {
@@ -106,7 +186,7 @@ impl Prober {
                 format!("{endpoint}: request failed ({})", root_cause(&e))
             }
         };
-        let mut response = request.send().await.map_err(failed)?;
+        let mut response = builder.send().await.map_err(failed)?;
         let status = response.status();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
@@ -118,49 +198,137 @@ impl Prober {
             }
             body.extend_from_slice(&chunk);
         }
+        if status.is_redirection() {
+            // Not followed: it could send a Secret-sourced header to a host
+            // the allow-list never saw.
+            return Err(format!(
+                "{endpoint}: HTTP {status} (redirects are not followed; use the final URL)"
+            ));
+        }
         Ok((status, body))
+    }
+
+    /// The instant-query request of a Prometheus provider; `field` is its
+    /// place in the spec (`prometheus`, `interleave.prometheus`).
+    async fn prometheus_request(
+        &self,
+        field: &str,
+        p: &PrometheusProvider,
+        vars: &Vars,
+    ) -> Result<Request, String> {
+        let address = p.address.as_str();
+        let endpoint = format!("prometheus {address}");
+        let timeout = self.timeout(&format!("{field}.timeout"), p.timeout.as_deref())?;
+        let base = format!("{}/api/v1/query", address.trim_end_matches('/'));
+        let mut url = Url::parse(&base)
+            .map_err(|e| format!("{field}.address {address:?} is not a valid URL: {e}"))?;
+        url.query_pairs_mut()
+            .append_pair("query", &substitute(&p.query, vars, false));
+        let source = self.inner.secrets.as_ref();
+        let ns = vars.namespace.as_str();
+        let mut headers = Vec::new();
+        if let Some(a) = &p.authorization {
+            let field = format!("{field}.authorization.credentials");
+            let token = secrets::secret(source, ns, &a.credentials, &field).await?;
+            let token = secrets::text(token, &field)?;
+            let scheme = a.type_.as_deref().unwrap_or("Bearer");
+            headers.push((
+                reqwest::header::AUTHORIZATION,
+                sensitive(&format!("{scheme} {token}"), &field)?,
+            ));
+        }
+        let basic_auth = match &p.basic_auth {
+            None => None,
+            Some(b) => {
+                let user_field = format!("{field}.basicAuth.username");
+                let password_field = format!("{field}.basicAuth.password");
+                let user = secrets::secret(source, ns, &b.username, &user_field).await?;
+                let password = secrets::secret(source, ns, &b.password, &password_field).await?;
+                Some((
+                    secrets::text(user, &user_field)?,
+                    secrets::text(password, &password_field)?,
+                ))
+            }
+        };
+        let tls = self
+            .tls(ns, p.tls_config.as_ref(), &format!("{field}.tlsConfig"))
+            .await?;
+        Ok(Request {
+            endpoint,
+            url,
+            headers,
+            basic_auth,
+            tls,
+            timeout,
+        })
     }
 
     /// Runs an instant query; returns the endpoint's name (for messages) and
     /// the response's `data` once the response says `success`.
-    async fn instant_query(
-        &self,
-        address: &str,
-        query: &str,
-        timeout: Option<&str>,
-        vars: &Vars,
-    ) -> Result<(String, Value), String> {
-        let endpoint = format!("prometheus {address}");
-        let timeout = self.timeout("prometheus.timeout", timeout)?;
-        let base = format!("{}/api/v1/query", address.trim_end_matches('/'));
-        let mut url = Url::parse(&base)
-            .map_err(|e| format!("prometheus.address {address:?} is not a valid URL: {e}"))?;
-        url.query_pairs_mut()
-            .append_pair("query", &substitute(query, vars, false));
-        let (status, body) = self.get(&endpoint, url, &[], timeout).await?;
+    async fn instant_query(&self, request: Request) -> Result<(String, Value), String> {
+        let endpoint = request.endpoint.clone();
+        let (status, body) = self.send(request).await?;
         let data = prometheus_data(&endpoint, status, &body)?;
         Ok((endpoint, data))
     }
 
     async fn prometheus(&self, p: &PrometheusProvider, vars: &Vars) -> Result<Option<f64>, String> {
-        let (endpoint, data) = self
-            .instant_query(&p.address, &p.query, p.timeout.as_deref(), vars)
-            .await?;
+        let request = self.prometheus_request("prometheus", p, vars).await?;
+        let (endpoint, data) = self.instant_query(request).await?;
         one_number(&endpoint, &data)
     }
 
-    /// An instant query returning a vector: each series' value by the value
-    /// of its `label` (series without it are summed under "").
+    /// An interleave step's instant query returning a vector: each series'
+    /// value by the value of its `label` (series without it are summed under "").
     pub async fn prometheus_by_label(
         &self,
-        address: &str,
+        p: &InterleavePrometheus,
         query: &str,
-        timeout: Option<&str>,
         label: &str,
         vars: &Vars,
     ) -> Result<BTreeMap<String, f64>, String> {
-        let (endpoint, data) = self.instant_query(address, query, timeout, vars).await?;
+        // The same request as a metric's, with the step's query.
+        let as_metric = PrometheusProvider {
+            address: p.address.clone(),
+            query: query.to_string(),
+            timeout: p.timeout.clone(),
+            authorization: p.authorization.clone(),
+            basic_auth: p.basic_auth.clone(),
+            tls_config: p.tls_config.clone(),
+        };
+        let request = self
+            .prometheus_request("interleave.prometheus", &as_metric, vars)
+            .await?;
+        let (endpoint, data) = self.instant_query(request).await?;
         by_label(&endpoint, &data, label)
+    }
+
+    async fn web_headers(
+        &self,
+        headers: &[HttpHeader],
+        vars: &Vars,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        let mut out = Vec::with_capacity(headers.len());
+        for (i, h) in headers.iter().enumerate() {
+            let field = format!("web.headers[{i}]");
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| format!("{field}.name {:?} is not a header name", h.name))?;
+            let value = match (&h.value, &h.value_from) {
+                (Some(v), _) => HeaderValue::from_str(&substitute(v, vars, false))
+                    .map_err(|_| format!("{field}.value is not a valid header value"))?,
+                (None, Some(from)) => {
+                    let field = format!("{field}.valueFrom.secretKeyRef");
+                    let source = self.inner.secrets.as_ref();
+                    let bytes =
+                        secrets::secret(source, &vars.namespace, &from.secret_key_ref, &field)
+                            .await?;
+                    sensitive(&secrets::text(bytes, &field)?, &field)?
+                }
+                (None, None) => return Err(format!("{field} sets neither value nor valueFrom")),
+            };
+            out.push((name, value));
+        }
+        Ok(out)
     }
 
     async fn web(&self, w: &WebProvider, vars: &Vars) -> Result<Option<f64>, String> {
@@ -169,26 +337,42 @@ impl Prober {
         let timeout = self.timeout("web.timeout", w.timeout.as_deref())?;
         let url = Url::parse(&url_text)
             .map_err(|e| format!("web.url {url_text:?} is not a valid URL: {e}"))?;
-        // Secret-backed values (`valueFrom`) are resolved by the caller
-        // (issue #16 moves this into the measurement worker).
-        let headers: Vec<(String, String)> = w
-            .headers
-            .iter()
-            .filter_map(|h| Some((h.name.clone(), substitute(h.value.as_ref()?, vars, false))))
-            .collect();
-        let (status, body) = self.get(&endpoint, url, &headers, timeout).await?;
+        let request = Request {
+            headers: self.web_headers(&w.headers, vars).await?,
+            tls: self
+                .tls(&vars.namespace, w.tls_config.as_ref(), "web.tlsConfig")
+                .await?,
+            endpoint: endpoint.clone(),
+            url,
+            basic_auth: None,
+            timeout,
+        };
+        let (status, body) = self.send(request).await?;
         if !status.is_success() {
-            return Err(format!("{endpoint}: HTTP {status}: {}", snippet(&body)));
+            log_body(&endpoint, &body);
+            return Err(format!("{endpoint}: HTTP {status}"));
         }
-        let json: Value = serde_json::from_slice(&body).map_err(|e| {
-            format!(
-                "{endpoint}: the response is not JSON ({e}): {}",
-                snippet(&body)
-            )
+        let json: Value = serde_json::from_slice(&body).map_err(|_| {
+            log_body(&endpoint, &body);
+            format!("{endpoint}: response is not JSON")
         })?;
         let found = json_path(&json, &w.json_path).map_err(|e| format!("{endpoint}: {e}"))?;
         number_at(found, &w.json_path).map_err(|e| format!("{endpoint}: {e}"))
     }
+}
+
+/// A credential header value, marked sensitive (kept out of debug output).
+fn sensitive(text: &str, field: &str) -> Result<HeaderValue, String> {
+    let mut value = HeaderValue::from_str(text)
+        .map_err(|_| format!("{field}: the value is not a valid header value"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A refused response's body goes to the operator log only (debug level,
+/// truncated): status and Events never repeat what an endpoint answered.
+fn log_body(endpoint: &str, body: &[u8]) {
+    tracing::debug!(%endpoint, body = %snippet(body), "analysis response refused");
 }
 
 /// `1.5s`, `200ms`, for messages.
@@ -209,12 +393,12 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// The start of a body, for error messages.
+/// The start of a body, for the debug log.
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
-    let mut out: String = text.chars().take(200).collect();
-    if text.chars().count() > 200 {
+    let mut out: String = text.chars().take(LOGGED_BODY_CHARS).collect();
+    if text.chars().count() > LOGGED_BODY_CHARS {
         out.push('…');
     }
     if out.is_empty() {
@@ -264,28 +448,26 @@ fn prometheus_data(
 ) -> Result<Value, String> {
     let json: Value = match serde_json::from_slice(body) {
         Ok(json) => json,
-        Err(_) if !status.is_success() => {
-            return Err(format!("{endpoint}: HTTP {status}: {}", snippet(body)));
-        }
-        Err(e) => {
-            return Err(format!(
-                "{endpoint}: the response is not JSON ({e}): {}",
-                snippet(body)
-            ));
+        Err(_) => {
+            log_body(endpoint, body);
+            return Err(if status.is_success() {
+                format!("{endpoint}: response is not JSON")
+            } else {
+                format!("{endpoint}: HTTP {status}")
+            });
         }
     };
     if json.get("status").and_then(Value::as_str) != Some("success") {
-        let error = json
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("no error message");
+        // Prometheus's `error` text is the body's: logged, not repeated.
+        log_body(endpoint, body);
         let kind = json
             .get("errorType")
             .and_then(Value::as_str)
-            .map(|k| format!("{k}: "))
+            .filter(|k| PROMETHEUS_ERROR_TYPES.contains(k))
+            .map(|k| format!(": {k}"))
             .unwrap_or_default();
         return Err(format!(
-            "{endpoint}: the query failed (HTTP {status}): {kind}{error}"
+            "{endpoint}: the query failed (HTTP {status}{kind}; the operator's debug log has Prometheus's message)"
         ));
     }
     Ok(json.get("data").cloned().unwrap_or(Value::Null))
@@ -299,11 +481,8 @@ fn one_number(endpoint: &str, data: &Value) -> Result<Option<f64>, String> {
         match sample.get(1) {
             Some(Value::String(s)) => parse_number(s)
                 .map(Some)
-                .ok_or_else(|| format!("{endpoint}: the sample value {s:?} is not a number")),
-            other => Err(format!(
-                "{endpoint}: malformed sample {}",
-                other.map_or_else(|| sample.to_string(), Value::to_string)
-            )),
+                .ok_or_else(|| format!("{endpoint}: the sample value is not a number")),
+            _ => Err(format!("{endpoint}: malformed sample in the response")),
         }
     };
     match data.get("resultType").and_then(Value::as_str) {
@@ -325,7 +504,9 @@ fn one_number(endpoint: &str, data: &Value) -> Result<Option<f64>, String> {
         other => Err(format!(
             "{endpoint}: the query returned a {}, not an instant vector or scalar; \
              use an instant query that yields one number",
-            other.unwrap_or("response without resultType")
+            other
+                .filter(|t| matches!(*t, "matrix" | "string"))
+                .unwrap_or("response without a known resultType")
         )),
     }
 }
@@ -354,7 +535,7 @@ fn by_label(endpoint: &str, data: &Value, label: &str) -> Result<BTreeMap<String
             .and_then(|v| v.get(1))
             .and_then(Value::as_str)
             .and_then(parse_number)
-            .ok_or_else(|| format!("{endpoint}: malformed sample {series}"))?;
+            .ok_or_else(|| format!("{endpoint}: malformed sample in the response"))?;
         *out.entry(key).or_insert(0.0) += value;
     }
     Ok(out)
@@ -481,9 +662,9 @@ fn number_at(v: &Value, path: &str) -> Result<Option<f64>, String> {
             .as_f64()
             .map(Some)
             .ok_or_else(|| format!("jsonPath {path:?}: the number {n} does not fit a float")),
-        Value::String(s) => parse_number(s).map(Some).ok_or_else(|| {
-            format!("jsonPath {path:?} points at the string {s:?}, which is not a number")
-        }),
+        Value::String(s) => parse_number(s)
+            .map(Some)
+            .ok_or_else(|| format!("jsonPath {path:?} points at a string that is not a number")),
         other => Err(format!(
             "jsonPath {path:?} points at {} {}, not a number; point it at the numeric field",
             if matches!(other, Value::Array(_) | Value::Object(_)) {

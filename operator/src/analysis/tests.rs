@@ -347,69 +347,78 @@ fn condition_errors_are_explained() {
     );
 }
 
-#[tokio::test]
-async fn advance_measures_what_is_due_and_says_when_to_wake() {
-    use crate::analysis::provider::tests::Server;
-    let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.01"]}]}}"#;
-    let server = Server::start(Some(200), body).await;
+#[test]
+fn due_measurements_are_recorded_and_the_wake_is_the_next_one() {
     let mut fast = metric(Some("result < 0.05"), None);
-    fast.provider.prometheus.as_mut().unwrap().address = server.url();
     fast.interval = Some("30s".into());
     let mut late = fast.clone();
     late.name = "late".into();
     late.initial_delay = Some("5m".into());
-    let vars = Vars {
-        model: "ranker".into(),
-        namespace: "shop".into(),
-        version: "2".into(),
-        track: "canary".into(),
-        stable_version: "1".into(),
-        canary_version: "2".into(),
-    };
-    let prober = Prober::new();
     // A background status of the same name must not be mistaken for the step's.
     let mut statuses = vec![running(0)];
     let metrics = [&fast, &late];
+    let nothing_in_flight = |_: &str, _| false;
 
-    let first = advance(&prober, &metrics, Some(2), &mut statuses, &vars, at(100)).await;
+    let first = due(&metrics, Some(2), &mut statuses, at(100));
+    assert_eq!(first.len(), 1);
     assert_eq!(
-        first.measured,
-        vec![("error-rate".to_string(), Outcome::Successful)]
+        (first[0].0.name.as_str(), first[0].1),
+        ("error-rate", at(100))
     );
     assert_eq!(statuses.len(), 3, "one new status per metric of step 2");
+    let step = &statuses[1];
+    assert_eq!((step.name.as_str(), step.step), ("error-rate", Some(2)));
+    assert_eq!(step.started_at, Some(Time(at(100))));
+    // While it is being measured, it is not a reason to wake.
+    let in_flight = |name: &str, due_at| name == "error-rate" && due_at == at(100);
+    assert_eq!(
+        next_wake(&metrics, Some(2), &statuses, in_flight),
+        Some(at(400))
+    );
+
+    let outcome = record_in(&fast, Some(2), &mut statuses, Ok(Some(0.01)), at(101));
+    assert_eq!(outcome, Some(Outcome::Successful));
     assert_eq!(
         statuses[0].measurements.len(),
         0,
         "the background status is untouched"
     );
-    let step = &statuses[1];
-    assert_eq!((step.name.as_str(), step.step), ("error-rate", Some(2)));
-    assert_eq!(step.started_at, Some(Time(at(100))));
     // A step analysis takes one measurement by default: done.
-    assert_eq!(Verdict::of(step), Verdict::Successful);
-    assert_eq!(step.measurements[0].value.as_deref(), Some("0.01"));
+    assert_eq!(Verdict::of(&statuses[1]), Verdict::Successful);
+    assert_eq!(statuses[1].measurements[0].value.as_deref(), Some("0.01"));
+    assert_eq!(statuses[1].measurements[0].at, Time(at(101)));
     assert_eq!(Verdict::of(&statuses[2]), Verdict::Running);
     assert_eq!(
-        first.wake_at,
+        next_wake(&metrics, Some(2), &statuses, nothing_in_flight),
         Some(at(400)),
         "the late metric's initialDelay"
     );
 
-    let early = advance(&prober, &metrics, Some(2), &mut statuses, &vars, at(399)).await;
-    assert!(early.measured.is_empty());
-    assert_eq!(early.wake_at, Some(at(400)));
-    let done = advance(&prober, &metrics, Some(2), &mut statuses, &vars, at(400)).await;
+    assert!(due(&metrics, Some(2), &mut statuses, at(399)).is_empty());
+    let late_due = due(&metrics, Some(2), &mut statuses, at(400));
     assert_eq!(
-        done.measured,
-        vec![("late".to_string(), Outcome::Successful)]
+        (late_due[0].0.name.as_str(), late_due[0].1),
+        ("late", at(400))
     );
-    assert_eq!(done.wake_at, None, "nothing more to measure");
-    assert_eq!(server.requests.lock().unwrap().len(), 2);
+    record_in(&late, Some(2), &mut statuses, Ok(Some(0.0)), at(400));
+    assert_eq!(
+        next_wake(&metrics, Some(2), &statuses, nothing_in_flight),
+        None,
+        "nothing more to measure"
+    );
+    assert_eq!(
+        record_in(&late, None, &mut statuses, Ok(None), at(400)),
+        None,
+        "no such status"
+    );
 
-    // Background: unlimited count, next one an interval later.
+    // Background: unlimited count, next one an interval after the last.
     let mut background = Vec::new();
-    let bg = advance(&prober, &[&fast], None, &mut background, &vars, at(0)).await;
-    assert_eq!(bg.measured.len(), 1);
-    assert_eq!(bg.wake_at, Some(at(30)));
+    assert_eq!(due(&[&fast], None, &mut background, at(0)).len(), 1);
+    record_in(&fast, None, &mut background, Ok(Some(0.01)), at(2));
+    assert_eq!(
+        next_wake(&[&fast], None, &background, nothing_in_flight),
+        Some(at(32))
+    );
     assert_eq!(Verdict::of(&background[0]), Verdict::Running);
 }

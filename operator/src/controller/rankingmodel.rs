@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::core::object::HasStatus;
@@ -44,8 +44,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// HTTP client of the analysis providers.
-    pub prober: analysis::Prober,
+    /// Takes the analysis measurements, off the reconcile path.
+    pub analysis: analysis::Worker,
     /// Children checked for hand edits since their last change.
     pub checked: Checked,
     /// Consecutive failures per model (requeue backoff).
@@ -59,13 +59,15 @@ impl Context {
         render: render::RenderConfig,
         recorder: Recorder,
         metrics: Arc<Metrics>,
+        analysis: &analysis::Settings,
     ) -> Self {
+        let secrets = Arc::new(analysis::secrets::KubeSource::new(client.clone()));
         Context {
+            analysis: analysis::Worker::new(analysis.prober(secrets), analysis),
             client,
             render,
             recorder,
             metrics,
-            prober: analysis::Prober::new(),
             checked: Checked::default(),
             backoff: super::Backoff::default(),
         }
@@ -192,7 +194,7 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
 
     // Analysis first: its measurements are evidence the decision reads.
     let mut evidence = current.clone();
-    let analysis_wake = measure(model, &mref, &mut evidence, ctx, now).await;
+    let analysis_wake = measure(model, &mref, &mut evidence, ctx, now);
     let features = feature_gate(model, ns, ctx, now).await?;
     let mut decision = rollout::decide(
         &model.spec,
@@ -534,38 +536,121 @@ async fn explain_unavailable(
     diagnose::annotate(decision, current, &findings);
 }
 
-/// Runs the measurements that are due for the analyses active in `status`
-/// and records them there. Returns when the next one is due.
-async fn measure(
+/// Folds the measurements the analysis worker finished into `status` and
+/// hands it those now due. Never waits on the network: a slow endpoint holds
+/// up only its own measurements, and its result re-enqueues the model.
+/// Returns when to look again.
+fn measure(
     model: &RankingModel,
     mref: &ModelRef,
     status: &mut RankingModelStatus,
     ctx: &Context,
     now: Timestamp,
 ) -> Option<Timestamp> {
-    let mut wake = read_interleaving(model, mref, status, ctx, now).await;
+    let (Some(vars), Some(canary)) = (canary_vars(mref, status), status.canary.as_ref()) else {
+        ctx.analysis.forget(&mref.namespace, &mref.name);
+        return None;
+    };
+    let key = analysis::worker::ModelKey {
+        namespace: mref.namespace.clone(),
+        name: mref.name.clone(),
+        uid: mref.owner.uid.clone(),
+        revision: canary.revision.clone(),
+        started_at: canary.started_at.as_ref().map(|t| t.0),
+    };
     let active = rollout::active_analysis(&model.spec, status);
-    if active.is_empty() {
-        return wake;
-    }
-    let vars = canary_vars(mref, status)?;
     let mut statuses = status
         .analysis
         .as_ref()
         .map(|a| a.metrics.clone())
         .unwrap_or_default();
+    let mut jobs = Vec::new();
     for a in &active {
-        let done =
-            analysis::advance(&ctx.prober, &a.metrics, a.step, &mut statuses, &vars, now).await;
-        for (metric, outcome) in &done.measured {
-            debug!(%metric, outcome = outcome.as_str(), "measured");
-            ctx.metrics.analysis_measurement(outcome.as_str());
-        }
-        if let Some(at) = done.wake_at {
-            wake = Some(wake.map_or(at, |w| w.min(at)));
+        for (metric, due_at) in analysis::due(&a.metrics, a.step, &mut statuses, now) {
+            jobs.push(analysis::worker::Job {
+                subject: analysis::worker::Subject::Metric {
+                    name: metric.name.clone(),
+                    step: a.step,
+                    due_at,
+                },
+                task: analysis::worker::Task::Metric(metric.provider.clone()),
+            });
         }
     }
-    status.analysis.get_or_insert_with(Default::default).metrics = statuses;
+    let interleave = read_interleaving(model, status, now);
+    jobs.extend(interleave.as_ref().and_then(|(_, job)| job.clone()));
+    let polled = ctx.analysis.poll(&key, &vars, jobs);
+
+    for done in polled.finished {
+        match (done.subject, done.reading) {
+            (
+                analysis::worker::Subject::Metric { name, step, .. },
+                analysis::worker::Reading::Value(result),
+            ) => {
+                let metric = active
+                    .iter()
+                    .filter(|a| a.step == step)
+                    .flat_map(|a| a.metrics.iter())
+                    .find(|m| m.name == name);
+                if let Some(outcome) = metric
+                    .and_then(|m| analysis::record_in(m, step, &mut statuses, result, done.at))
+                {
+                    debug!(metric = %name, ?step, outcome = outcome.as_str(), "measured");
+                    ctx.metrics.analysis_measurement(outcome.as_str());
+                }
+            }
+            (
+                analysis::worker::Subject::Interleave { step, .. },
+                analysis::worker::Reading::ByLabel(reading),
+            ) => {
+                let reading = reading.map(|by| InterleaveCounts {
+                    canary: by.get("canary").copied().unwrap_or(0.0).round() as i64,
+                    stable: by.get("stable").copied().unwrap_or(0.0).round() as i64,
+                    ties: by.get("tie").copied().unwrap_or(0.0).round() as i64,
+                });
+                if let Err(e) = &reading {
+                    warn!(error = %e, "cannot read the interleaving outcome counters");
+                }
+                compare::record_reading(status, step, reading, done.at);
+            }
+            _ => {}
+        }
+    }
+    if !active.is_empty() {
+        status.analysis.get_or_insert_with(Default::default).metrics = statuses;
+    }
+
+    let in_flight = |s: &analysis::worker::Subject| polled.in_flight.contains(s);
+    let mut wake = active
+        .iter()
+        .filter_map(|a| {
+            let statuses = status.analysis.as_ref().map_or(&[][..], |x| &x.metrics);
+            analysis::next_wake(&a.metrics, a.step, statuses, |name, due_at| {
+                in_flight(&analysis::worker::Subject::Metric {
+                    name: name.into(),
+                    step: a.step,
+                    due_at,
+                })
+            })
+        })
+        .min();
+    if let Some((step, _)) = interleave {
+        // The next reading, READ_INTERVAL after the last one (recorded above).
+        let last = analysis::worker::interleave_read_at(status, step);
+        let next = last.map_or(now, |t| {
+            t + SignedDuration::from_secs(compare::READ_INTERVAL)
+        });
+        let reading = analysis::worker::Subject::Interleave { step, after: last };
+        if !in_flight(&reading) {
+            wake = Some(wake.map_or(next, |w| w.min(next)));
+        }
+    }
+    if !polled.in_flight.is_empty() {
+        // The worker re-enqueues the model when a result lands; this only
+        // bounds the wait should that notification be missed.
+        let recheck = now + ctx.analysis.recheck_after();
+        wake = Some(wake.map_or(recheck, |w| w.min(recheck)));
+    }
     wake
 }
 
@@ -586,43 +671,30 @@ fn canary_vars(mref: &ModelRef, status: &RankingModelStatus) -> Option<analysis:
     })
 }
 
-/// Reads the outcome counters of the interleave step that is due (its
-/// baseline first, then the counts since) into `status`; returns when to
-/// read again.
-async fn read_interleaving(
+/// The interleave step whose outcome counters are read now (its baseline
+/// first, then the counts since), with the reading to take when one is due
+/// (every READ_INTERVAL); the worker takes it.
+fn read_interleaving(
     model: &RankingModel,
-    mref: &ModelRef,
-    status: &mut RankingModelStatus,
-    ctx: &Context,
+    status: &RankingModelStatus,
     now: Timestamp,
-) -> Option<Timestamp> {
+) -> Option<(i32, Option<analysis::worker::Job>)> {
     let (step, il) = compare::due_interleave(&model.spec, status)?;
-    let vars = canary_vars(mref, status)?;
+    let last = analysis::worker::interleave_read_at(status, step);
+    let due = last.is_none_or(|t| t + SignedDuration::from_secs(compare::READ_INTERVAL) <= now);
     let query = il
         .prometheus
         .query
         .as_deref()
         .unwrap_or(DEFAULT_OUTCOMES_QUERY);
-    let reading = ctx
-        .prober
-        .prometheus_by_label(
-            &il.prometheus.address,
-            query,
-            il.prometheus.timeout.as_deref(),
-            "winner",
-            &vars,
-        )
-        .await
-        .map(|by| InterleaveCounts {
-            canary: by.get("canary").copied().unwrap_or(0.0).round() as i64,
-            stable: by.get("stable").copied().unwrap_or(0.0).round() as i64,
-            ties: by.get("tie").copied().unwrap_or(0.0).round() as i64,
-        });
-    if let Err(e) = &reading {
-        warn!(error = %e, "cannot read the interleaving outcome counters");
-    }
-    compare::record_reading(status, step, reading, now);
-    Some(now + k8s_openapi::jiff::SignedDuration::from_secs(compare::READ_INTERVAL))
+    let job = due.then(|| analysis::worker::Job {
+        subject: analysis::worker::Subject::Interleave { step, after: last },
+        task: analysis::worker::Task::Interleave {
+            prometheus: il.prometheus.clone(),
+            query: query.to_string(),
+        },
+    });
+    Some((step, job))
 }
 
 /// The outcome counts of an interleave step when the step names no query.

@@ -544,7 +544,8 @@ async fn count_outcomes(
 /// Runs the FeaturePipeline controller for one scope (a namespace, or all
 /// when `None`) until `stop` resolves. It watches the pipelines, their
 /// CronJobs, Deployments and ConfigMaps, and every run Job (by the
-/// `mlctl.io/pipeline` label: scheduled Jobs belong to the CronJob).
+/// `mlctl.io/pipeline` label: scheduled Jobs belong to the CronJob), and
+/// drops the metric series of deleted pipelines.
 /// SparkApplications are not watched (their CRD may be missing): the
 /// reconciler requeues while one runs.
 pub async fn run(
@@ -592,10 +593,18 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
     });
+    // The series of a deleted pipeline go with it: a watch of deletions (a
+    // reconcile never sees one without a finalizer, and none is needed).
+    let pruner = tokio::spawn(crate::telemetry::prune::prune_deleted_pipelines(
+        client.clone(),
+        scope.map(str::to_string),
+        ctx.metrics.clone(),
+    ));
     controller
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
     counter.abort();
+    pruner.abort();
 }

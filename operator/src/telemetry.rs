@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use crate::pipeline::FreshnessReference;
+
 pub mod prune;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -247,7 +249,7 @@ struct PipelineMetrics {
     /// its series can be removed (a Family cannot be listed).
     outcomes: std::sync::Mutex<BTreeMap<ObjectKey, BTreeSet<String>>>,
     lag: Family<PipelineLabels, Gauge>,
-    references: std::sync::Mutex<BTreeMap<ObjectKey, i64>>,
+    references: std::sync::Mutex<BTreeMap<ObjectKey, FreshnessReference>>,
 }
 
 impl PipelineMetrics {
@@ -279,12 +281,16 @@ impl PipelineMetrics {
             .unwrap_or(0);
         if let Ok(refs) = self.references.lock() {
             for ((namespace, pipeline), reference) in refs.iter() {
+                let lag = match reference {
+                    FreshnessReference::Current => 0,
+                    FreshnessReference::Since(t) => (now - t.as_second()).max(0),
+                };
                 self.lag
                     .get_or_create(&PipelineLabels {
                         namespace: namespace.clone(),
                         pipeline: pipeline.clone(),
                     })
-                    .set((now - reference).max(0));
+                    .set(lag);
             }
         }
     }
@@ -309,9 +315,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the freshness reference (Unix seconds) of a pipeline; `None`
-    /// before its first success (no lag is exported then).
-    pub fn set_pipeline_freshness(&self, namespace: &str, pipeline: &str, reference: Option<i64>) {
+    /// Sets the freshness reference of a pipeline (a running stream's lag is
+    /// 0); `None` before its first success (no lag is exported then).
+    pub fn set_pipeline_freshness(
+        &self,
+        namespace: &str,
+        pipeline: &str,
+        reference: Option<FreshnessReference>,
+    ) {
         if let (Ok(mut refs), Some(reference)) = (self.pipelines.references.lock(), reference) {
             refs.insert((namespace.to_string(), pipeline.to_string()), reference);
         }

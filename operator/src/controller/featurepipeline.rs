@@ -407,14 +407,11 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
         publish(&ctx.recorder, &reference, t).await;
     }
     count_outcomes(ctx, &pref, &runs, &reference).await;
-    let fresh_reference = decision
-        .status
-        .watermark
-        .as_ref()
-        .or(decision.status.last_successful_time.as_ref())
-        .map(|t| t.0.as_second());
-    ctx.metrics
-        .set_pipeline_freshness(&pref.namespace, &pref.name, fresh_reference);
+    ctx.metrics.set_pipeline_freshness(
+        &pref.namespace,
+        &pref.name,
+        crate::pipeline::freshness_reference(&decision.status),
+    );
     Ok(match decision.requeue_after {
         Some(d) => Action::requeue(d),
         None => Action::await_change(),

@@ -129,6 +129,8 @@ mod tests {
 
     use kube::api::ObjectMeta;
 
+    use crate::pipeline::FreshnessReference;
+
     use super::*;
 
     fn meta(ns: &str, name: &str) -> PartialObjectMeta<FeaturePipeline> {
@@ -158,7 +160,7 @@ mod tests {
         for name in ["ctr", "views"] {
             m.pipeline_run("ml", name, "succeeded");
             m.pipeline_run("ml", name, "failed");
-            m.set_pipeline_freshness("ml", name, Some(1));
+            m.set_pipeline_freshness("ml", name, Some(FreshnessReference::Current));
         }
         let mut d = Deletions::new(None);
         let gone = d.on_event(Event::Delete(meta("ml", "ctr")), || m.known_pipelines());

@@ -56,11 +56,19 @@ pub fn enabled() -> bool {
     std::env::var("MLCTL_E2E").is_ok_and(|v| v == "1")
 }
 
-/// Returns early from a test, loudly, unless `MLCTL_E2E=1`.
+/// Returns early from a test, loudly, unless `MLCTL_E2E=1`. In CI
+/// (`CI=true`) a missing cluster fails the test instead: a whole suite that
+/// skipped must never pass there (`make test` runs it through e2e/run).
 #[macro_export]
 macro_rules! require_e2e {
     () => {
         if !$crate::enabled() {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "{}: end-to-end tests are required in CI; run them through e2e/run (MLCTL_E2E=1 and a cluster)",
+                    module_path!()
+                );
+            }
             eprintln!(
                 "SKIPPED {}: end-to-end test; set MLCTL_E2E=1 and start a cluster (e2e/run does both)",
                 module_path!()

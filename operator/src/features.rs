@@ -18,6 +18,8 @@ use kube::{Api, Client, ResourceExt};
 use mlctl_crds::rankingmodel::{FeatureDependency, FeatureGate};
 use mlctl_crds::{FeaturePipeline, RankingModel, parse_duration};
 
+use crate::pipeline::{FreshnessReference, freshness_reference};
+
 /// Condition type written on the RankingModel.
 pub const CONDITION: &str = "FeaturesReady";
 
@@ -200,8 +202,10 @@ struct Fresh {
 
 /// Freshness: the pipeline's own `Fresh` condition, and the allowed
 /// staleness (the model's `maxStaleness`, else the pipeline's
-/// `spec.freshness.maxStaleness`) measured from `status.watermark`, or
-/// `status.lastSuccessfulTime` without a watermark.
+/// `spec.freshness.maxStaleness`) measured from the pipeline's freshness
+/// reference ([`freshness_reference`]: the watermark, else the last
+/// successful run; for a streaming pipeline "current" while it runs, else
+/// when it stopped).
 fn freshness(
     dep: &FeatureDependency,
     pipeline: &FeaturePipeline,
@@ -209,20 +213,34 @@ fn freshness(
 ) -> Result<Fresh, Problem> {
     let name = &dep.pipeline;
     let status = pipeline.status.as_ref();
-    let reference = status.and_then(|s| {
-        s.watermark
-            .as_ref()
-            .or(s.last_successful_time.as_ref())
-            .map(|t| t.0)
-    });
-    let Some(reference) = reference else {
-        return Err(Problem {
-            reason: reason::NEVER_SUCCEEDED,
-            message: format!(
-                "FeaturePipeline {name:?} has not completed a successful run yet (no watermark or lastSuccessfulTime): \
-                 start one with mlctl pipeline run {name} --wait"
-            ),
-        });
+    let reference = match status.and_then(freshness_reference) {
+        // The pipeline's status changes when the stream stops, which
+        // re-enqueues this model: no wake-up time.
+        Some(FreshnessReference::Current) => {
+            return Ok(Fresh {
+                stale_at: None,
+                note: format!("{name} (streaming)"),
+            });
+        }
+        Some(FreshnessReference::Since(t)) => t,
+        None if pipeline.spec.trigger.streaming.is_some() => {
+            return Err(Problem {
+                reason: reason::NEVER_SUCCEEDED,
+                message: format!(
+                    "streaming FeaturePipeline {name:?} has not run yet (its workload has no Ready pod): \
+                     see mlctl pipeline status {name}"
+                ),
+            });
+        }
+        None => {
+            return Err(Problem {
+                reason: reason::NEVER_SUCCEEDED,
+                message: format!(
+                    "FeaturePipeline {name:?} has not completed a successful run yet (no watermark or lastSuccessfulTime): \
+                     start one with mlctl pipeline run {name} --wait"
+                ),
+            });
+        }
     };
     let max = match &dep.max_staleness {
         Some(text) => match parse_duration(text) {
@@ -506,6 +524,55 @@ mod tests {
             v.message
         );
         assert!(v.message.contains("mlctl pipeline run p"), "{}", v.message);
+    }
+
+    /// A streaming pipeline as the operator writes it: no watermark, ever.
+    fn streaming(name: &str, status: serde_json::Value) -> FeaturePipeline {
+        let mut p = pipeline(name, status);
+        p.spec.trigger.schedule = None;
+        p.spec.trigger.streaming = Some(Default::default());
+        p.status.as_mut().unwrap().trigger = Some("streaming".into());
+        p
+    }
+
+    #[test]
+    fn a_running_stream_is_current_and_a_stopped_one_ages_from_its_stop() {
+        let running = streaming(
+            "p",
+            json!({
+                "lastSuccessfulTime": "2026-11-24T08:00:00Z",
+                "schema": {"version": 3, "hash": "x"},
+                "conditions": [{"type": "Fresh", "status": "True", "reason": "Streaming",
+                    "message": "runs", "lastTransitionTime": "2026-11-24T08:00:00Z"}]
+            }),
+        );
+        let mut d = dep("p");
+        d.max_staleness = Some("10m".into());
+        let v = verdict(std::slice::from_ref(&d), &[running]);
+        assert!(v.ready, "{v:?}");
+        assert_eq!(v.wake_at, None);
+        assert!(v.message.contains("p (streaming)"), "{}", v.message);
+
+        let stopped = streaming(
+            "p",
+            json!({
+                "lastSuccessfulTime": "2026-11-25T11:55:00Z",
+                "schema": {"version": 3, "hash": "x"},
+                "conditions": [{"type": "Fresh", "status": "True", "reason": "StreamStopped",
+                    "message": "stopped", "lastTransitionTime": "2026-11-25T11:55:00Z"}]
+            }),
+        );
+        let v = verdict(std::slice::from_ref(&d), std::slice::from_ref(&stopped));
+        assert!(v.ready, "5m of 10m: {v:?}");
+        assert_eq!(v.wake_at, Some(at("2026-11-25T12:05:00Z")));
+        d.max_staleness = Some("2m".into());
+        let v = verdict(&[d], &[stopped]);
+        assert_eq!(v.reason, "PipelineNotFresh", "{v:?}");
+
+        let never = streaming("p", json!({"schema": {"version": 3, "hash": "x"}}));
+        let v = verdict(&[dep("p")], &[never]);
+        assert_eq!(v.reason, "PipelineNeverSucceeded");
+        assert!(v.message.contains("has not run yet"), "{}", v.message);
     }
 
     #[test]

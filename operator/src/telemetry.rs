@@ -1,6 +1,7 @@
 //! Operability: Prometheus metrics, the `/healthz`, `/readyz` and `/metrics`
 //! endpoints, and structured logging.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,6 +15,10 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
+
+use crate::pipeline::FreshnessReference;
+
+pub mod prune;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -231,13 +236,20 @@ struct PipelineRunLabels {
     outcome: String,
 }
 
+/// `(namespace, name)` of an object with series of its own.
+type ObjectKey = (String, String);
+
 /// FeaturePipeline metrics: runs by outcome and the freshness lag, computed
 /// at scrape time from the reference (watermark or last success) so that it
-/// grows between reconciles.
+/// grows between reconciles. Both are per pipeline: [`Metrics::forget_pipeline`]
+/// drops them when the pipeline is deleted (see [`prune`]).
 struct PipelineMetrics {
     runs: Family<PipelineRunLabels, Counter>,
+    /// The `outcome` labels each pipeline's run counter has, so that all of
+    /// its series can be removed (a Family cannot be listed).
+    outcomes: std::sync::Mutex<BTreeMap<ObjectKey, BTreeSet<String>>>,
     lag: Family<PipelineLabels, Gauge>,
-    references: std::sync::Mutex<std::collections::BTreeMap<(String, String), i64>>,
+    references: std::sync::Mutex<BTreeMap<ObjectKey, FreshnessReference>>,
 }
 
 impl PipelineMetrics {
@@ -256,8 +268,9 @@ impl PipelineMetrics {
         );
         Self {
             runs,
+            outcomes: std::sync::Mutex::new(BTreeMap::new()),
             lag,
-            references: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            references: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -268,12 +281,16 @@ impl PipelineMetrics {
             .unwrap_or(0);
         if let Ok(refs) = self.references.lock() {
             for ((namespace, pipeline), reference) in refs.iter() {
+                let lag = match reference {
+                    FreshnessReference::Current => 0,
+                    FreshnessReference::Since(t) => (now - t.as_second()).max(0),
+                };
                 self.lag
                     .get_or_create(&PipelineLabels {
                         namespace: namespace.clone(),
                         pipeline: pipeline.clone(),
                     })
-                    .set((now - reference).max(0));
+                    .set(lag);
             }
         }
     }
@@ -282,6 +299,12 @@ impl PipelineMetrics {
 impl Metrics {
     /// Counts a finished pipeline run.
     pub fn pipeline_run(&self, namespace: &str, pipeline: &str, outcome: &str) {
+        if let Ok(mut outcomes) = self.pipelines.outcomes.lock() {
+            outcomes
+                .entry((namespace.to_string(), pipeline.to_string()))
+                .or_default()
+                .insert(outcome.to_string());
+        }
         self.pipelines
             .runs
             .get_or_create(&PipelineRunLabels {
@@ -292,23 +315,57 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the freshness reference (Unix seconds) of a pipeline; `None`
-    /// before its first success (no lag is exported then).
-    pub fn set_pipeline_freshness(&self, namespace: &str, pipeline: &str, reference: Option<i64>) {
+    /// Sets the freshness reference of a pipeline (a running stream's lag is
+    /// 0); `None` before its first success (no lag is exported then).
+    pub fn set_pipeline_freshness(
+        &self,
+        namespace: &str,
+        pipeline: &str,
+        reference: Option<FreshnessReference>,
+    ) {
         if let (Ok(mut refs), Some(reference)) = (self.pipelines.references.lock(), reference) {
             refs.insert((namespace.to_string(), pipeline.to_string()), reference);
         }
     }
 
-    /// Drops the freshness lag of a deleted pipeline.
+    /// Drops every series of a deleted pipeline: its freshness lag and its
+    /// run counters (a re-created pipeline of the same name starts at zero).
     pub fn forget_pipeline(&self, namespace: &str, pipeline: &str) {
+        let key = (namespace.to_string(), pipeline.to_string());
         if let Ok(mut refs) = self.pipelines.references.lock() {
-            refs.remove(&(namespace.to_string(), pipeline.to_string()));
+            refs.remove(&key);
         }
         self.pipelines.lag.remove(&PipelineLabels {
             namespace: namespace.into(),
             pipeline: pipeline.into(),
         });
+        let outcomes = self
+            .pipelines
+            .outcomes
+            .lock()
+            .ok()
+            .and_then(|mut o| o.remove(&key))
+            .unwrap_or_default();
+        for outcome in outcomes {
+            self.pipelines.runs.remove(&PipelineRunLabels {
+                namespace: namespace.into(),
+                pipeline: pipeline.into(),
+                outcome,
+            });
+        }
+    }
+
+    /// The pipelines that have series here (to prune those deleted while no
+    /// watch saw it).
+    pub fn known_pipelines(&self) -> Vec<(String, String)> {
+        let mut known = BTreeSet::new();
+        if let Ok(refs) = self.pipelines.references.lock() {
+            known.extend(refs.keys().cloned());
+        }
+        if let Ok(outcomes) = self.pipelines.outcomes.lock() {
+            known.extend(outcomes.keys().cloned());
+        }
+        known.into_iter().collect()
     }
 }
 

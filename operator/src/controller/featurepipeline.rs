@@ -455,14 +455,11 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
         publish(&ctx.recorder, &reference, t).await;
     }
     count_outcomes(ctx, &pref, &runs, &reference).await;
-    let fresh_reference = decision
-        .status
-        .watermark
-        .as_ref()
-        .or(decision.status.last_successful_time.as_ref())
-        .map(|t| t.0.as_second());
-    ctx.metrics
-        .set_pipeline_freshness(&pref.namespace, &pref.name, fresh_reference);
+    ctx.metrics.set_pipeline_freshness(
+        &pref.namespace,
+        &pref.name,
+        crate::pipeline::freshness_reference(&decision.status),
+    );
     Ok(Action::requeue(
         decision
             .requeue_after
@@ -641,7 +638,8 @@ async fn count_outcomes(
 /// when `None`) until `stop` resolves, for the pipelines matching
 /// `instance_selector` (see `Config::instance_selector`). It watches the pipelines, their
 /// CronJobs, Deployments and ConfigMaps, and every run Job (by the
-/// `mlctl.io/pipeline` label: scheduled Jobs belong to the CronJob).
+/// `mlctl.io/pipeline` label: scheduled Jobs belong to the CronJob), and
+/// drops the metric series of deleted pipelines.
 /// SparkApplications are not watched (their CRD may be missing): the
 /// reconciler requeues while one runs.
 pub async fn run(
@@ -693,6 +691,13 @@ pub async fn run(
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
     });
+    // The series of a deleted pipeline go with it: a watch of deletions (a
+    // reconcile never sees one without a finalizer, and none is needed).
+    let pruner = tokio::spawn(crate::telemetry::prune::prune_deleted_pipelines(
+        client.clone(),
+        scope.map(str::to_string),
+        ctx.metrics.clone(),
+    ));
     let backoff = ctx.clone();
     controller
         .graceful_shutdown_on(stop)
@@ -705,4 +710,5 @@ pub async fn run(
         })
         .await;
     counter.abort();
+    pruner.abort();
 }

@@ -4,6 +4,7 @@
 //! ([`crate::controller::featurepipeline`]) only reads and writes.
 
 pub mod cron;
+mod freshness;
 pub mod naming;
 pub mod render;
 mod requests;
@@ -18,6 +19,7 @@ use mlctl_crds::featurepipeline::{
 };
 use serde::Deserialize;
 
+pub use freshness::{FreshnessReference, freshness_reference};
 pub use naming::RunTrigger;
 pub use render::{PipelineRef, RunPlan};
 pub use requests::{BackfillRequest, MAX_BACKFILL_INTERVALS, parse_backfill};
@@ -373,7 +375,7 @@ pub fn decide(
 
     requests::handle_run_request(&mut cx);
     requests::handle_backfill(&mut cx);
-    freshness(&mut cx);
+    freshness::freshness(&mut cx);
     degraded(&mut cx);
     phase(&mut cx);
     if spark && cx.obs.runs.iter().any(|r| r.phase.is_active()) {
@@ -573,89 +575,6 @@ fn history_limits(
         finished.sort_by_key(|r| std::cmp::Reverse((r.finished_at, r.name.clone())));
         cx.d.delete
             .extend(finished.iter().skip(limit).map(|r| r.name.clone()));
-    }
-}
-
-fn freshness(cx: &mut Cx<'_>) {
-    if cx.spec.trigger.streaming.is_some() {
-        let ready = cx.obs.streaming_ready;
-        cx.condition(
-            "Fresh",
-            if ready { "True" } else { "False" },
-            if ready { "Streaming" } else { "NotStreaming" },
-            if ready {
-                "the streaming workload runs".to_string()
-            } else {
-                "the streaming workload does not run".to_string()
-            },
-        );
-        return;
-    }
-    let reference = cx
-        .status
-        .watermark
-        .as_ref()
-        .or(cx.status.last_successful_time.as_ref())
-        .map(|t| t.0);
-    let what = if cx.status.watermark.is_some() {
-        "the watermark"
-    } else {
-        "the last successful run"
-    };
-    let max = cx
-        .spec
-        .freshness
-        .as_ref()
-        .and_then(|f| mlctl_crds::parse_duration(&f.max_staleness).ok());
-    match (reference, max) {
-        (None, _) => cx.condition(
-            "Fresh",
-            "False",
-            "NoSuccessfulRun",
-            "no run has succeeded yet".into(),
-        ),
-        (Some(_), None) => cx.condition(
-            "Fresh",
-            "True",
-            "RunSucceeded",
-            "a run succeeded (no spec.freshness objective)".into(),
-        ),
-        (Some(reference), Some(max)) => {
-            let lag = cx.obs.now.as_second() - reference.as_second();
-            let allowed = max.as_secs() as i64;
-            if lag > allowed {
-                cx.condition(
-                    "Fresh",
-                    "False",
-                    "Stale",
-                    format!(
-                        "{what} ({reference}) is {lag}s old, more than maxStaleness {}",
-                        cx.spec
-                            .freshness
-                            .as_ref()
-                            .map(|f| f.max_staleness.as_str())
-                            .unwrap_or_default()
-                    ),
-                );
-            } else {
-                cx.condition(
-                    "Fresh",
-                    "True",
-                    "WithinObjective",
-                    format!(
-                        "{what} ({reference}) is within maxStaleness {}",
-                        cx.spec
-                            .freshness
-                            .as_ref()
-                            .map(|f| f.max_staleness.as_str())
-                            .unwrap_or_default()
-                    ),
-                );
-                // Turns stale one second after the deadline: requeue then.
-                let wait = Duration::from_secs((allowed - lag + 1).max(1) as u64);
-                cx.d.requeue_after = min_requeue(cx.d.requeue_after, wait);
-            }
-        }
     }
 }
 

@@ -571,9 +571,17 @@ fn metrics_count_runs_and_export_the_freshness_lag() {
     m.pipeline_run("ml", "ctr", "succeeded");
     m.pipeline_run("ml", "ctr", "failed");
     m.pipeline_run("ml", "ctr", "failed");
-    let an_hour_ago = Timestamp::now().as_second() - 3600;
-    m.set_pipeline_freshness("ml", "ctr", Some(an_hour_ago));
+    let an_hour_ago = Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    m.set_pipeline_freshness("ml", "ctr", Some(FreshnessReference::Since(an_hour_ago)));
+    // A running stream's features are current: lag 0 however long it runs.
+    m.set_pipeline_freshness("ml", "clicks", Some(FreshnessReference::Current));
     let text = m.encode();
+    assert!(
+        text.contains(
+            r#"mlctl_pipeline_freshness_lag_seconds{namespace="ml",pipeline="clicks"} 0"#
+        ),
+        "{text}"
+    );
     assert!(
         text.contains(
             r#"mlctl_pipeline_runs_total{namespace="ml",pipeline="ctr",outcome="failed"} 2"#
@@ -582,13 +590,15 @@ fn metrics_count_runs_and_export_the_freshness_lag() {
     );
     let lag: i64 = text
         .lines()
-        .find(|l| l.starts_with("mlctl_pipeline_freshness_lag_seconds{"))
+        .find(|l| {
+            l.starts_with(r#"mlctl_pipeline_freshness_lag_seconds{namespace="ml",pipeline="ctr"}"#)
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!((3600..3610).contains(&lag), "{lag}");
     m.forget_pipeline("ml", "ctr");
-    assert!(!m.encode().contains("mlctl_pipeline_freshness_lag_seconds{"));
+    assert!(!m.encode().contains(r#"pipeline="ctr""#));
 }
 
 mod rendering {
@@ -904,5 +914,132 @@ mod rendering {
             );
         }
         assert!(bare["spec"].get("imagePullSecrets").is_none());
+    }
+}
+
+/// The features gate on what the pipeline controller writes for a streaming
+/// pipeline: a model reading from it rolls out while the stream runs, keeps
+/// rolling out through a stop shorter than the allowed staleness, and waits
+/// once the stop is longer.
+mod streaming_freshness {
+    use mlctl_crds::FeaturePipeline;
+    use mlctl_crds::rankingmodel::FeatureDependency;
+
+    use super::*;
+    use crate::features::{FeaturesVerdict, evaluate};
+
+    fn streaming_spec(objective: Option<&str>) -> FeaturePipelineSpec {
+        let mut s = spec("x");
+        s.trigger = Trigger {
+            schedule: None,
+            streaming: Some(Streaming { replicas: Some(1) }),
+        };
+        s.freshness = objective.map(|o| Freshness {
+            max_staleness: o.into(),
+        });
+        s
+    }
+
+    fn gate(
+        spec: &FeaturePipelineSpec,
+        status: &FeaturePipelineStatus,
+        now: &str,
+    ) -> FeaturesVerdict {
+        let mut p = FeaturePipeline::new("ctr", spec.clone());
+        p.status = Some(status.clone());
+        let dep = FeatureDependency {
+            pipeline: "ctr".into(),
+            schema_version: 2,
+            max_staleness: None,
+            features: vec!["ctr".into()],
+            gate: None,
+        };
+        evaluate(&[dep], &[p], ts(now)).unwrap()
+    }
+
+    #[test]
+    fn a_running_stream_lets_the_model_roll_out() {
+        let s = streaming_spec(Some("30m"));
+        let mut w = World::new("2026-11-25T10:00:00Z");
+        let pending = w.decide(&s, &FeaturePipelineStatus::default());
+        let v = gate(&s, &pending.status, "2026-11-25T10:00:00Z");
+        assert!(!v.ready, "a stream that never ran: {v:?}");
+        assert_eq!(cond(&pending, "Fresh"), ("False", "NotStreaming"));
+
+        w.streaming_ready = true;
+        let running = w.decide(&s, &pending.status);
+        assert_eq!(cond(&running, "Fresh"), ("True", "Streaming"));
+        // Hours later, with no reconcile in between: still current.
+        let v = gate(&s, &running.status, "2026-11-25T15:00:00Z");
+        assert!(v.ready, "{v:?}");
+        assert_eq!(
+            v.wake_at, None,
+            "the pipeline's status changes when it stops"
+        );
+        assert_eq!(
+            freshness_reference(&running.status),
+            Some(FreshnessReference::Current)
+        );
+        // Nothing changes while it keeps running: no status write.
+        w.now = ts("2026-11-25T15:00:00Z");
+        assert_eq!(w.decide(&s, &running.status).status, running.status);
+    }
+
+    #[test]
+    fn a_stopped_stream_ages_from_when_it_stopped() {
+        let s = streaming_spec(Some("30m"));
+        let mut w = World::new("2026-11-25T10:00:00Z");
+        w.streaming_ready = true;
+        let running = w.decide(&s, &FeaturePipelineStatus::default());
+
+        w.streaming_ready = false;
+        w.now = ts("2026-11-25T12:00:00Z");
+        let stopped = w.decide(&s, &running.status);
+        assert_eq!(cond(&stopped, "Fresh"), ("True", "StreamStopped"));
+        assert_eq!(cond(&stopped, "Ready"), ("False", "StreamingPending"));
+        assert_eq!(
+            stopped.status.last_successful_time.as_ref().map(|t| t.0),
+            Some(ts("2026-11-25T12:00:00Z")),
+            "features were current until the stop was seen"
+        );
+        assert_eq!(
+            stopped.requeue_after,
+            Some(Duration::from_secs(30 * 60 + 1))
+        );
+        let v = gate(&s, &stopped.status, "2026-11-25T12:10:00Z");
+        assert!(v.ready, "within the objective: {v:?}");
+        assert_eq!(v.wake_at, Some(ts("2026-11-25T12:30:00Z")));
+
+        // The requeue past the objective: Stale, and the model waits.
+        w.now = ts("2026-11-25T12:30:01Z");
+        let stale = w.decide(&s, &stopped.status);
+        assert_eq!(cond(&stale, "Fresh"), ("False", "Stale"));
+        assert_eq!(
+            stale.status.last_successful_time, stopped.status.last_successful_time,
+            "the stop time is kept, not moved by later reconciles"
+        );
+        assert!(!gate(&s, &stale.status, "2026-11-25T12:30:01Z").ready);
+
+        // Running again: current at once.
+        w.streaming_ready = true;
+        let again = w.decide(&s, &stale.status);
+        assert_eq!(cond(&again, "Fresh"), ("True", "Streaming"));
+        assert!(gate(&s, &again.status, "2026-11-25T12:31:00Z").ready);
+    }
+
+    #[test]
+    fn without_an_objective_a_stopped_stream_is_judged_by_the_model_alone() {
+        let s = streaming_spec(None);
+        let mut w = World::new("2026-11-25T10:00:00Z");
+        w.streaming_ready = true;
+        let running = w.decide(&s, &FeaturePipelineStatus::default());
+        w.streaming_ready = false;
+        w.now = ts("2026-11-25T11:00:00Z");
+        let stopped = w.decide(&s, &running.status);
+        assert_eq!(cond(&stopped, "Fresh"), ("True", "StreamStopped"));
+        assert_eq!(
+            freshness_reference(&stopped.status),
+            Some(FreshnessReference::Since(ts("2026-11-25T11:00:00Z")))
+        );
     }
 }

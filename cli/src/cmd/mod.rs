@@ -60,9 +60,16 @@ enum Command {
     Abort(NamedRequestArgs),
     /// Restart an aborted canary from its first step.
     Retry(NamedRequestArgs),
-    /// Roll a model back to the previous promoted version (or --to VERSION)
-    /// from status.history, skipping canary steps. With --gitops: by a forward
-    /// pull request.
+    /// Roll a model back to the previous version that served as stable (or --to
+    /// VERSION) from status.history, with its digest, skipping canary steps and
+    /// analysis. With --gitops: by a forward pull request.
+    ///
+    /// Only a version whose history says it served as stable (Promoted or
+    /// RolledBack) is rolled back to; an Aborted or Superseded canary never
+    /// passed its analysis, so naming one with --to rolls it out as a normal
+    /// canary, steps and analysis included (the output says so). The spec
+    /// change is made only if the model did not change since it was read;
+    /// otherwise run the command again.
     Rollback(RollbackArgs),
     /// Print the client's version and the operator's (when a cluster is reachable).
     Version(version::VersionArgs),
@@ -114,7 +121,9 @@ struct RollbackArgs {
     /// The RankingModel (cluster mode; with --gitops use --model).
     #[arg(required_unless_present = "gitops")]
     name: Option<String>,
-    /// Version to roll back to (default: the previous promoted version).
+    /// Version to roll back to (default: the newest version other than the
+    /// stable one that served as stable). It must be in status.history; one
+    /// that never became stable is rolled out as a canary, not rolled back to.
     #[arg(long)]
     to: Option<String>,
     #[command(flatten)]

@@ -10,3 +10,4 @@ pub mod github;
 pub mod manifest;
 pub mod record;
 pub mod report;
+pub mod yaml_limits;

@@ -192,7 +192,11 @@ fn finish(result: Result<Outcome, FlowError>) -> i32 {
         }
         Ok(Outcome::DryRun) => EXIT_OK,
         Err(error) => {
-            eprintln!("error: {error}");
+            // The last line of defence: no error may print a URL's credentials.
+            eprintln!(
+                "error: {}",
+                crate::redact::url_credentials(&error.to_string())
+            );
             EXIT_ERROR
         }
     }
@@ -444,7 +448,7 @@ where
                 Ok(host) => host,
                 Err(Connect::Usage(error)) => return usage(error),
                 Err(Connect::Failed(message)) => {
-                    eprintln!("error: {message}");
+                    eprintln!("error: {}", crate::redact::url_credentials(&message));
                     return EXIT_ERROR;
                 }
             };

@@ -9,5 +9,6 @@ pub mod git;
 pub mod github;
 pub mod manifest;
 pub mod record;
+pub mod redact;
 pub mod report;
 pub mod yaml_limits;

@@ -138,7 +138,11 @@ pub(crate) fn retry_delay(
 
 /// Says why and how long, then waits (progress goes to stderr).
 async fn pause(reason: &str, delay: Duration) {
-    eprintln!("{reason}; retrying in {:.1}s", delay.as_secs_f64());
+    eprintln!(
+        "{}; retrying in {:.1}s",
+        crate::redact::url_credentials(reason),
+        delay.as_secs_f64()
+    );
     tokio::time::sleep(delay).await;
 }
 

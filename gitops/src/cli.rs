@@ -71,6 +71,17 @@ pub struct TargetArgs {
     /// Longest wait for a rate limit to reset, in seconds, before giving up [default: 900].
     #[arg(long, value_name = "SECONDS")]
     pub max_retry_wait: Option<u64>,
+    /// Longest wait for one GitHub request, connecting included, in seconds [default: 60].
+    /// A read that times out is sent again; a write that may have landed is not.
+    #[arg(long, value_name = "SECONDS")]
+    pub request_timeout: Option<u64>,
+}
+
+impl TargetArgs {
+    /// `--request-timeout`, at least a second.
+    pub(crate) fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_timeout.unwrap_or(60).max(1))
+    }
 }
 
 /// GitOps flags of `mlctl promote`.
@@ -481,6 +492,7 @@ fn connect(args: &TargetArgs, credentials: &Credentials) -> Result<Host, Connect
     let crab = runtime.block_on(crate::auth::client(args, credentials, owner, name))?;
     let policy = RetryPolicy {
         max_wait: std::time::Duration::from_secs(args.max_retry_wait.unwrap_or(900)),
+        request_timeout: args.request_timeout(),
         ..RetryPolicy::default()
     };
     Ok(Host::GitHub {

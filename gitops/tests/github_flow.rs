@@ -550,6 +550,71 @@ fn a_dropped_connection_on_a_read_is_retried() {
     });
 }
 
+/// Status 1: the stub acts on the request and never answers.
+fn unanswered(method: &'static str, path: &str) -> Fault {
+    Fault::new(method, &format!("/repos/{OWNER}/{REPO}{path}"), 1, "")
+}
+
+fn count(stub: &StubGitHub, method: &str, path: &str) -> usize {
+    let path = format!("/repos/{OWNER}/{REPO}{path}");
+    stub.with(|s| {
+        s.log
+            .iter()
+            .filter(|(m, p)| m == method && p.starts_with(&path))
+            .count()
+    })
+}
+
+#[test]
+fn a_read_without_an_answer_times_out_and_is_sent_again() {
+    let stub = seeded("v40");
+    stub.with(|s| s.faults.push_back(unanswered("GET", "/contents/")));
+    let mut args = promote_args(&stub, "v41", None);
+    args.target.request_timeout = Some(1);
+    assert_eq!(run_promote_with(&args, &credentials()), 0);
+    stub.with(|s| {
+        assert!(s.faults.is_empty());
+        assert_eq!(s.pulls.len(), 1);
+    });
+}
+
+#[test]
+fn a_pull_request_created_without_an_answer_is_not_created_twice() {
+    let stub = seeded("v40");
+    stub.with(|s| s.faults.push_back(unanswered("POST", "/pulls")));
+    let mut args = promote_args(&stub, "v41", None);
+    args.target.request_timeout = Some(1);
+    assert_eq!(run_promote_with(&args, &credentials()), 1);
+    assert_eq!(count(&stub, "POST", "/pulls"), 1, "sent once");
+    stub.with(|s| assert_eq!(s.pulls.len(), 1));
+    // The next run finds the pull request and adopts it.
+    assert_eq!(run_promote_with(&args, &credentials()), 0);
+    assert_eq!(count(&stub, "POST", "/pulls"), 1);
+    stub.with(|s| assert_eq!(s.pulls.len(), 1));
+}
+
+#[test]
+fn a_server_error_on_a_create_is_not_retried() {
+    // A 502 may come from a gateway after GitHub created the branch.
+    let stub = seeded("v40");
+    stub.with(|s| {
+        s.faults.push_back(Fault::new(
+            "POST",
+            &format!("/repos/{OWNER}/{REPO}/git/refs"),
+            502,
+            "Bad Gateway",
+        ));
+    });
+    let args = promote_args(&stub, "v41", None);
+    assert_eq!(run_promote_with(&args, &credentials()), 1);
+    assert_eq!(count(&stub, "POST", "/git/refs"), 1, "sent once");
+    assert_eq!(
+        run_promote_with(&args, &credentials()),
+        0,
+        "a re-run completes"
+    );
+}
+
 #[test]
 fn manifests_over_one_megabyte_are_read_through_the_blob_api() {
     let stub = StubGitHub::start();

@@ -150,7 +150,7 @@ fn a_failed_gate_exits_10() {
     let report = dir.0.join("report.json");
     std::fs::write(
         &report,
-        r#"{"queries": 3, "metrics": {}, "comparison": {}, "pass": false}"#,
+        r#"{"subject": {"model": "m", "version": "v2"}, "queries": 3, "metrics": {}, "comparison": {}, "pass": false}"#,
     )
     .unwrap();
     let o = promote_to_github(

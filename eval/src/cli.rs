@@ -90,6 +90,21 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 
+    /// The RankingModel this gate is for (metadata.name). With
+    /// --candidate-version, the gate's JSON report names them (next to the
+    /// sha256 of every input file), so that `mlctl promote --gitops
+    /// --gate-report` refuses it for another model or version.
+    #[arg(long, value_name = "NAME", requires_all = ["candidate_version", "baseline"])]
+    pub model: Option<String>,
+
+    /// The RankingModel's namespace, recorded with --model.
+    #[arg(long, value_name = "NAMESPACE", requires = "model")]
+    pub model_namespace: Option<String>,
+
+    /// The candidate's version (the spec.model.version it will be promoted as).
+    #[arg(long, value_name = "VERSION", requires = "model")]
+    pub candidate_version: Option<String>,
+
     /// The most bytes a gzipped input may decompress to (each file), e.g. 500M,
     /// 8G or a number of bytes; past it the evaluation stops with an error.
     #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
@@ -213,7 +228,9 @@ fn execute(args: &EvalArgs) -> Result<i32, EvalError> {
         .map_err(|m| EvalError::NoQueries(format!("gate metric {m} was not evaluated")))?;
     let text = match args.output {
         OutputFormat::Table => output::comparison_table(&candidate, &names, &comparisons),
-        OutputFormat::Json => output::json(&candidate, &names, Some(&comparisons)),
+        OutputFormat::Json => {
+            output::json_with(&candidate, &names, Some(&comparisons), &provenance(args)?)
+        }
     };
     write_stdout(&text)?;
     if let Some(report) = &args.report {
@@ -245,6 +262,38 @@ fn execute(args: &EvalArgs) -> Result<i32, EvalError> {
     } else {
         exit::GATE_FAILED
     })
+}
+
+/// The report's subject and the digests of its input files.
+fn provenance(args: &EvalArgs) -> Result<output::Provenance, EvalError> {
+    let subject = match (&args.model, &args.candidate_version) {
+        (Some(model), Some(version)) => Some(output::Subject {
+            model: model.clone(),
+            namespace: args.model_namespace.clone(),
+            version: version.clone(),
+        }),
+        _ => None,
+    };
+    let files = [
+        ("qrels", Some(&args.qrels)),
+        ("baseline", args.baseline.as_ref()),
+        ("run", Some(&args.run)),
+        ("gate", args.gate.as_ref()),
+    ];
+    let mut inputs = Vec::new();
+    for (role, path) in files {
+        if let Some(path) = path {
+            let sha256 = crate::input::file_sha256(path)?;
+            inputs.push((
+                role,
+                output::InputFile {
+                    path: display(path),
+                    sha256,
+                },
+            ));
+        }
+    }
+    Ok(output::Provenance { subject, inputs })
 }
 
 /// The flag value as typed on the command line (`exp`, `skip`, ...).

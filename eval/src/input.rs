@@ -43,6 +43,27 @@ pub fn read_input(path: &Path, max_decompressed: u64) -> Result<Vec<u8>, EvalErr
     }
 }
 
+/// SHA-256 of a file's bytes as on disk (what `sha256sum` prints), read in
+/// blocks: the gate report names its inputs by it.
+pub fn file_sha256(path: &Path) -> Result<String, EvalError> {
+    use sha2::{Digest, Sha256};
+    let read_err = |source| EvalError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let mut hash = Sha256::new();
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut block).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&block[..n]);
+    }
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Files at least this large are read by several threads at once.
 const PARALLEL_READ: u64 = 32 << 20;
 

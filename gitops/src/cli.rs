@@ -285,7 +285,16 @@ pub fn run_promote_with(args: &PromoteArgs, credentials: &Credentials) -> i32 {
                 env: t.env,
             };
             match report::load(path, args.gate_report_md.as_deref(), &subject) {
-                Ok(report) => Some(report),
+                Ok(report) => {
+                    if !report.unchecked_inputs.is_empty() {
+                        eprintln!(
+                            "note: the gate report's {} file(s) are not here to check; the pull \
+                             request records the report's digest, which covers theirs",
+                            report.unchecked_inputs.join(", ")
+                        );
+                    }
+                    Some(report)
+                }
                 Err(error) => {
                     eprintln!("error: {error}");
                     return EXIT_ERROR;

@@ -11,6 +11,7 @@ use crate::github::api::{Api, RetryPolicy};
 use crate::manifest::{Desired, DigestChange};
 use crate::record::{self, Action, Record};
 use crate::report;
+use crate::terminal::escape_controls;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
@@ -189,7 +190,7 @@ fn target(args: &TargetArgs) -> Result<Target<'_>, UsageError> {
 fn finish(result: Result<Outcome, FlowError>) -> i32 {
     match result {
         Ok(Outcome::AlreadyDone(message)) => {
-            println!("{message}");
+            println!("{}", escape_controls(&message));
             EXIT_OK
         }
         Ok(Outcome::PullRequest { number, url }) => {
@@ -204,10 +205,8 @@ fn finish(result: Result<Outcome, FlowError>) -> i32 {
         Ok(Outcome::DryRun) => EXIT_OK,
         Err(error) => {
             // The last line of defence: no error may print a URL's credentials.
-            eprintln!(
-                "error: {}",
-                crate::redact::url_credentials(&error.to_string())
-            );
+            let text = crate::redact::url_credentials(&error.to_string());
+            eprintln!("error: {}", escape_controls(&text));
             EXIT_ERROR
         }
     }
@@ -392,7 +391,8 @@ pub fn run_rollback_with(args: &RollbackArgs, to: Option<&str>, credentials: &Cr
                 )));
             }
         };
-        eprintln!("rolling back {} from {current} to {version}", t.model);
+        let line = format!("rolling back {} from {current} to {version}", t.model);
+        eprintln!("{}", escape_controls(&line));
         let spec = ChangeSpec {
             action: Action::Rollback,
             model: t.model,
@@ -468,7 +468,8 @@ where
                 Ok(host) => host,
                 Err(Connect::Usage(error)) => return usage(error),
                 Err(Connect::Failed(message)) => {
-                    eprintln!("error: {}", crate::redact::url_credentials(&message));
+                    let text = crate::redact::url_credentials(&message);
+                    eprintln!("error: {}", escape_controls(&text));
                     return EXIT_ERROR;
                 }
             };

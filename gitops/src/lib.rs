@@ -11,4 +11,5 @@ pub mod manifest;
 pub mod record;
 pub mod redact;
 pub mod report;
+pub mod terminal;
 pub mod yaml_limits;

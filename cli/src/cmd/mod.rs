@@ -24,7 +24,7 @@ use rollout::{Request, RequestArgs, WaitArgs};
     about,
     long_about = None,
     disable_help_subcommand = true,
-    after_help = "Cluster options go before or after the command, as with kubectl: --kubeconfig FILE, --context NAME, -n/--namespace NAMESPACE, and -A/--all-namespaces for get (mlctl -n search get rm).\n\nExit codes: 0 success, 1 error, 2 usage, 10 rollout failed, 11 paused for a person, 12 timed out (mlctl help exit-codes)."
+    after_help = "Cluster options go before or after the command, as with kubectl: --kubeconfig FILE, --context NAME, -n/--namespace NAMESPACE, and -A/--all-namespaces for get (mlctl -n search get rm).\n\nExit codes: 0 success, 1 error, 2 usage, 10 rollout failed, 11 paused for a person, 12 timed out (mlctl help exit-codes).\n\nText from the cluster or GitHub (messages, event notes, reasons) is printed with its control characters escaped: an ESC shows as \\x1b instead of acting on the terminal."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -196,7 +196,9 @@ fn cluster_command(command: Command) -> u8 {
     match runtime.block_on(dispatch(command)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            // API server messages are remote text.
+            let text = err.to_string();
+            eprintln!("error: {}", mlctl_gitops::terminal::escape_controls(&text));
             err.exit_code()
         }
     }

@@ -14,6 +14,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use mlctl_crds::FeaturePipeline;
 use mlctl_crds::requests::{BACKFILL, RUN};
+use mlctl_gitops::terminal::{escape_controls, escape_json_controls};
 
 use crate::exit;
 use crate::kube::{CliError, FEATURE_PIPELINE, KubeArgs, Resource, Target};
@@ -200,7 +201,7 @@ fn request_timestamp() -> String {
 
 fn progress(enabled: bool, line: &str) {
     if enabled {
-        eprintln!("{line}");
+        eprintln!("{}", escape_controls(line));
     }
 }
 
@@ -578,11 +579,12 @@ async fn follow_backfill(
                 .as_ref()
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default();
-            println!(
+            let line = format!(
                 "featurepipeline/{name}: backfill {} ({}){detail}",
                 b.phase,
                 backfill_progress(&b)
             );
+            println!("{}", escape_controls(&line));
             Ok(if b.phase == "Succeeded" {
                 exit::SUCCESS
             } else {
@@ -602,10 +604,11 @@ async fn follow_backfill(
             } else {
                 at.clone()
             };
-            println!(
+            let line = format!(
                 "featurepipeline/{name}: timed out after {} waiting for the backfill: {state}",
                 humantime_step(wait.timeout)
             );
+            println!("{}", escape_controls(&line));
             Ok(exit::TIMED_OUT)
         }
     }
@@ -616,9 +619,11 @@ async fn status(args: &StatusArgs) -> Result<u8, CliError> {
     let (_, ns, api) = connect(&args.kube).await?;
     let pipeline = get(&api, &args.name, &ns).await?;
     let text = match args.output {
-        Format::Text => render_status(&pipeline, &ns, Timestamp::now()),
+        Format::Text => {
+            escape_controls(&render_status(&pipeline, &ns, Timestamp::now())).into_owned()
+        }
         Format::Json => serde_json::to_string_pretty(&pipeline)
-            .map(|s| s + "\n")
+            .map(|s| escape_json_controls(&s).into_owned() + "\n")
             .map_err(|e| CliError::Output(e.to_string()))?,
         Format::Yaml => {
             serde_yaml_ng::to_string(&pipeline).map_err(|e| CliError::Output(e.to_string()))?

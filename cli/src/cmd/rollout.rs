@@ -13,6 +13,7 @@ use kube::{Api, Client};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::HistoryEntry;
 use mlctl_crds::requests;
+use mlctl_gitops::terminal::escape_controls;
 
 use super::state::{self, State, Until};
 use crate::exit;
@@ -183,7 +184,7 @@ pub async fn status(args: &StatusArgs) -> Result<u8, CliError> {
     let model = get_model(&api, &args.name, &ns).await?;
     if !args.wait.wait {
         let state = state::classify(&model, None);
-        println!("{}", state::summary(&model, &state, &ns));
+        println!("{}", escape_controls(&state::summary(&model, &state, &ns)));
         return Ok(state.snapshot_code());
     }
     follow(&api, &ns, &args.name, &args.wait, args.until, None, None).await
@@ -266,17 +267,18 @@ pub async fn rollback(
         .await
         .map_err(|e| rollback_error(e, name, &ns))?;
     let from = &model.spec.model.version;
-    if plan.was_stable {
-        eprintln!(
+    let line = if plan.was_stable {
+        format!(
             "rankingmodel/{name}: rolling back {from} -> {} ({}): canary steps and analysis skipped",
             entry.version, entry.uri
-        );
+        )
     } else {
-        eprintln!(
+        format!(
             "rankingmodel/{name}: {} was never stable (history: {}), so this is no rollback: rolling it out {from} -> {} ({}) as a normal canary, with its steps and analysis",
             entry.version, entry.outcome, entry.version, entry.uri
-        );
-    }
+        )
+    };
+    eprintln!("{}", escape_controls(&line));
     if !wait.wait {
         return Ok(exit::SUCCESS);
     }
@@ -459,7 +461,7 @@ async fn follow(
     match outcome {
         Ok(Ok(Some(model))) => {
             let state = judge(&model);
-            println!("{}", state::summary(&model, &state, ns));
+            println!("{}", escape_controls(&state::summary(&model, &state, ns)));
             Ok(state.exit_code(until).unwrap_or(exit::ERROR))
         }
         Ok(Ok(None)) => Err(CliError::Refused(format!(
@@ -485,11 +487,12 @@ async fn follow(
                 Some((annotation, _)) => format!(" (after the request {annotation})"),
                 None => String::new(),
             };
-            println!(
+            let line = format!(
                 "rankingmodel/{name}: timed out after {} waiting for {}{waiting}: {now}",
                 humantime(wait.timeout),
                 until_text(until)
             );
+            println!("{}", escape_controls(&line));
             Ok(exit::TIMED_OUT)
         }
     }
@@ -563,6 +566,8 @@ impl Progress {
         if !self.enabled {
             return;
         }
+        // Escaped before our own bold: only that one is ours.
+        let line = escape_controls(line);
         let elapsed = self.start.elapsed().as_secs();
         if self.terminal {
             // Bold elapsed time on a terminal; no cursor movement anywhere.

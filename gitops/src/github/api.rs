@@ -153,9 +153,10 @@ pub(crate) fn retry_delay(
 
 /// Says why and how long, then waits (progress goes to stderr).
 async fn pause(reason: &str, delay: Duration) {
+    let reason = crate::redact::url_credentials(reason);
     eprintln!(
         "{}; retrying in {:.1}s",
-        crate::redact::url_credentials(reason),
+        crate::terminal::escape_controls(&reason),
         delay.as_secs_f64()
     );
     tokio::time::sleep(delay).await;

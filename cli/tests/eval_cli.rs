@@ -179,6 +179,53 @@ fn a_run_against_itself_passes_the_gate() {
 }
 
 #[test]
+fn the_gate_report_names_the_model_the_version_and_the_input_digests() {
+    let dir = scratch("provenance");
+    let gate = dir.join("gate.yaml");
+    std::fs::write(&gate, GATE).unwrap();
+    let run = fixtures().join("random.run");
+    let qrels = fixtures().join("random.qrels");
+    let o = gated(
+        &qrels,
+        &run,
+        &run,
+        &gate,
+        &[
+            "-o",
+            "json",
+            "--model",
+            "search-ranker",
+            "--model-namespace",
+            "ranking",
+            "--candidate-version",
+            "v41",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        v["subject"],
+        serde_json::json!({"model": "search-ranker", "namespace": "ranking", "version": "v41"})
+    );
+    let sha256 = |p: &Path| {
+        mlctl_gitops::report::digest(&std::fs::read(p).unwrap())
+            .trim_start_matches("sha256:")
+            .to_string()
+    };
+    let inputs = v["inputs"].as_object().unwrap();
+    let roles: Vec<&String> = inputs.keys().collect();
+    assert_eq!(roles, ["baseline", "gate", "qrels", "run"]);
+    for (role, file) in [("qrels", &qrels), ("run", &run), ("gate", &gate)] {
+        assert_eq!(inputs[role]["path"], path(file), "{role}");
+        assert_eq!(inputs[role]["sha256"], sha256(file), "{role}");
+    }
+    // The subject needs both flags and a gate.
+    let o = gated(&qrels, &run, &run, &gate, &["--model", "search-ranker"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_worse_candidate_fails_with_exit_10() {
     let dir = scratch("worse");
     let gate = dir.join("gate.yaml");

@@ -150,7 +150,7 @@ fn a_failed_gate_exits_10() {
     let report = dir.0.join("report.json");
     std::fs::write(
         &report,
-        r#"{"queries": 3, "metrics": {}, "comparison": {}, "pass": false}"#,
+        r#"{"subject": {"model": "m", "version": "v2"}, "queries": 3, "metrics": {}, "comparison": {}, "pass": false}"#,
     )
     .unwrap();
     let o = promote_to_github(
@@ -168,6 +168,34 @@ fn the_token_never_reaches_the_output() {
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(!text(&o).contains("SECRET_must_not_leak"), "{}", text(&o));
+}
+
+#[test]
+fn a_token_in_the_git_url_never_reaches_the_output() {
+    // Nothing listens on port 1: the clone fails at once, and its error
+    // quotes the git command line with the URL.
+    for verb in [
+        &["promote", "--gitops", "--version", "v2", "--uri", "s3://x"][..],
+        &["rollback", "--gitops", "--to", "v1"],
+    ] {
+        let mut args = verb.to_vec();
+        args.extend([
+            "--git",
+            "https://x-access-token:ghs_SECRET_must_not_leak@127.0.0.1:1/gitops.git",
+            "--path",
+            "m.yaml",
+            "--model",
+            "m",
+        ]);
+        let o = mlctl(&args, &[]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(!text(&o).contains("SECRET_must_not_leak"), "{}", text(&o));
+        assert!(
+            text(&o).contains("https://***@127.0.0.1:1/gitops.git"),
+            "{}",
+            text(&o)
+        );
+    }
 }
 
 #[test]

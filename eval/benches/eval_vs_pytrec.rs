@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use mlctl_eval::evaluate::Settings;
-use mlctl_eval::input::load_and_evaluate;
+use mlctl_eval::input::{DEFAULT_MAX_DECOMPRESSED, load_and_evaluate};
 use mlctl_eval::metric::MetricSpec;
 use mlctl_eval::rng::Rng;
 
@@ -146,6 +146,7 @@ fn bench(dir: &Path, o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             std::slice::from_ref(&run),
             &metrics,
             &Settings::default(),
+            DEFAULT_MAX_DECOMPRESSED,
         )?;
         rust_times.push(start.elapsed().as_secs_f64());
         evaluation = evals.pop();

@@ -89,6 +89,51 @@ pub struct EvalArgs {
     /// Seed of the randomization test and the bootstrap (same seed, same p-values).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+
+    /// The RankingModel this gate is for (metadata.name). With
+    /// --candidate-version, the gate's JSON report names them (next to the
+    /// sha256 of every input file), so that `mlctl promote --gitops
+    /// --gate-report` refuses it for another model or version.
+    #[arg(long, value_name = "NAME", requires_all = ["candidate_version", "baseline"])]
+    pub model: Option<String>,
+
+    /// The RankingModel's namespace, recorded with --model.
+    #[arg(long, value_name = "NAMESPACE", requires = "model")]
+    pub model_namespace: Option<String>,
+
+    /// The candidate's version (the spec.model.version it will be promoted as).
+    #[arg(long, value_name = "VERSION", requires = "model")]
+    pub candidate_version: Option<String>,
+
+    /// The most bytes a gzipped input may decompress to (each file), e.g. 500M,
+    /// 8G or a number of bytes; past it the evaluation stops with an error.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
+    pub max_decompressed_size: u64,
+}
+
+/// A byte size: a number with an optional K, M, G or T suffix (powers of
+/// 1024; `Ki`, `KiB` and `KB` mean the same).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let invalid = || {
+        format!("{text:?}: use a number of bytes with an optional K, M, G or T suffix (e.g. 500M)")
+    };
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim_end_matches(['B', 'i']) {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(invalid()),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(invalid)
 }
 
 /// Runs `mlctl eval`; returns the process exit code.
@@ -109,7 +154,7 @@ fn execute(args: &EvalArgs) -> Result<i32, EvalError> {
     }
     let rules = match &args.gate {
         Some(path) => {
-            let bytes = read_input(path)?;
+            let bytes = read_input(path, args.max_decompressed_size)?;
             let text = String::from_utf8_lossy(&bytes);
             gate::parse_gate(&text).map_err(|source| EvalError::GateFile {
                 path: path.clone(),
@@ -142,7 +187,13 @@ fn execute(args: &EvalArgs) -> Result<i32, EvalError> {
         paths.push(baseline.clone());
     }
     paths.push(args.run.clone());
-    let mut evaluations = load_and_evaluate(&args.qrels, &paths, &metrics, &settings)?;
+    let mut evaluations = load_and_evaluate(
+        &args.qrels,
+        &paths,
+        &metrics,
+        &settings,
+        args.max_decompressed_size,
+    )?;
     let Some(candidate) = evaluations.pop() else {
         return Err(EvalError::NoQueries("no run was evaluated".into()));
     };
@@ -177,7 +228,9 @@ fn execute(args: &EvalArgs) -> Result<i32, EvalError> {
         .map_err(|m| EvalError::NoQueries(format!("gate metric {m} was not evaluated")))?;
     let text = match args.output {
         OutputFormat::Table => output::comparison_table(&candidate, &names, &comparisons),
-        OutputFormat::Json => output::json(&candidate, &names, Some(&comparisons)),
+        OutputFormat::Json => {
+            output::json_with(&candidate, &names, Some(&comparisons), &provenance(args)?)
+        }
     };
     write_stdout(&text)?;
     if let Some(report) = &args.report {
@@ -211,6 +264,38 @@ fn execute(args: &EvalArgs) -> Result<i32, EvalError> {
     })
 }
 
+/// The report's subject and the digests of its input files.
+fn provenance(args: &EvalArgs) -> Result<output::Provenance, EvalError> {
+    let subject = match (&args.model, &args.candidate_version) {
+        (Some(model), Some(version)) => Some(output::Subject {
+            model: model.clone(),
+            namespace: args.model_namespace.clone(),
+            version: version.clone(),
+        }),
+        _ => None,
+    };
+    let files = [
+        ("qrels", Some(&args.qrels)),
+        ("baseline", args.baseline.as_ref()),
+        ("run", Some(&args.run)),
+        ("gate", args.gate.as_ref()),
+    ];
+    let mut inputs = Vec::new();
+    for (role, path) in files {
+        if let Some(path) = path {
+            let sha256 = crate::input::file_sha256(path)?;
+            inputs.push((
+                role,
+                output::InputFile {
+                    path: display(path),
+                    sha256,
+                },
+            ));
+        }
+    }
+    Ok(output::Provenance { subject, inputs })
+}
+
 /// The flag value as typed on the command line (`exp`, `skip`, ...).
 fn value_name(v: impl clap::ValueEnum) -> String {
     v.to_possible_value()
@@ -237,4 +322,21 @@ fn write_file(path: &Path, text: &str) -> Result<(), EvalError> {
         what: display(path),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes_and_the_default_is_the_documented_one() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_size("16KB"), Ok(16 << 10));
+        assert_eq!(parse_size("4G"), Ok(crate::input::DEFAULT_MAX_DECOMPRESSED));
+        for bad in ["", "G", "4X", "-1", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

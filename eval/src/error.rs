@@ -20,6 +20,12 @@ pub enum EvalError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{}: decompresses to more than {limit} bytes; refusing to read further (a gzip bomb? \
+         raise --max-decompressed-size if the file is genuine)",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{}:{line}: {reason}", path.display())]
     Malformed {
         path: PathBuf,

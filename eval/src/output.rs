@@ -47,8 +47,47 @@ struct ComparisonJson {
     require_improvement: bool,
 }
 
+/// What a gate report is about, so that it cannot be reused for another
+/// promotion: the model and candidate version it was made for, and the
+/// digest of every input file. Consumers (`mlctl promote --gitops`) check
+/// them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Provenance {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+    /// Input files by role (qrels, baseline, run, gate), in that order.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "in_order")]
+    pub inputs: Vec<(&'static str, InputFile)>,
+}
+
+/// The RankingModel and the version the gate was run for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Subject {
+    pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub version: String,
+}
+
+/// An input file as it was on disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputFile {
+    pub path: String,
+    /// SHA-256 of the file's bytes (what `sha256sum` prints), lower-case hex.
+    pub sha256: String,
+}
+
+fn in_order<S: Serializer>(
+    inputs: &[(&'static str, InputFile)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    Ordered(inputs.iter().map(|(role, file)| (*role, file)).collect()).serialize(serializer)
+}
+
 #[derive(Serialize)]
 struct ReportJson<'a> {
+    #[serde(flatten)]
+    provenance: &'a Provenance,
     queries: usize,
     metrics: Ordered<'a, MetricJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +101,16 @@ struct ReportJson<'a> {
 /// `{"queries": N, "metrics": {...}}`, plus `comparison`, `pass` and `gating_p` when a
 /// gate was evaluated. `names[m]` is the display name of `eval.metrics[m]`.
 pub fn json(eval: &Evaluation, names: &[String], comparisons: Option<&[Comparison]>) -> String {
+    json_with(eval, names, comparisons, &Provenance::default())
+}
+
+/// [`json`] with the report's `subject` and `inputs` first.
+pub fn json_with(
+    eval: &Evaluation,
+    names: &[String],
+    comparisons: Option<&[Comparison]>,
+    provenance: &Provenance,
+) -> String {
     let metrics = Ordered(
         names
             .iter()
@@ -113,6 +162,7 @@ pub fn json(eval: &Evaluation, names: &[String], comparisons: Option<&[Compariso
         )
     });
     let report = ReportJson {
+        provenance,
         queries: eval.qids.len(),
         metrics,
         comparison,

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use mlctl_eval::evaluate::Settings;
-use mlctl_eval::input::load_and_evaluate;
+use mlctl_eval::input::{DEFAULT_MAX_DECOMPRESSED, load_and_evaluate};
 use mlctl_eval::metric::MetricSpec;
 use serde_json::Value;
 
@@ -27,9 +27,15 @@ fn check(case: &Value, names: &[&String]) -> usize {
         relevance_threshold: case["relevance_threshold"].as_i64().unwrap() as i32,
         ..Settings::default()
     };
-    let eval = load_and_evaluate(&qrels, &[run], &metrics, &settings)
-        .unwrap()
-        .remove(0);
+    let eval = load_and_evaluate(
+        &qrels,
+        &[run],
+        &metrics,
+        &settings,
+        DEFAULT_MAX_DECOMPRESSED,
+    )
+    .unwrap()
+    .remove(0);
     let mut checked = 0;
     for (m, metric) in names.iter().enumerate() {
         let per_query = case["metrics"][metric.as_str()].as_object().unwrap();
@@ -86,6 +92,7 @@ fn gain_flag_selects_exponential_ndcg() {
         &[fixtures.join("random.run")],
         &["ndcg@10".parse().unwrap()],
         &settings,
+        DEFAULT_MAX_DECOMPRESSED,
     )
     .unwrap()
     .remove(0);

@@ -6,6 +6,9 @@ use octocrab::models::{AppId, InstallationId};
 
 use crate::cli::{Connect, Credentials, TargetArgs, UsageError};
 
+/// Longest wait for a TCP + TLS connection to GitHub.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn failed(message: String) -> Connect {
     Connect::Failed(message)
 }
@@ -16,7 +19,14 @@ pub(crate) async fn client(
     owner: &str,
     repo: &str,
 ) -> Result<Octocrab, Connect> {
-    let mut builder = Octocrab::builder();
+    // No request may hang the run: connecting is bounded by its own timeout,
+    // each read and write of the connection by the request's; the API layer
+    // bounds every request as a whole.
+    let timeout = args.request_timeout();
+    let mut builder = Octocrab::builder()
+        .set_connect_timeout(Some(timeout.min(CONNECT_TIMEOUT)))
+        .set_read_timeout(Some(timeout))
+        .set_write_timeout(Some(timeout));
     if let Some(url) = &args.api_url {
         builder = builder.base_uri(url.trim_end_matches('/')).map_err(|_| {
             Connect::Usage(UsageError(format!("--api-url {url:?} is not a valid URL")))

@@ -156,10 +156,11 @@ pub fn comment_body(marker: &str, markdown: &str) -> String {
 /// Prints the unified diff of the manifest (dry-run).
 pub fn print_diff(path: &str, before: &str, after: &str) {
     let diff = similar::TextDiff::from_lines(before, after);
-    print!(
-        "{}",
-        diff.unified_diff()
-            .context_radius(3)
-            .header(&format!("a/{path}"), &format!("b/{path}"))
-    );
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{path}"), &format!("b/{path}"))
+        .to_string();
+    // The manifest comes from the repository: remote text.
+    print!("{}", crate::terminal::escape_controls(&text));
 }

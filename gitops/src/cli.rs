@@ -11,6 +11,7 @@ use crate::github::api::{Api, RetryPolicy};
 use crate::manifest::{Desired, DigestChange};
 use crate::record::{self, Action, Record};
 use crate::report;
+use crate::terminal::escape_controls;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
@@ -71,6 +72,17 @@ pub struct TargetArgs {
     /// Longest wait for a rate limit to reset, in seconds, before giving up [default: 900].
     #[arg(long, value_name = "SECONDS")]
     pub max_retry_wait: Option<u64>,
+    /// Longest wait for one GitHub request, connecting included, in seconds [default: 60].
+    /// A read that times out is sent again; a write that may have landed is not.
+    #[arg(long, value_name = "SECONDS")]
+    pub request_timeout: Option<u64>,
+}
+
+impl TargetArgs {
+    /// `--request-timeout`, at least a second.
+    pub(crate) fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_timeout.unwrap_or(60).max(1))
+    }
 }
 
 /// GitOps flags of `mlctl promote`.
@@ -178,7 +190,7 @@ fn target(args: &TargetArgs) -> Result<Target<'_>, UsageError> {
 fn finish(result: Result<Outcome, FlowError>) -> i32 {
     match result {
         Ok(Outcome::AlreadyDone(message)) => {
-            println!("{message}");
+            println!("{}", escape_controls(&message));
             EXIT_OK
         }
         Ok(Outcome::PullRequest { number, url }) => {
@@ -192,7 +204,9 @@ fn finish(result: Result<Outcome, FlowError>) -> i32 {
         }
         Ok(Outcome::DryRun) => EXIT_OK,
         Err(error) => {
-            eprintln!("error: {error}");
+            // The last line of defence: no error may print a URL's credentials.
+            let text = crate::redact::url_credentials(&error.to_string());
+            eprintln!("error: {}", escape_controls(&text));
             EXIT_ERROR
         }
     }
@@ -270,7 +284,16 @@ pub fn run_promote_with(args: &PromoteArgs, credentials: &Credentials) -> i32 {
                 env: t.env,
             };
             match report::load(path, args.gate_report_md.as_deref(), &subject) {
-                Ok(report) => Some(report),
+                Ok(report) => {
+                    if !report.unchecked_inputs.is_empty() {
+                        eprintln!(
+                            "note: the gate report's {} file(s) are not here to check; the pull \
+                             request records the report's digest, which covers theirs",
+                            report.unchecked_inputs.join(", ")
+                        );
+                    }
+                    Some(report)
+                }
                 Err(error) => {
                     eprintln!("error: {error}");
                     return EXIT_ERROR;
@@ -368,7 +391,8 @@ pub fn run_rollback_with(args: &RollbackArgs, to: Option<&str>, credentials: &Cr
                 )));
             }
         };
-        eprintln!("rolling back {} from {current} to {version}", t.model);
+        let line = format!("rolling back {} from {current} to {version}", t.model);
+        eprintln!("{}", escape_controls(&line));
         let spec = ChangeSpec {
             action: Action::Rollback,
             model: t.model,
@@ -444,7 +468,8 @@ where
                 Ok(host) => host,
                 Err(Connect::Usage(error)) => return usage(error),
                 Err(Connect::Failed(message)) => {
-                    eprintln!("error: {message}");
+                    let text = crate::redact::url_credentials(&message);
+                    eprintln!("error: {}", escape_controls(&text));
                     return EXIT_ERROR;
                 }
             };
@@ -477,6 +502,7 @@ fn connect(args: &TargetArgs, credentials: &Credentials) -> Result<Host, Connect
     let crab = runtime.block_on(crate::auth::client(args, credentials, owner, name))?;
     let policy = RetryPolicy {
         max_wait: std::time::Duration::from_secs(args.max_retry_wait.unwrap_or(900)),
+        request_timeout: args.request_timeout(),
         ..RetryPolicy::default()
     };
     Ok(Host::GitHub {

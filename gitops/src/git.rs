@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use crate::change::{ChangeSpec, FlowError, Outcome, branch_name, commit_message};
 use crate::record::{self, Action, Record};
+use crate::redact;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -40,9 +41,10 @@ fn git_with_input(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Vec
     }
     let output = child.wait_with_output().map_err(GitError::Spawn)?;
     if !output.status.success() {
+        // A remote URL in the arguments or in git's answer may carry a token.
         return Err(GitError::Command {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            args: redact::url_credentials(&args.join(" ")),
+            stderr: redact::url_credentials(String::from_utf8_lossy(&output.stderr).trim()),
         });
     }
     Ok(output.stdout)
@@ -72,6 +74,14 @@ pub fn clone(remote: &str, base: &str) -> Result<Clone, GitError> {
     let tmp = tempfile::tempdir().map_err(GitError::TempDir)?;
     let dir = tmp.path().join("repo");
     let target = dir.to_string_lossy().into_owned();
+    let secrets = redact::secrets_of(remote);
+    let hide = |error: GitError| match error {
+        GitError::Command { args, stderr } => GitError::Command {
+            args: redact::with_secrets(&args, &secrets),
+            stderr: redact::with_secrets(&stderr, &secrets),
+        },
+        other => other,
+    };
     git(
         tmp.path(),
         &[
@@ -85,7 +95,8 @@ pub fn clone(remote: &str, base: &str) -> Result<Clone, GitError> {
             remote,
             &target,
         ],
-    )?;
+    )
+    .map_err(hide)?;
     Ok(Clone { _tmp: tmp, dir })
 }
 

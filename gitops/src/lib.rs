@@ -9,4 +9,7 @@ pub mod git;
 pub mod github;
 pub mod manifest;
 pub mod record;
+pub mod redact;
 pub mod report;
+pub mod terminal;
+pub mod yaml_limits;

@@ -10,11 +10,33 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct GateReport {
+    /// The model and version the gate was run for (`mlctl eval --model
+    /// --candidate-version`).
+    #[serde(default)]
+    pub subject: Option<ReportSubject>,
+    /// The input files by role (qrels, baseline, run, gate).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, ReportInput>,
     #[serde(default)]
     pub queries: Option<u64>,
     #[serde(default)]
     pub comparison: BTreeMap<String, MetricComparison>,
     pub pass: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReportSubject {
+    pub model: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReportInput {
+    pub path: String,
+    /// Lower-case hex SHA-256 of the file's bytes.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +73,10 @@ pub struct LoadedReport {
     pub report: GateReport,
     pub digest: String,
     pub markdown: String,
+    /// Roles of the inputs whose files are not here to check (another CI job
+    /// evaluated them); their digests are in the report, which the pull
+    /// request records by its digest.
+    pub unchecked_inputs: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +95,37 @@ pub enum ReportError {
         path: String,
         #[source]
         source: serde_json::Error,
+    },
+    #[error(
+        "the gate report {path} names no model and version, so it could be reused for any \
+         promotion; write it with mlctl eval … --model {model} --candidate-version {version} -o json"
+    )]
+    Unbound {
+        path: String,
+        model: String,
+        version: String,
+    },
+    #[error(
+        "the gate report {path} is for {report_model} {report_version}, not {model} {version}; \
+         a report is valid for the promotion it was made for only: run mlctl eval for this one"
+    )]
+    OtherSubject {
+        path: String,
+        report_model: String,
+        report_version: String,
+        model: String,
+        version: String,
+    },
+    #[error(
+        "the {role} file {input} changed since the gate report {path} was written (sha256 {actual}, \
+         the report says {recorded}); run mlctl eval again"
+    )]
+    InputChanged {
+        path: String,
+        role: String,
+        input: String,
+        recorded: String,
+        actual: String,
     },
 }
 
@@ -96,6 +153,7 @@ pub fn load(
             path: json.display().to_string(),
             source,
         })?;
+    let unchecked_inputs = check_binding(&report, subject, &json.display().to_string())?;
     let markdown = match markdown {
         Some(path) => String::from_utf8_lossy(&read(path)?).into_owned(),
         None => render_markdown(&report, subject),
@@ -104,7 +162,53 @@ pub fn load(
         digest: digest(&bytes),
         report,
         markdown,
+        unchecked_inputs,
     })
+}
+
+/// A report is valid for the promotion it names only: its model and version
+/// must be this promotion's, and every input file it names that is here must
+/// still have the digest it had. Returns the roles of inputs not here.
+fn check_binding(
+    report: &GateReport,
+    subject: &Subject,
+    path: &str,
+) -> Result<Vec<String>, ReportError> {
+    let Some(named) = &report.subject else {
+        return Err(ReportError::Unbound {
+            path: path.to_string(),
+            model: subject.model.to_string(),
+            version: subject.version.to_string(),
+        });
+    };
+    if named.model != subject.model || named.version != subject.version {
+        return Err(ReportError::OtherSubject {
+            path: path.to_string(),
+            report_model: named.model.clone(),
+            report_version: named.version.clone(),
+            model: subject.model.to_string(),
+            version: subject.version.to_string(),
+        });
+    }
+    let mut unchecked = Vec::new();
+    for (role, input) in &report.inputs {
+        let Ok(bytes) = std::fs::read(&input.path) else {
+            unchecked.push(role.clone());
+            continue;
+        };
+        let actual = digest(&bytes);
+        let actual = actual.trim_start_matches("sha256:");
+        if !actual.eq_ignore_ascii_case(&input.sha256) {
+            return Err(ReportError::InputChanged {
+                path: path.to_string(),
+                role: role.clone(),
+                input: input.path.clone(),
+                recorded: input.sha256.clone(),
+                actual: actual.to_string(),
+            });
+        }
+    }
+    Ok(unchecked)
 }
 
 pub fn digest(bytes: &[u8]) -> String {
@@ -210,6 +314,70 @@ mod tests {
         assert_eq!(
             status_description(&report),
             "gate passed: ndcg@10 +0.0100 (0.4100 → 0.4200)"
+        );
+    }
+
+    fn bound(subject: &str, inputs: &str) -> GateReport {
+        let text = SAMPLE.replacen('{', &format!("{{{subject}{inputs}"), 1);
+        serde_json::from_str(&text).unwrap()
+    }
+
+    const FOR_V2: Subject<'static> = Subject {
+        model: "m",
+        version: "v2",
+        env: "prod",
+    };
+
+    #[test]
+    fn a_report_binds_to_its_model_and_version() {
+        let unbound: GateReport = serde_json::from_str(SAMPLE).unwrap();
+        let err = check_binding(&unbound, &FOR_V2, "r.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names no model and version"), "{err}");
+        assert!(err.contains("--model m --candidate-version v2"), "{err}");
+        let report = bound(r#""subject": {"model": "m", "version": "v1"}, "#, "");
+        let err = check_binding(&report, &FOR_V2, "r.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is for m v1, not m v2"), "{err}");
+        let report = bound(r#""subject": {"model": "other", "version": "v2"}, "#, "");
+        assert!(check_binding(&report, &FOR_V2, "r.json").is_err());
+        let report = bound(
+            r#""subject": {"model": "m", "namespace": "ranking", "version": "v2"}, "#,
+            "",
+        );
+        assert_eq!(
+            check_binding(&report, &FOR_V2, "r.json").unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn input_files_that_are_here_must_still_match_their_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("candidate.run");
+        std::fs::write(&run, "q1 Q0 d1 1 2.0 t\n").unwrap();
+        let sha = digest(&std::fs::read(&run).unwrap()).replace("sha256:", "");
+        let inputs = |sha: &str| {
+            format!(
+                r#""inputs": {{"run": {{"path": {:?}, "sha256": "{sha}"}}, "qrels": {{"path": "/nonexistent/q", "sha256": "00"}}}}, "#,
+                run.display().to_string()
+            )
+        };
+        let subject = r#""subject": {"model": "m", "version": "v2"}, "#;
+        let report = bound(subject, &inputs(&sha));
+        assert_eq!(
+            check_binding(&report, &FOR_V2, "r.json").unwrap(),
+            ["qrels"]
+        );
+        std::fs::write(&run, "q1 Q0 d9 1 2.0 t\n").unwrap();
+        let err = check_binding(&report, &FOR_V2, "r.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the run file") && err.contains("changed since"),
+            "{err}"
         );
     }
 

@@ -52,7 +52,7 @@ fn app_installation_token_is_used_and_the_check_run_is_created_once() {
     let report = dir.path().join("report.json");
     std::fs::write(
         &report,
-        json!({"queries": 10, "comparison": {}, "pass": true}).to_string(),
+        json!({"subject": {"model": "m", "version": "v2"}, "queries": 10, "comparison": {}, "pass": true}).to_string(),
     )
     .unwrap();
     let args = PromoteArgs {

@@ -57,10 +57,13 @@ struct Report {
     path: PathBuf,
 }
 
-fn report(pass: bool, delta: f64) -> Report {
+/// A gate report for search-ranker `version`, as `mlctl eval --model
+/// --candidate-version` writes it.
+fn report(version: &str, pass: bool, delta: f64) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.json");
     let body = json!({
+        "subject": {"model": "search-ranker", "version": version},
         "queries": 500,
         "metrics": {},
         "comparison": {"ndcg@10": {"baseline": 0.41, "candidate": 0.41 + delta, "delta": delta,
@@ -91,7 +94,7 @@ fn writes(stub: &StubGitHub) -> Vec<(String, String)> {
 #[test]
 fn promotion_opens_one_pr_with_report_and_a_rerun_writes_nothing() {
     let stub = seeded("v40");
-    let gate = report(true, 0.01);
+    let gate = report("v41", true, 0.01);
     let args = promote_args(&stub, "v41", Some(&gate));
     assert_eq!(run_promote_with(&args, &credentials()), 0);
     stub.with(|s| {
@@ -194,7 +197,7 @@ fn failure_after_the_commit_completes_on_the_next_run() {
             "Resource not accessible by integration",
         ))
     });
-    let gate = report(true, 0.01);
+    let gate = report("v41", true, 0.01);
     let args = promote_args(&stub, "v41", Some(&gate));
     assert_eq!(run_promote_with(&args, &credentials()), 1);
     let head_after_failure = stub.with(|s| {
@@ -331,7 +334,7 @@ fn a_rate_limit_far_in_the_future_fails_with_exit_1() {
 #[test]
 fn the_report_comment_is_updated_in_place() {
     let stub = seeded("v40");
-    let first = report(true, 0.01);
+    let first = report("v41", true, 0.01);
     assert_eq!(
         run_promote_with(&promote_args(&stub, "v41", Some(&first)), &credentials()),
         0
@@ -343,7 +346,7 @@ fn the_report_comment_is_updated_in_place() {
             body: "LGTM".into(),
         });
     });
-    let second = report(true, 0.02);
+    let second = report("v41", true, 0.02);
     assert_eq!(
         run_promote_with(&promote_args(&stub, "v41", Some(&second)), &credentials()),
         0
@@ -376,7 +379,7 @@ fn the_report_comment_is_updated_in_place() {
 #[test]
 fn a_failed_gate_exits_10_unless_forced() {
     let stub = seeded("v40");
-    let gate = report(false, -0.02);
+    let gate = report("v41", false, -0.02);
     let args = promote_args(&stub, "v41", Some(&gate));
     assert_eq!(run_promote_with(&args, &credentials()), 10);
     assert!(
@@ -397,7 +400,7 @@ fn a_failed_gate_exits_10_unless_forced() {
 #[test]
 fn dry_run_reads_but_never_writes() {
     let stub = seeded("v40");
-    let gate = report(true, 0.01);
+    let gate = report("v41", true, 0.01);
     let mut args = promote_args(&stub, "v41", Some(&gate));
     args.target.dry_run = true;
     assert_eq!(run_promote_with(&args, &credentials()), 0);
@@ -445,8 +448,8 @@ fn rollback_args(stub: &StubGitHub) -> RollbackArgs {
 #[test]
 fn rollback_opens_a_forward_pr_to_the_previous_passing_version() {
     let stub = seeded("v40");
-    let gate = report(true, 0.01);
     for (n, version) in [(1, "v41"), (2, "v42")] {
+        let gate = report(version, true, 0.01);
         assert_eq!(
             run_promote_with(&promote_args(&stub, version, Some(&gate)), &credentials()),
             0
@@ -548,6 +551,80 @@ fn a_dropped_connection_on_a_read_is_retried() {
         assert!(s.faults.is_empty());
         assert_eq!(s.pulls.len(), 1);
     });
+}
+
+#[test]
+fn a_gate_report_for_another_version_is_refused_before_any_write() {
+    let stub = seeded("v40");
+    let gate = report("v41", true, 0.01);
+    let args = promote_args(&stub, "v42", Some(&gate));
+    assert_eq!(run_promote_with(&args, &credentials()), 1);
+    assert!(writes(&stub).is_empty());
+}
+
+/// Status 1: the stub acts on the request and never answers.
+fn unanswered(method: &'static str, path: &str) -> Fault {
+    Fault::new(method, &format!("/repos/{OWNER}/{REPO}{path}"), 1, "")
+}
+
+fn count(stub: &StubGitHub, method: &str, path: &str) -> usize {
+    let path = format!("/repos/{OWNER}/{REPO}{path}");
+    stub.with(|s| {
+        s.log
+            .iter()
+            .filter(|(m, p)| m == method && p.starts_with(&path))
+            .count()
+    })
+}
+
+#[test]
+fn a_read_without_an_answer_times_out_and_is_sent_again() {
+    let stub = seeded("v40");
+    stub.with(|s| s.faults.push_back(unanswered("GET", "/contents/")));
+    let mut args = promote_args(&stub, "v41", None);
+    args.target.request_timeout = Some(1);
+    assert_eq!(run_promote_with(&args, &credentials()), 0);
+    stub.with(|s| {
+        assert!(s.faults.is_empty());
+        assert_eq!(s.pulls.len(), 1);
+    });
+}
+
+#[test]
+fn a_pull_request_created_without_an_answer_is_not_created_twice() {
+    let stub = seeded("v40");
+    stub.with(|s| s.faults.push_back(unanswered("POST", "/pulls")));
+    let mut args = promote_args(&stub, "v41", None);
+    args.target.request_timeout = Some(1);
+    assert_eq!(run_promote_with(&args, &credentials()), 1);
+    assert_eq!(count(&stub, "POST", "/pulls"), 1, "sent once");
+    stub.with(|s| assert_eq!(s.pulls.len(), 1));
+    // The next run finds the pull request and adopts it.
+    assert_eq!(run_promote_with(&args, &credentials()), 0);
+    assert_eq!(count(&stub, "POST", "/pulls"), 1);
+    stub.with(|s| assert_eq!(s.pulls.len(), 1));
+}
+
+#[test]
+fn a_server_error_on_a_create_is_not_retried() {
+    // A 502 may come from a gateway after GitHub created the branch.
+    let stub = seeded("v40");
+    stub.with(|s| {
+        s.faults.push_back(Fault::new(
+            "POST",
+            &format!("/repos/{OWNER}/{REPO}/git/refs"),
+            502,
+            "Bad Gateway",
+        ));
+    });
+    let args = promote_args(&stub, "v41", None);
+    assert_eq!(run_promote_with(&args, &credentials()), 1);
+    assert_eq!(count(&stub, "POST", "/git/refs"), 1, "sent once");
+    assert_eq!(
+        run_promote_with(&args, &credentials()),
+        0,
+        "a re-run completes"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@ use kube::Api;
 use kube::api::ListParams;
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::RankingModelStatus;
+use mlctl_gitops::terminal::escape_controls;
 
 use super::get::{age, format_rows};
 use super::state::{first_deployment, step_text};
@@ -91,7 +92,7 @@ pub async fn run(args: &DescribeArgs) -> Result<u8, CliError> {
     };
     print!(
         "{}",
-        render(&model, &pods, &events, k8s_openapi::jiff::Timestamp::now())
+        printed(&model, &pods, &events, k8s_openapi::jiff::Timestamp::now())
     );
     Ok(exit::SUCCESS)
 }
@@ -103,6 +104,17 @@ fn time(t: &Option<Time>) -> String {
 }
 
 /// The describe page.
+/// The page as printed: remote text (messages, event notes, reasons) with
+/// its control characters escaped.
+fn printed(
+    model: &RankingModel,
+    pods: &Result<Vec<Pod>, String>,
+    events: &Result<Vec<Event>, String>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> String {
+    escape_controls(&render(model, pods, events, now)).into_owned()
+}
+
 pub fn render(
     model: &RankingModel,
     pods: &Result<Vec<Pod>, String>,
@@ -667,6 +679,37 @@ fn indent(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_text_is_printed_with_its_control_characters_escaped() {
+        let model: RankingModel = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mlctl.io/v1alpha1", "kind": "RankingModel",
+            "metadata": {"name": "ranker", "namespace": "search", "generation": 1},
+            "spec": {"model": {"version": "v1", "uri": "s3://m/v1", "format": "lightgbm"}, "runtime": {"image": "i"}},
+            "status": {"phase": "Degraded", "message": "bad\u{1b}[2J\u{1b}[Hall fine",
+                "conditions": [{"type": "Ready", "status": "False", "reason": "Aborted",
+                    "message": "ok\rFAKE \u{9b}31m", "lastTransitionTime": "2026-11-25T11:00:00Z"}]}
+        }))
+        .unwrap();
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "e1"}, "involvedObject": {}, "type": "Warning", "reason": "X",
+            "message": "\u{1b}]0;owned\u{7}note", "lastTimestamp": "2026-11-25T11:58:00Z"
+        }))
+        .unwrap();
+        let now = "2026-11-25T12:00:00Z".parse().unwrap();
+        let page = printed(&model, &Ok(vec![]), &Ok(vec![event]), now);
+        assert!(
+            !page.chars().any(|c| c.is_control() && c != '\n'),
+            "{page:?}"
+        );
+        for shown in [
+            "\\x1b[2J\\x1b[H",
+            "ok\\x0dFAKE \\u{9b}31m",
+            "\\x1b]0;owned\\x07note",
+        ] {
+            assert!(page.contains(shown), "missing {shown:?} in\n{page}");
+        }
+    }
 
     #[test]
     fn the_page_shows_versions_step_analysis_history_conditions_and_events() {

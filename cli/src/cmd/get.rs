@@ -145,8 +145,19 @@ pub async fn run(args: &GetArgs) -> Result<u8, CliError> {
         single,
         now(),
     )?;
-    print!("{text}");
+    print!("{}", shown(&text, args.output));
     Ok(exit::SUCCESS)
+}
+
+/// What a table or a name list may print of remote text, escaped; JSON with
+/// the controls serde_json leaves raw escaped; YAML as libyaml escaped it.
+fn shown(text: &str, output: Option<Output>) -> std::borrow::Cow<'_, str> {
+    use mlctl_gitops::terminal::{escape_controls, escape_json_controls};
+    match output {
+        Some(Output::Json) => escape_json_controls(text),
+        Some(Output::Yaml) => std::borrow::Cow::Borrowed(text),
+        _ => escape_controls(text),
+    }
 }
 
 fn now() -> k8s_openapi::jiff::Timestamp {
@@ -390,6 +401,43 @@ mod tests {
                 "spec": {"model": {"version": "v1"}}
             }),
         ]
+    }
+
+    #[test]
+    fn tables_and_json_show_remote_control_characters_inertly() {
+        let mut model = models()[0].clone();
+        model["status"]["phase"] = serde_json::json!("\u{1b}[32mHealthy\u{9b}0m");
+        let table = render(
+            Kind::RankingModel,
+            std::slice::from_ref(&model),
+            None,
+            false,
+            false,
+            now(),
+        )
+        .unwrap();
+        let table = shown(&table, None);
+        assert!(table.contains("\\x1b[32mHealthy\\u{9b}0m"), "{table}");
+        let json = render(
+            Kind::RankingModel,
+            std::slice::from_ref(&model),
+            Some(Output::Json),
+            false,
+            true,
+            now(),
+        )
+        .unwrap();
+        let json = shown(&json, Some(Output::Json));
+        for text in [&table, &json] {
+            assert!(
+                !text
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t'),
+                "{text:?}"
+            );
+        }
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["status"]["phase"], model["status"]["phase"]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use rollout::{Request, RequestArgs, WaitArgs};
     about,
     long_about = None,
     disable_help_subcommand = true,
-    after_help = "Cluster options go before or after the command, as with kubectl: --kubeconfig FILE, --context NAME, -n/--namespace NAMESPACE, and -A/--all-namespaces for get (mlctl -n search get rm).\n\nExit codes: 0 success, 1 error, 2 usage, 10 rollout failed, 11 paused for a person, 12 timed out (mlctl help exit-codes)."
+    after_help = "Cluster options go before or after the command, as with kubectl: --kubeconfig FILE, --context NAME, -n/--namespace NAMESPACE, and -A/--all-namespaces for get (mlctl -n search get rm).\n\nExit codes: 0 success, 1 error, 2 usage, 10 rollout failed, 11 paused for a person, 12 timed out (mlctl help exit-codes).\n\nText from the cluster or GitHub (messages, event notes, reasons) is printed with its control characters escaped: an ESC shows as \\x1b instead of acting on the terminal."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -60,9 +60,16 @@ enum Command {
     Abort(NamedRequestArgs),
     /// Restart an aborted canary from its first step.
     Retry(NamedRequestArgs),
-    /// Roll a model back to the previous promoted version (or --to VERSION)
-    /// from status.history, skipping canary steps. With --gitops: by a forward
-    /// pull request.
+    /// Roll a model back to the previous version that served as stable (or --to
+    /// VERSION) from status.history, with its digest, skipping canary steps and
+    /// analysis. With --gitops: by a forward pull request.
+    ///
+    /// Only a version whose history says it served as stable (Promoted or
+    /// RolledBack) is rolled back to; an Aborted or Superseded canary never
+    /// passed its analysis, so naming one with --to rolls it out as a normal
+    /// canary, steps and analysis included (the output says so). The spec
+    /// change is made only if the model did not change since it was read;
+    /// otherwise run the command again.
     Rollback(RollbackArgs),
     /// Print the client's version and the operator's (when a cluster is reachable).
     Version(version::VersionArgs),
@@ -114,7 +121,9 @@ struct RollbackArgs {
     /// The RankingModel (cluster mode; with --gitops use --model).
     #[arg(required_unless_present = "gitops")]
     name: Option<String>,
-    /// Version to roll back to (default: the previous promoted version).
+    /// Version to roll back to (default: the newest version other than the
+    /// stable one that served as stable). It must be in status.history; one
+    /// that never became stable is rolled out as a canary, not rolled back to.
     #[arg(long)]
     to: Option<String>,
     #[command(flatten)]
@@ -187,7 +196,9 @@ fn cluster_command(command: Command) -> u8 {
     match runtime.block_on(dispatch(command)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            // API server messages are remote text.
+            let text = err.to_string();
+            eprintln!("error: {}", mlctl_gitops::terminal::escape_controls(&text));
             err.exit_code()
         }
     }

@@ -14,6 +14,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use mlctl_crds::FeaturePipeline;
 use mlctl_crds::requests::{BACKFILL, RUN};
+use mlctl_gitops::terminal::{escape_controls, escape_json_controls};
 
 use crate::exit;
 use crate::kube::{CliError, FEATURE_PIPELINE, KubeArgs, Resource, Target};
@@ -50,7 +51,9 @@ pub struct PipelineArgs {
 #[derive(Debug, clap::Subcommand)]
 enum PipelineCommand {
     /// Start one run of a scheduled pipeline now (the mlctl.io/run request).
-    /// With --wait, follow the run: 0 succeeded, 10 failed, 12 timed out.
+    /// With --wait, follow the run: 0 succeeded, 10 failed, 12 timed out. A
+    /// success is reported once the pipeline's status records it (lastRun or
+    /// lastSuccessfulTime), so `mlctl pipeline status` agrees right after.
     Run(RunArgs),
     /// Run the pipeline over past intervals: [--from, --to) cut into --step
     /// slices, at most --max-parallel at once. Intervals already done by an
@@ -198,7 +201,7 @@ fn request_timestamp() -> String {
 
 fn progress(enabled: bool, line: &str) {
     if enabled {
-        eprintln!("{line}");
+        eprintln!("{}", escape_controls(line));
     }
 }
 
@@ -220,7 +223,7 @@ async fn run_now(args: &RunArgs) -> Result<u8, CliError> {
         return Ok(exit::SUCCESS);
     }
     let spark = pipeline.spec.engine.spark.is_some();
-    follow_run(&client, &ns, name, &value, spark, &args.wait).await
+    follow_run(&client, &api, &ns, name, &value, spark, &args.wait).await
 }
 
 /// How a run ended.
@@ -258,11 +261,49 @@ fn run_outcome(spark: bool, object: &serde_json::Value) -> Option<RunOutcome> {
     }
 }
 
+/// When a finished Job (`completionTime`) or SparkApplication
+/// (`terminationTime`) ended.
+fn run_finished_at(spark: bool, object: &serde_json::Value) -> Option<Timestamp> {
+    let field = if spark {
+        "/status/terminationTime"
+    } else {
+        "/status/completionTime"
+    };
+    object.pointer(field)?.as_str()?.parse().ok()
+}
+
+/// Whether the pipeline's status shows that `run` succeeded: it is the last
+/// run, Succeeded, or `lastSuccessfulTime` reached the run's end (a newer run
+/// may already be the last one). Until then `mlctl pipeline status` would
+/// contradict a success exit code (the Job completes before the operator
+/// records it; `Fresh` may be True from an earlier run).
+fn status_shows_success(
+    pipeline: &FeaturePipeline,
+    run: &str,
+    finished: Option<Timestamp>,
+) -> bool {
+    let Some(status) = &pipeline.status else {
+        return false;
+    };
+    let last_is_run = status
+        .last_run
+        .as_ref()
+        .is_some_and(|r| r.name == run && r.phase == "Succeeded");
+    let success_recorded = match (&status.last_successful_time, finished) {
+        (Some(at), Some(finished)) => at.0 >= finished,
+        _ => false,
+    };
+    last_is_run || success_recorded
+}
+
 /// Follows the run the operator starts for request `value`: a watch on the
 /// pipeline's manual runs (Jobs, or SparkApplications for the spark engine)
-/// until the one annotated with the request finishes.
+/// until the one annotated with the request finishes; after a success, a
+/// watch on the pipeline until its status records it, so that the exit code
+/// and the status read next agree.
 async fn follow_run(
     client: &Client,
+    pipelines: &Api<FeaturePipeline>,
     ns: &str,
     name: &str,
     value: &str,
@@ -304,20 +345,54 @@ async fn follow_run(
             }
             let json = serde_json::to_value(&object).unwrap_or_default();
             if let Some(outcome) = run_outcome(spark, &json) {
-                return Ok(Some((run, outcome)));
+                return Ok(Some((run, outcome, run_finished_at(spark, &json))));
             }
         }
         Ok::<_, watcher::Error>(None)
     };
-    let outcome = tokio::time::timeout(wait.timeout, follow).await;
+    let deadline = tokio::time::Instant::now() + wait.timeout;
+    let outcome = tokio::time::timeout_at(deadline, follow).await;
     match outcome {
-        Ok(Ok(Some((run, outcome)))) => {
-            let (word, code) = match outcome {
-                RunOutcome::Succeeded => ("Succeeded", exit::SUCCESS),
-                RunOutcome::Failed => ("Failed", exit::FAILED),
+        Ok(Ok(Some((run, RunOutcome::Failed, _)))) => {
+            println!("{run} Failed");
+            Ok(exit::FAILED)
+        }
+        Ok(Ok(Some((run, RunOutcome::Succeeded, finished)))) => {
+            progress(
+                show,
+                &format!(
+                    "featurepipeline/{name}: run {run} succeeded; waiting for the status to record it"
+                ),
+            );
+            let recorded = |p: Option<&FeaturePipeline>| {
+                p.is_none_or(|p| status_shows_success(p, &run, finished))
             };
-            println!("{run} {word}");
-            Ok(code)
+            match tokio::time::timeout_at(
+                deadline,
+                await_condition(pipelines.clone(), name, recorded),
+            )
+            .await
+            {
+                Ok(Ok(Some(_))) => {
+                    println!("{run} Succeeded");
+                    Ok(exit::SUCCESS)
+                }
+                Ok(Ok(None)) => Err(CliError::Refused(format!(
+                    "featurepipeline {name:?} was deleted while waiting"
+                ))),
+                Ok(Err(kube::runtime::wait::Error::ProbeFailed(err))) => {
+                    Err(watch_error(err, FEATURE_PIPELINE, ns))
+                }
+                Err(_elapsed) => {
+                    println!(
+                        "featurepipeline/{name}: timed out after {}: run {run} succeeded, but status.lastRun / lastSuccessfulTime do not show it yet (is the operator running? mlctl pipeline status {name})",
+                        human(
+                            SignedDuration::try_from(wait.timeout).unwrap_or(SignedDuration::MAX)
+                        )
+                    );
+                    Ok(exit::TIMED_OUT)
+                }
+            }
         }
         Ok(Ok(None)) => Err(CliError::Refused(format!(
             "the watch of {} ended before run of featurepipeline {name:?} finished",
@@ -504,11 +579,12 @@ async fn follow_backfill(
                 .as_ref()
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default();
-            println!(
+            let line = format!(
                 "featurepipeline/{name}: backfill {} ({}){detail}",
                 b.phase,
                 backfill_progress(&b)
             );
+            println!("{}", escape_controls(&line));
             Ok(if b.phase == "Succeeded" {
                 exit::SUCCESS
             } else {
@@ -528,10 +604,11 @@ async fn follow_backfill(
             } else {
                 at.clone()
             };
-            println!(
+            let line = format!(
                 "featurepipeline/{name}: timed out after {} waiting for the backfill: {state}",
                 humantime_step(wait.timeout)
             );
+            println!("{}", escape_controls(&line));
             Ok(exit::TIMED_OUT)
         }
     }
@@ -542,9 +619,11 @@ async fn status(args: &StatusArgs) -> Result<u8, CliError> {
     let (_, ns, api) = connect(&args.kube).await?;
     let pipeline = get(&api, &args.name, &ns).await?;
     let text = match args.output {
-        Format::Text => render_status(&pipeline, &ns, Timestamp::now()),
+        Format::Text => {
+            escape_controls(&render_status(&pipeline, &ns, Timestamp::now())).into_owned()
+        }
         Format::Json => serde_json::to_string_pretty(&pipeline)
-            .map(|s| s + "\n")
+            .map(|s| escape_json_controls(&s).into_owned() + "\n")
             .map_err(|e| CliError::Output(e.to_string()))?,
         Format::Yaml => {
             serde_yaml_ng::to_string(&pipeline).map_err(|e| CliError::Output(e.to_string()))?
@@ -873,6 +952,51 @@ mod tests {
             Some(RunOutcome::Failed)
         );
         assert_eq!(run_outcome(true, &spark("RUNNING")), None);
+    }
+
+    #[test]
+    fn a_run_succeeds_only_once_the_status_records_it() {
+        let finished: Timestamp = "2026-11-25T12:00:05Z".parse().unwrap();
+        let job = json!({"status": {"completionTime": "2026-11-25T12:00:05Z",
+            "conditions": [{"type": "Complete", "status": "True"}]}});
+        assert_eq!(run_finished_at(false, &job), Some(finished));
+        let spark = json!({"status": {"terminationTime": "2026-11-25T12:00:05Z"}});
+        assert_eq!(run_finished_at(true, &spark), Some(finished));
+        // What a watch saw after the Job completed, in order: the operator
+        // first still shows the earlier state (Fresh True from an earlier run,
+        // no lastSuccessfulTime), then the run running, then its success.
+        let fresh = json!([{"type": "Fresh", "status": "True", "reason": "WithinObjective",
+            "message": "ok", "lastTransitionTime": "2026-11-25T11:00:00Z"}]);
+        let sequence = [
+            json!({"conditions": fresh}),
+            json!({"conditions": fresh, "lastRun": {"name": "clicks-manual-1", "phase": "Running"}}),
+            json!({"conditions": fresh, "lastSuccessfulTime": "2026-11-25T11:30:00Z",
+                "lastRun": {"name": "clicks-manual-1", "phase": "Running"}}),
+            json!({"conditions": fresh, "lastSuccessfulTime": "2026-11-25T12:00:05Z",
+                "lastRun": {"name": "clicks-manual-1", "phase": "Succeeded"}}),
+        ];
+        let shows: Vec<bool> = sequence
+            .into_iter()
+            .map(|status| {
+                status_shows_success(&pipeline(status), "clicks-manual-1", Some(finished))
+            })
+            .collect();
+        assert_eq!(shows, [false, false, false, true]);
+        // A scheduled run that started after ours is the last run by then:
+        // lastSuccessfulTime at or after our run's end is enough.
+        let newer = pipeline(json!({"lastSuccessfulTime": "2026-11-25T12:00:05Z",
+            "lastRun": {"name": "clicks-29001", "phase": "Running"}}));
+        assert!(status_shows_success(
+            &newer,
+            "clicks-manual-1",
+            Some(finished)
+        ));
+        assert!(!status_shows_success(&newer, "clicks-manual-1", None));
+        assert!(!status_shows_success(
+            &pipeline(json!(null)),
+            "clicks-manual-1",
+            Some(finished)
+        ));
     }
 
     fn pipeline(status: serde_json::Value) -> FeaturePipeline {

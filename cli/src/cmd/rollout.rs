@@ -13,6 +13,7 @@ use kube::{Api, Client};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::HistoryEntry;
 use mlctl_crds::requests;
+use mlctl_gitops::terminal::escape_controls;
 
 use super::state::{self, State, Until};
 use crate::exit;
@@ -183,7 +184,7 @@ pub async fn status(args: &StatusArgs) -> Result<u8, CliError> {
     let model = get_model(&api, &args.name, &ns).await?;
     if !args.wait.wait {
         let state = state::classify(&model, None);
-        println!("{}", state::summary(&model, &state, &ns));
+        println!("{}", escape_controls(&state::summary(&model, &state, &ns)));
         return Ok(state.snapshot_code());
     }
     follow(&api, &ns, &args.name, &args.wait, args.until, None, None).await
@@ -259,16 +260,25 @@ pub async fn rollback(
 ) -> Result<u8, CliError> {
     let (_, ns, api) = connect(kube).await?;
     let model = get_model(&api, name, &ns).await?;
-    let entry = rollback_target(&model, to)?.clone();
-    let patch = serde_json::json!({
-        "metadata": {"annotations": {requests::ROLLBACK: request_timestamp()}},
-        "spec": {"model": {"version": entry.version, "uri": entry.uri, "sha256": entry.sha256}},
-    });
-    patch_model(&api, name, &ns, patch).await?;
-    eprintln!(
-        "rankingmodel/{name}: rolling back {} -> {} ({})",
-        model.spec.model.version, entry.version, entry.uri
-    );
+    let plan = rollback_plan(&model, to)?;
+    let entry = plan.entry.clone();
+    let patch = rollback_patch(&model, &plan, &request_timestamp());
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| rollback_error(e, name, &ns))?;
+    let from = &model.spec.model.version;
+    let line = if plan.was_stable {
+        format!(
+            "rankingmodel/{name}: rolling back {from} -> {} ({}): canary steps and analysis skipped",
+            entry.version, entry.uri
+        )
+    } else {
+        format!(
+            "rankingmodel/{name}: {} was never stable (history: {}), so this is no rollback: rolling it out {from} -> {} ({}) as a normal canary, with its steps and analysis",
+            entry.version, entry.outcome, entry.version, entry.uri
+        )
+    };
+    eprintln!("{}", escape_controls(&line));
     if !wait.wait {
         return Ok(exit::SUCCESS);
     }
@@ -284,12 +294,33 @@ pub async fn rollback(
     .await
 }
 
-/// The history entry a rollback goes to: `--to V` (a Promoted entry
-/// preferred), else the most recent Promoted version other than the stable one.
-pub fn rollback_target<'a>(
+/// History outcomes of a revision that served as stable: `Promoted` (it
+/// became stable) and `RolledBack` (the stable one a rollback moved away
+/// from). `Aborted` and `Superseded` entries are canaries that never got
+/// there: going back to one must not skip its analysis.
+const STABLE_OUTCOMES: [&str; 2] = ["Promoted", "RolledBack"];
+
+fn was_stable(entry: &HistoryEntry) -> bool {
+    STABLE_OUTCOMES.contains(&entry.outcome.as_str())
+}
+
+/// Where `mlctl rollback` goes and how.
+#[derive(Debug)]
+pub struct RollbackPlan<'a> {
+    /// The history entry whose version, URI and digest go back into the spec.
+    pub entry: &'a HistoryEntry,
+    /// A rollback (steps and analysis skipped) when the version served as
+    /// stable; otherwise an ordinary canary rollout of a version named by `--to`.
+    pub was_stable: bool,
+}
+
+/// The history entry a rollback goes to: `--to V` (an entry where it served
+/// as stable preferred), else the most recent version other than the stable
+/// one that served as stable.
+pub fn rollback_plan<'a>(
     model: &'a RankingModel,
     to: Option<&str>,
-) -> Result<&'a HistoryEntry, CliError> {
+) -> Result<RollbackPlan<'a>, CliError> {
     let name = model.metadata.name.as_deref().unwrap_or("?");
     let status = model.status.as_ref();
     let history = status.map(|s| s.history.as_slice()).unwrap_or_default();
@@ -305,26 +336,68 @@ pub fn rollback_target<'a>(
             versions.join(", ")
         }
     };
-    match to {
+    let entry = match to {
         Some(version) => history
             .iter()
-            .find(|h| h.version == version && h.outcome == "Promoted")
+            .find(|h| h.version == version && was_stable(h))
             .or_else(|| history.iter().find(|h| h.version == version))
             .ok_or_else(|| {
                 CliError::Refused(format!(
                     "cannot roll back rankingmodel {name:?} to {version}: no such revision in status.history (known: {}); use mlctl set-version with the version's --uri instead",
                     known()
                 ))
-            }),
+            })?,
         None => history
             .iter()
-            .find(|h| h.outcome == "Promoted" && Some(h.version.as_str()) != stable)
+            .find(|h| was_stable(h) && Some(h.version.as_str()) != stable)
             .ok_or_else(|| {
                 CliError::Refused(format!(
-                    "cannot roll back rankingmodel {name:?}: status.history has no earlier promoted version (known: {}); name one with --to",
+                    "cannot roll back rankingmodel {name:?}: status.history has no earlier version that served as stable (known: {}); name one with --to",
                     known()
                 ))
-            }),
+            })?,
+    };
+    Ok(RollbackPlan {
+        entry,
+        was_stable: was_stable(entry),
+    })
+}
+
+/// The merge patch of a rollback. It carries the entry's digest (a `null`
+/// only when the entry had none: the current digest cannot match another
+/// artifact), the rollback request only for a version that served as stable,
+/// and the resourceVersion the plan was made from, so that a model changed in
+/// between (a new rollout, another rollback) answers 409 instead of being
+/// overwritten.
+pub fn rollback_patch(
+    model: &RankingModel,
+    plan: &RollbackPlan<'_>,
+    timestamp: &str,
+) -> serde_json::Value {
+    let entry = plan.entry;
+    let mut metadata = serde_json::Map::new();
+    if let Some(rv) = &model.metadata.resource_version {
+        metadata.insert("resourceVersion".into(), rv.clone().into());
+    }
+    if plan.was_stable {
+        metadata.insert(
+            "annotations".into(),
+            serde_json::json!({requests::ROLLBACK: timestamp}),
+        );
+    }
+    serde_json::json!({
+        "metadata": metadata,
+        "spec": {"model": {"version": entry.version, "uri": entry.uri, "sha256": entry.sha256}},
+    })
+}
+
+/// A 409 on the rollback patch: the resourceVersion precondition failed.
+fn rollback_error(err: kube::Error, name: &str, ns: &str) -> CliError {
+    match &err {
+        kube::Error::Api(status) if status.code == 409 => CliError::Refused(format!(
+            "rankingmodel {name:?} changed while rolling back (someone or the operator wrote it after it was read); nothing was changed: run mlctl rollback again"
+        )),
+        _ => CliError::from_kube(err, &target("patch", name, ns)),
     }
 }
 
@@ -388,7 +461,7 @@ async fn follow(
     match outcome {
         Ok(Ok(Some(model))) => {
             let state = judge(&model);
-            println!("{}", state::summary(&model, &state, ns));
+            println!("{}", escape_controls(&state::summary(&model, &state, ns)));
             Ok(state.exit_code(until).unwrap_or(exit::ERROR))
         }
         Ok(Ok(None)) => Err(CliError::Refused(format!(
@@ -414,11 +487,12 @@ async fn follow(
                 Some((annotation, _)) => format!(" (after the request {annotation})"),
                 None => String::new(),
             };
-            println!(
+            let line = format!(
                 "rankingmodel/{name}: timed out after {} waiting for {}{waiting}: {now}",
                 humantime(wait.timeout),
                 until_text(until)
             );
+            println!("{}", escape_controls(&line));
             Ok(exit::TIMED_OUT)
         }
     }
@@ -492,6 +566,8 @@ impl Progress {
         if !self.enabled {
             return;
         }
+        // Escaped before our own bold: only that one is ours.
+        let line = escape_controls(line);
         let elapsed = self.start.elapsed().as_secs();
         if self.terminal {
             // Bold elapsed time on a terminal; no cursor movement anywhere.
@@ -560,28 +636,123 @@ mod tests {
     }
 
     #[test]
-    fn rollback_goes_to_the_previous_promoted_version() {
+    fn rollback_goes_to_the_previous_version_that_served_as_stable() {
         let m = model(history());
-        let entry = rollback_target(&m, None).unwrap();
-        assert_eq!(entry.version, "v2");
-        assert_eq!(entry.sha256.as_deref(), Some("ab"));
-        assert_eq!(rollback_target(&m, Some("v1")).unwrap().uri, "s3://m/v1");
-        // An aborted version is known, so it can be named explicitly.
-        assert_eq!(rollback_target(&m, Some("v4")).unwrap().outcome, "Aborted");
+        let plan = rollback_plan(&m, None).unwrap();
+        assert_eq!(plan.entry.version, "v2");
+        assert!(plan.was_stable);
+        assert_eq!(plan.entry.sha256.as_deref(), Some("ab"));
+        assert_eq!(
+            rollback_plan(&m, Some("v1")).unwrap().entry.uri,
+            "s3://m/v1"
+        );
+    }
+
+    #[test]
+    fn a_canary_that_never_became_stable_is_no_rollback_target() {
+        // The newest entry other than stable is an aborted canary: the default
+        // skips it (and a superseded one) instead of promoting it untested.
+        let m = model(serde_json::json!({
+            "stable": {"version": "v3", "uri": "s3://m/v3", "revision": "c"},
+            "history": [
+                {"version": "v5", "uri": "s3://m/v5", "revision": "e", "outcome": "Superseded", "at": "2026-11-25T04:00:00Z"},
+                {"version": "v4", "uri": "s3://m/v4", "revision": "d", "outcome": "Aborted", "at": "2026-11-25T03:30:00Z"},
+                {"version": "v3", "uri": "s3://m/v3", "revision": "c", "outcome": "Promoted", "at": "2026-11-25T03:00:00Z"},
+                {"version": "v2", "uri": "s3://m/v2", "revision": "b", "outcome": "RolledBack", "at": "2026-11-25T02:00:00Z"},
+            ]
+        }));
+        let plan = rollback_plan(&m, None).unwrap();
+        assert_eq!((plan.entry.version.as_str(), plan.was_stable), ("v2", true));
+        // Named explicitly, an aborted version rolls out as a canary: no
+        // rollback request in the patch, so its steps and analysis run.
+        let plan = rollback_plan(&m, Some("v4")).unwrap();
+        assert_eq!(plan.entry.outcome, "Aborted");
+        assert!(!plan.was_stable);
+        let patch = rollback_patch(&m, &plan, "t");
+        assert!(patch["metadata"].get("annotations").is_none(), "{patch}");
+        // With only canaries and the stable one, there is nothing to go back to.
+        let only_canaries = model(serde_json::json!({
+            "stable": {"version": "v3", "uri": "s3://m/v3", "revision": "c"},
+            "history": [
+                {"version": "v4", "uri": "s3://m/v4", "revision": "d", "outcome": "Aborted", "at": "2026-11-25T03:30:00Z"},
+                {"version": "v3", "uri": "s3://m/v3", "revision": "c", "outcome": "Promoted", "at": "2026-11-25T03:00:00Z"},
+            ]
+        }));
+        let err = rollback_plan(&only_canaries, None).unwrap_err().to_string();
+        assert!(
+            err.contains("no earlier version that served as stable"),
+            "{err}"
+        );
+        assert!(err.contains("--to"), "{err}");
+    }
+
+    #[test]
+    fn a_version_both_aborted_and_promoted_rolls_back_as_the_promoted_one() {
+        let m = model(serde_json::json!({
+            "stable": {"version": "v3", "uri": "s3://m/v3", "revision": "c"},
+            "history": [
+                {"version": "v3", "uri": "s3://m/v3", "revision": "c", "outcome": "Promoted", "at": "2026-11-25T03:00:00Z"},
+                {"version": "v2", "uri": "s3://m/v2", "revision": "b", "outcome": "Aborted", "at": "2026-11-25T02:30:00Z"},
+                {"version": "v2", "uri": "s3://m/v2", "sha256": "ab", "revision": "b", "outcome": "Promoted", "at": "2026-11-25T02:00:00Z"},
+            ]
+        }));
+        let plan = rollback_plan(&m, Some("v2")).unwrap();
+        assert!(plan.was_stable);
+        assert_eq!(plan.entry.sha256.as_deref(), Some("ab"));
+    }
+
+    #[test]
+    fn the_rollback_patch_keeps_the_digest_and_the_resource_version() {
+        let mut m = model(history());
+        m.metadata.resource_version = Some("4711".into());
+        let plan = rollback_plan(&m, None).unwrap();
+        let patch = rollback_patch(&m, &plan, "2026-11-25T03:00:00.000000000Z");
+        assert_eq!(
+            patch,
+            serde_json::json!({
+                "metadata": {
+                    "resourceVersion": "4711",
+                    "annotations": {requests::ROLLBACK: "2026-11-25T03:00:00.000000000Z"},
+                },
+                "spec": {"model": {"version": "v2", "uri": "s3://m/v2", "sha256": "ab"}},
+            })
+        );
+        // An entry without a digest removes the current one, which cannot
+        // match another artifact.
+        let plan = rollback_plan(&m, Some("v1")).unwrap();
+        let patch = rollback_patch(&m, &plan, "t");
+        assert_eq!(patch["spec"]["model"]["sha256"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_conflict_on_the_rollback_patch_says_to_run_again() {
+        let status =
+            kube::core::Status::failure("the object has been modified", "Conflict").with_code(409);
+        let err = rollback_error(kube::Error::Api(status.boxed()), "ranker", "ns");
+        let text = err.to_string();
+        assert!(text.contains("changed while rolling back"), "{text}");
+        assert!(text.contains("run mlctl rollback again"), "{text}");
+        assert_eq!(err.exit_code(), exit::ERROR);
+        let forbidden = kube::core::Status::failure("no", "Forbidden").with_code(403);
+        let err = rollback_error(kube::Error::Api(forbidden.boxed()), "ranker", "ns");
+        assert!(matches!(err, CliError::Forbidden { .. }), "{err:?}");
     }
 
     #[test]
     fn rollback_refuses_unknown_versions_and_lists_the_known_ones() {
         let m = model(history());
-        let err = rollback_target(&m, Some("v9")).unwrap_err().to_string();
+        let err = rollback_plan(&m, Some("v9")).unwrap_err().to_string();
         assert!(
             err.contains("no such revision in status.history (known: v3, v4, v2, v1)"),
             "{err}"
         );
         let empty =
             model(serde_json::json!({"stable": {"version": "v3", "uri": "u", "revision": "c"}}));
-        let err = rollback_target(&empty, None).unwrap_err().to_string();
-        assert!(err.contains("no earlier promoted version"), "{err}");
+        let err = rollback_plan(&empty, None).unwrap_err().to_string();
+        assert!(
+            err.contains("no earlier version that served as stable"),
+            "{err}"
+        );
     }
 
     #[test]

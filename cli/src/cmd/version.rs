@@ -34,7 +34,7 @@ pub async fn run(args: &VersionArgs) -> u8 {
         Ok(Err(err)) => format!("operator: unknown: {err}"),
         Err(_) => "operator: unknown: the cluster did not answer within 10s".to_string(),
     };
-    println!("{line}");
+    println!("{}", mlctl_gitops::terminal::escape_controls(&line));
     // The client part is what this command promises; the operator line is
     // information, so a missing operator or cluster is not an error.
     exit::SUCCESS

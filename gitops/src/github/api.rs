@@ -45,6 +45,18 @@ pub enum ApiError {
         status: u16,
         message: String,
     },
+    #[error(
+        "GitHub did not answer within {secs}s while trying to {what} (--request-timeout); \
+         {}",
+        if *repeated { "re-run later" } else { "it may have been done: re-run the same command, it finds what exists and continues" }
+    )]
+    Timeout {
+        what: String,
+        secs: u64,
+        /// Whether the request was already sent again (a read), so the run
+        /// is over; else a write that is never sent twice.
+        repeated: bool,
+    },
     #[error("cannot reach GitHub while trying to {what}: {source}")]
     Transport {
         what: String,
@@ -67,6 +79,8 @@ pub struct RetryPolicy {
     pub max_wait: Duration,
     /// First backoff when GitHub gives no hint (secondary limits: GitHub asks for ≥ 1 minute).
     pub backoff: Duration,
+    /// Longest wait for one request, its answer's body included.
+    pub request_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -75,6 +89,7 @@ impl Default for RetryPolicy {
             max_attempts: 6,
             max_wait: Duration::from_secs(900),
             backoff: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -138,7 +153,12 @@ pub(crate) fn retry_delay(
 
 /// Says why and how long, then waits (progress goes to stderr).
 async fn pause(reason: &str, delay: Duration) {
-    eprintln!("{reason}; retrying in {:.1}s", delay.as_secs_f64());
+    let reason = crate::redact::url_credentials(reason);
+    eprintln!(
+        "{}; retrying in {:.1}s",
+        crate::terminal::escape_controls(&reason),
+        delay.as_secs_f64()
+    );
     tokio::time::sleep(delay).await;
 }
 
@@ -231,39 +251,38 @@ impl Api {
     ) -> Result<Reply, ApiError> {
         let mut attempt = 0;
         loop {
-            let transport = |source| ApiError::Transport {
-                what: what.to_string(),
-                source,
-            };
-            let sent = match method {
-                Method::GET => self.crab._get(path).await,
-                Method::POST => self.crab._post(path, body).await,
-                Method::PATCH => self.crab._patch(path, body).await,
-                Method::PUT => self.crab._put(path, body).await,
-                _ => self.crab._delete(path, body).await,
-            };
-            let response = match sent {
-                Ok(response) => response,
-                // A dropped connection: reads are safe to repeat; a write may have landed,
-                // so it is left to the next run, which finds what exists.
-                Err(_) if method == Method::GET && attempt + 1 < self.policy.max_attempts => {
+            let may_repeat = repeatable(&method) && attempt + 1 < self.policy.max_attempts;
+            let answer = tokio::time::timeout(
+                self.policy.request_timeout,
+                self.attempt(&method, path, body),
+            )
+            .await;
+            let (status, headers, body_json) = match answer {
+                Ok(Ok(answer)) => answer,
+                // No answer, or half of one: the request may have landed.
+                // Reads are safe to repeat; a write is left to the next run,
+                // which finds what exists.
+                Err(_) | Ok(Err(_)) if may_repeat => {
                     let delay =
                         Duration::from_millis(200).saturating_mul(2u32.saturating_pow(attempt));
-                    pause("the connection to GitHub failed", delay).await;
+                    pause("the connection to GitHub failed or timed out", delay).await;
                     attempt += 1;
                     continue;
                 }
-                Err(source) => return Err(transport(source)),
+                Err(_elapsed) => {
+                    return Err(ApiError::Timeout {
+                        what: what.to_string(),
+                        secs: self.policy.request_timeout.as_secs(),
+                        repeated: repeatable(&method),
+                    });
+                }
+                Ok(Err(source)) => {
+                    return Err(ApiError::Transport {
+                        what: what.to_string(),
+                        source,
+                    });
+                }
             };
-            let status = response.status();
-            let headers = response.headers().clone();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(transport)?
-                .to_bytes();
-            let body_json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if status.is_success() {
                 return Ok(Reply {
                     status,
@@ -273,7 +292,12 @@ impl Api {
             let message = github_message(&body_json);
             let retry = retry_delay(status, &headers, &message, attempt, &self.policy);
             let exhausted = attempt + 1 >= self.policy.max_attempts;
-            if let Some(delay) = retry.filter(|_| !exhausted || !status.is_server_error()) {
+            // A rate limit rejects the request before it is acted on, so any
+            // method is sent again; a 5xx may come after the write landed
+            // (a gateway timing out), so only a repeatable request is.
+            let retry =
+                retry.filter(|_| !status.is_server_error() || (!exhausted && repeatable(&method)));
+            if let Some(delay) = retry {
                 if delay > self.policy.max_wait || exhausted {
                     return Err(ApiError::RateLimited {
                         what: what.to_string(),
@@ -299,6 +323,39 @@ impl Api {
             });
         }
     }
+
+    /// One request and its whole answer.
+    async fn attempt(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, HeaderMap, Value), octocrab::Error> {
+        let response = match *method {
+            Method::GET => self.crab._get(path).await,
+            Method::POST => self.crab._post(path, body).await,
+            Method::PATCH => self.crab._patch(path, body).await,
+            Method::PUT => self.crab._put(path, body).await,
+            _ => self.crab._delete(path, body).await,
+        }?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, headers, body))
+    }
+}
+
+/// Whether a request may be sent again when it is unknown whether it took
+/// effect (no answer, a timeout, a 5xx). GET reads. PUT replaces a whole
+/// resource, and the one PUT mlctl sends (a file's contents) names the blob
+/// it replaces: a repeat after it landed is refused with 409, never a second
+/// commit. POST creates (a branch, a pull request, a comment, a check run),
+/// and PATCH and DELETE are not idempotent by HTTP's definition: sent twice
+/// they could act twice, so they are sent once and a re-run of the command
+/// finds what exists.
+fn repeatable(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::PUT)
 }
 
 #[cfg(test)]
@@ -359,6 +416,25 @@ mod tests {
             github_message(&body),
             "Validation Failed: A pull request already exists for acme:x."
         );
+    }
+
+    #[test]
+    fn only_requests_that_cannot_act_twice_are_repeated_after_no_answer() {
+        assert!(repeatable(&Method::GET) && repeatable(&Method::PUT));
+        for method in [Method::POST, Method::PATCH, Method::DELETE] {
+            assert!(!repeatable(&method), "{method}");
+        }
+        let write = ApiError::Timeout {
+            what: "open the pull request".into(),
+            secs: 60,
+            repeated: false,
+        };
+        let text = write.to_string();
+        assert!(
+            text.contains("within 60s") && text.contains("--request-timeout"),
+            "{text}"
+        );
+        assert!(text.contains("may have been done"), "{text}");
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct Edit {
 pub enum EditError {
     #[error("the file is not valid YAML: {0}")]
     Parse(String),
+    #[error("the manifest is refused: {0}")]
+    Limit(#[from] crate::yaml_limits::YamlLimitError),
     #[error("no {KIND} named {name:?} in the file (found: {found})")]
     NotFound { name: String, found: String },
     #[error("{count} {KIND} documents are named {name:?}; refusing to guess which one to edit")]

@@ -17,6 +17,21 @@ fn refused(text: &str, change: DigestChange) -> EditError {
 }
 
 #[test]
+fn an_alias_bomb_next_to_the_model_is_refused_before_loading() {
+    // The check after the edit loads the whole file with libyaml: 9 million
+    // nodes from 36 KB, unless the limits stop it first.
+    let text = format!(
+        "{}---\n{}",
+        doc("    version: \"1\"\n    uri: s3://b/1\n"),
+        crate::yaml_limits::quadratic_bomb(3000)
+    );
+    let err = refused(&text, DigestChange::Unspecified);
+    assert!(matches!(err, EditError::Limit(_)), "{err:?}");
+    assert!(err.to_string().contains("more than 5000000 nodes"), "{err}");
+    assert!(matches!(read_model(&text, "m"), Err(EditError::Limit(_))));
+}
+
+#[test]
 fn reads_current_values() {
     let text = doc("    version: \"1\"\n    uri: s3://b/1\n");
     let current = read_model(&text, "m").unwrap();

@@ -62,8 +62,11 @@ impl Map {
     }
 }
 
-/// Parses every document of `text` into a node tree (one root per document).
+/// Parses every document of `text` into a node tree (one root per document),
+/// after checking it against the size and alias-expansion limits: the check
+/// after the edit loads the whole file with libyaml, which expands aliases.
 pub(crate) fn parse_documents(text: &str) -> Result<Vec<Node>, EditError> {
+    crate::yaml_limits::DEFAULT_LIMITS.check(text)?;
     let mut events = Parser::new_from_str(text).keep_tags(true).filter(|event| {
         // Comments are presentation only; they never move a span we edit.
         !matches!(event, Ok((Event::Comment(..), _)))

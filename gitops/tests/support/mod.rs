@@ -85,6 +85,8 @@ pub struct State {
     /// (method, path) of every request received.
     pub log: Vec<(String, String)>,
     pub auth_headers: Vec<String>,
+    /// Connections answered never (fault status 1), kept open until the stub stops.
+    held: Vec<TcpStream>,
     next_id: u64,
 }
 
@@ -613,6 +615,13 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             match fault.and_then(|i| s.faults.remove(i)) {
                 // Status 0: drop the connection without an answer.
                 Some(f) if f.status == 0 => return,
+                // Status 1: act on the request, then never answer (a write
+                // that landed while the answer was lost).
+                Some(f) if f.status == 1 => {
+                    let _ = s.handle(&method, &target, &body);
+                    s.held.push(stream);
+                    return;
+                }
                 Some(f) => (f.status, f.headers, f.body),
                 None => {
                     let (status, reply) = s.handle(&method, &target, &body);

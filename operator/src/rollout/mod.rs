@@ -231,6 +231,10 @@ impl Builder<'_> {
         self.ctx.observed.iter().find(|d| d.revision == revision)
     }
 
+    /// Records a revision's outcome. Every entry keeps its artifact's digest
+    /// (`mlctl rollback` puts it back into `spec.model.sha256`): the revision
+    /// hash covers the sha256, so a revision's digest is the target spec's when
+    /// it is the target, else the one an earlier entry of it recorded.
     fn push_history(
         &mut self,
         version: &str,
@@ -239,6 +243,7 @@ impl Builder<'_> {
         revision: &str,
         outcome: &str,
     ) {
+        let sha256 = sha256.or_else(|| self.sha256_of(revision));
         push_history(
             &mut self.status,
             version,
@@ -248,6 +253,17 @@ impl Builder<'_> {
             outcome,
             self.now,
         );
+    }
+
+    fn sha256_of(&self, revision: &str) -> Option<String> {
+        if revision == self.target {
+            return self.spec.model.sha256.clone();
+        }
+        self.status
+            .history
+            .iter()
+            .filter(|h| h.revision == revision)
+            .find_map(|h| h.sha256.clone())
     }
 }
 

@@ -601,6 +601,38 @@ fn a_rollback_request_skips_the_steps_and_records_the_rollback() {
     assert_eq!(sim.status.stable.as_ref().unwrap().version, "v1");
 }
 
+/// `mlctl rollback` writes an entry's sha256 back into the spec: every
+/// entry keeps the digest its revision had, not only Promoted ones.
+#[test]
+fn history_entries_keep_the_digest_of_their_revision() {
+    let with_sha = |version: &str, digit: char| {
+        let mut s = spec(version, steps());
+        s.model.sha256 = Some(digit.to_string().repeat(64));
+        s
+    };
+    let (v1, v2) = (with_sha("v1", 'a'), with_sha("v2", 'b'));
+    let mut sim = Sim::healthy(&v1);
+    let obs = [dep(&v1, 4, 4, "stable"), dep(&v2, 2, 2, "canary")];
+    sim.step(&v2, &obs[..1], at(100));
+    sim.step(&v2, &obs, at(110));
+    sim.requests.abort = Some("t".into());
+    sim.step(&v2, &obs, at(115));
+    let aborted = &sim.status.history[0];
+    assert_eq!(
+        (aborted.outcome.as_str(), aborted.version.as_str()),
+        ("Aborted", "v2")
+    );
+    assert_eq!(aborted.sha256, v2.model.sha256);
+
+    // Rolling back from a stable v2 to v1: the RolledBack entry is v2's.
+    let mut sim = Sim::healthy(&v2);
+    sim.requests.rollback = Some("t".into());
+    sim.step(&v1, &[dep(&v2, 4, 4, "stable")], at(50));
+    let rolled_back = &sim.status.history[0];
+    assert_eq!(rolled_back.outcome, "RolledBack");
+    assert_eq!(rolled_back.sha256, v2.model.sha256);
+}
+
 #[test]
 fn requests_without_a_canary_are_answered_and_not_kept() {
     let v1 = spec("v1", steps());

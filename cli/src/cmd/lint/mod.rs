@@ -15,6 +15,8 @@ use crate::exit;
 #[derive(Debug, clap::Args)]
 pub struct LintArgs {
     /// Manifest files (multi-document YAML or JSON); `-` reads standard input.
+    /// Each input may have at most 8 MiB and 5,000,000 nodes once its YAML
+    /// aliases are expanded (an alias bomb is a finding, not a hang).
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
     /// Print nothing when everything is valid.
@@ -89,19 +91,44 @@ pub fn run(args: &LintArgs) -> u8 {
     }
 }
 
+/// Reads a whole input, refusing one past [`LIMITS`]'s size without reading
+/// the rest.
 fn read_input(path: &PathBuf) -> std::io::Result<String> {
-    if path.as_os_str() == "-" {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text)?;
-        Ok(text)
+    let reader: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
     } else {
-        std::fs::read_to_string(path)
+        Box::new(std::fs::File::open(path)?)
+    };
+    let limit = LIMITS.max_bytes;
+    let mut text = String::new();
+    reader.take(limit as u64 + 1).read_to_string(&mut text)?;
+    if text.len() > limit {
+        return Err(std::io::Error::other(format!(
+            "larger than {limit} bytes, the most mlctl lint reads from one input"
+        )));
     }
+    Ok(text)
 }
+
+/// Input size and alias expansion allowed: a manifest that expands to
+/// millions of nodes (an alias bomb) is a finding, not a hang.
+const LIMITS: mlctl_gitops::yaml_limits::YamlLimits = mlctl_gitops::yaml_limits::DEFAULT_LIMITS;
 
 /// Lints every document of one file; returns how many mlctl objects it held.
 fn lint_text(file: &str, text: &str, findings: &mut Vec<Finding>) -> usize {
     let mut checked = 0;
+    if let Err(err) = LIMITS.check(text) {
+        let line = match err {
+            mlctl_gitops::yaml_limits::YamlLimitError::TooManyNodes { line, .. } => line,
+            mlctl_gitops::yaml_limits::YamlLimitError::TooLarge { .. } => 1,
+        };
+        findings.push(Finding {
+            file: file.to_string(),
+            line,
+            text: format!("not checked: {err}"),
+        });
+        return checked;
+    }
     // Both parsers count documents alike, so the index pairs them up.
     let located = locate::documents(text);
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
@@ -144,6 +171,34 @@ mod tests {
         let mut findings = Vec::new();
         assert_eq!(lint_text("f.yaml", text, &mut findings), 0);
         assert!(findings.is_empty());
+    }
+
+    #[test]
+    fn an_alias_bomb_is_a_finding_at_the_line_where_it_passes_the_limit() {
+        // 400 million nodes from 100 KB once the aliases are expanded; without
+        // the limit the loader builds them all (serde_yaml_ng's own
+        // repetition limit counts alias jumps, 20 000 here, not nodes).
+        let items = vec!["x"; 20_000].join(",");
+        let aliases = vec!["*l"; 20_000].join(",");
+        let text = format!("kind: ConfigMap\nl: &l [{items}]\nm: [{aliases}]\n");
+        let mut findings = Vec::new();
+        assert_eq!(lint_text("f.yaml", &text, &mut findings), 0);
+        assert_eq!(findings.len(), 1);
+        let line = findings[0].line_text();
+        assert!(
+            line.starts_with("f.yaml:3: not checked: the YAML expands to more than 5000000 nodes"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn an_input_past_the_size_limit_is_not_read_to_its_end() {
+        let path = std::env::temp_dir().join(format!("mlctl-lint-big-{}.yaml", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(LIMITS.max_bytes as u64 + 1).unwrap();
+        let err = read_input(&path).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains("larger than 8388608 bytes"), "{err}");
     }
 
     #[test]

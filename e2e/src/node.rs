@@ -259,6 +259,14 @@ pub struct InstalledOperator {
     pub namespace: String,
 }
 
+/// `--set analysis.prometheus=<url>` for the cluster's Prometheus as pods
+/// reach it, when it runs (the chart adds its host to the allow-list).
+fn prometheus_allow() -> Vec<String> {
+    std::env::var("MLCTL_E2E_NODE_PROMETHEUS_URL")
+        .map(|url| vec!["--set".to_string(), format!("analysis.prometheus={url}")])
+        .unwrap_or_default()
+}
+
 /// `helm install` of charts/mlctl-operator into `ns`, watching only `ns`,
 /// scheduled onto the real node, and waits (`--wait`) until it is Ready.
 pub fn helm_install_operator(ns: &TestNamespace, extra: &[&str]) -> InstalledOperator {
@@ -283,6 +291,8 @@ pub fn helm_install_operator(ns: &TestNamespace, extra: &[&str]) -> InstalledOpe
             "--set",
             "logLevel=info\\,mlctl_operator=debug",
         ])
+        // Pods reach the cluster's Prometheus at the node's address.
+        .args(prometheus_allow().iter().map(String::as_str))
         .args(["--wait", "--timeout", "120s"])
         .args(extra)
         .output()

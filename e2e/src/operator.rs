@@ -160,6 +160,9 @@ pub fn start_operator(ns: &TestNamespace, kubeconfig: &PathBuf, identity: &str) 
             "1",
         ])
         .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+        // Test endpoints (Prometheus, web metrics) listen on loopback, which
+        // the analysis allow-list refuses unless named.
+        .arg("--analysis-allow=in-cluster,127.0.0.1/32")
         .arg("--storage-initializer-image=ghcr.io/mlctl/mlctl-ranker:0.1.0")
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,mlctl_operator=debug")

@@ -144,9 +144,19 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 /// Runs the operator until a shutdown signal (Ok) or a fatal error.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let timing = config.lease_timing()?;
-    let kubeconfig = kube::Config::infer()
+    let mut kubeconfig = kube::Config::infer()
         .await
         .context("cannot load a Kubernetes configuration (in-cluster config or KUBECONFIG)")?;
+    // Each process names itself to the API server (audit logs, apiserver
+    // metrics by user agent): two replicas of one ServiceAccount stay apart.
+    let agent = format!(
+        "mlctl-operator/{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        config.identity()
+    );
+    if let Ok(value) = http::HeaderValue::from_str(&agent) {
+        kubeconfig.headers.push((http::header::USER_AGENT, value));
+    }
     // Every write of the controllers (applies, status, deletes, Events) goes
     // through the fence; the elector's own client does not.
     let fence = leader::Fence::new();

@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help test tools lint-rust unit build e2e crds cluster-up cluster-down bench bench-ranker demo demo-down images
+.PHONY: help test tools lint-rust unit build e2e soak crds cluster-up cluster-down bench bench-ranker demo demo-down images
 
 help:
 	@echo "make demo          - a real node serving a ranker under load: a canary promoted on its metrics, a bad one rolled back"
@@ -17,6 +17,7 @@ help:
 	@echo "make cluster-up    - start the local control plane (then: eval \"\$$(e2e/cluster env)\")"
 	@echo "make cluster-down  - stop it"
 	@echo "make bench         - operator latency and memory benchmark (cluster must be up)"
+	@echo "make soak          - 100 steady models, 10 minutes: zero operator writes (audit log; brings a cluster up and down)"
 	@echo "make bench-ranker  - mlctl-ranker vs LightGBM, XGBoost, lleaves, treelite, onnxruntime; HTTP p50/p99"
 	@echo "make images        - release images with buildah (no Docker) as OCI archives in target/images (docs/images.md)"
 
@@ -47,6 +48,9 @@ build:
 
 e2e: build
 	e2e/run
+
+soak: build
+	MLCTL_E2E_PROMETHEUS=0 e2e/run --test soak -- --ignored
 
 crds:
 	$(CARGO) run -p mlctl-crds --bin crdgen

@@ -19,6 +19,9 @@ NODE_IP=10.250.0.2
 POD_SUBNET=10.245.0.0/24
 POD_GATEWAY=10.245.0.1
 NODE_PROXY_PORT=$((PORT_BASE + 91))
+# A port tests listen on (127.0.0.1) that pods reach at $NODE_IP: the bridge
+# forwards it (e.g. a hanging analysis endpoint for the fault tests).
+NODE_TEST_PORT=$((PORT_BASE + 92))
 NODE_TAINT=mlctl.io/real-node
 # Images the node needs before any pod: the sandbox (pause) image and a small
 # busybox for tests, built by scripts/images --e2e; and the shipped images.
@@ -178,6 +181,7 @@ start_bridge() {
 		--netns="/proc/$(pid_of netns-holder)/ns/net" \
 		--forward="ns:0.0.0.0:$APISERVER_PORT=host:127.0.0.1:$APISERVER_PORT" \
 		--forward="ns:0.0.0.0:$PROMETHEUS_PORT=host:127.0.0.1:$PROMETHEUS_PORT" \
+		--forward="ns:0.0.0.0:$NODE_TEST_PORT=host:127.0.0.1:$NODE_TEST_PORT" \
 		--proxy-unix="$NODE_DIR/egress.sock" \
 		--proxy-tcp="127.0.0.1:$NODE_PROXY_PORT"
 	local deadline=$((SECONDS + 10))

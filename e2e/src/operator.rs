@@ -45,6 +45,39 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Sends `signal` (e.g. `STOP`, `CONT`, `KILL`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.child.id());
+    }
+
+    /// Its exit status once it has exited, waiting at most `timeout`
+    /// (polled every 100 ms: a child process has no watch).
+    pub async fn wait_exit(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The part of its User-Agent that names it (`(identity)`).
+    pub fn agent(&self) -> String {
+        format!("({})", self.identity)
+    }
+
     /// Kills the process (SIGKILL: no graceful shutdown).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -22,6 +22,7 @@ use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
 use mlctl_e2e::audit::{Audit, describe};
 use mlctl_e2e::operator::{install_chart_rbac, service_account_kubeconfig, setup, start_operator};
+use mlctl_e2e::scene::record_figures;
 use mlctl_e2e::{
     DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, events_with_reason, example, install_crds,
     kubectl, phase_is, require_e2e, stable_deployment, wait_for, wait_for_deletion, wait_for_list,
@@ -428,6 +429,114 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         LONG,
     )
     .await;
+    ns.finish().await;
+}
+
+/// A leader that cannot renew (SIGSTOP: it neither renews nor writes) is
+/// replaced within the lease; resumed, it writes nothing — its writes are
+/// fenced from its renew deadline on, and it exits. Counted in the audit log.
+#[tokio::test]
+async fn a_stopped_leader_is_replaced_and_writes_nothing_once_resumed() {
+    require_e2e!();
+    let (client, mut ns, first, kubeconfig) = setup("rm-sigstop").await;
+    let second = start_operator(&ns, &kubeconfig, "b");
+    ns.dump_log_on_failure(second.log.clone());
+    let mut operators = [first, second];
+    apply_yaml(&client, ns.name(), &example("rankingmodel-basic.yaml")).await;
+    let models: Api<RankingModel> = ns.api();
+    wait_for(&models, "search-ranker", phase_is(Phase::Healthy), LONG).await;
+    let leases: Api<Lease> = ns.api();
+    let holder = leases
+        .get("mlctl-operator")
+        .await
+        .expect("the leader lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a holder");
+    let leader = operators
+        .iter()
+        .position(|o| o.identity == holder)
+        .expect("the holder is one of the two operators");
+    let standby = 1 - leader;
+    let standby_identity = operators[standby].identity.clone();
+
+    let audit = Audit::open();
+    let mark = audit.mark();
+    let stopped_at = k8s_openapi::jiff::Timestamp::now();
+    let t = std::time::Instant::now();
+    operators[leader].signal("STOP");
+    wait_for(
+        &leases,
+        "mlctl-operator",
+        |l: Option<&Lease>| {
+            l.and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.holder_identity.as_deref())
+                == Some(standby_identity.as_str())
+        },
+        DEFAULT_TIMEOUT,
+    )
+    .await;
+    let takeover = t.elapsed();
+    // Lease 4 s, retry 1 s (start_operator): expiry is judged from when the
+    // standby last saw a renewal, at most a retry before the stop.
+    assert!(
+        takeover <= Duration::from_secs(7),
+        "the standby took {takeover:?} to take over a 4 s lease"
+    );
+
+    // The new leader works: a version change rolls out.
+    let patch = serde_json::json!({"spec": {"model": {"version": "2026-11-22.1"}}});
+    models
+        .patch(
+            "search-ranker",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("change version");
+    wait_for(
+        &models,
+        "search-ranker",
+        stable_version_is("2026-11-22.1"),
+        LONG,
+    )
+    .await;
+
+    // Resumed, the old leader finds its leadership lapsed: it exits, and
+    // nothing it sends after the stop is a write the API server accepted.
+    operators[leader].signal("CONT");
+    let exit = operators[leader].wait_exit(DEFAULT_TIMEOUT).await;
+    assert!(
+        exit.is_some_and(|s| !s.success()),
+        "the resumed old leader must exit non-zero, got {exit:?}"
+    );
+    let agent = operators[leader].agent();
+    let late: Vec<_> = audit
+        .writes_by(mark, &mlctl_e2e::audit::operator_user(ns.name()), &agent)
+        .into_iter()
+        .filter(|w| {
+            w.request_received_timestamp
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .is_ok_and(|at| at >= stopped_at)
+        })
+        .filter(|w| w.response_status.as_ref().is_some_and(|s| s.code < 300))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the stopped leader wrote after it was stopped:\n{}",
+        describe(&late)
+    );
+    let new_leader = audit.operator_writes(mark, ns.name(), &operators[standby].agent());
+    assert!(
+        !new_leader.is_empty(),
+        "the audit log must show the new leader's writes (user agent {})",
+        operators[standby].agent()
+    );
+    record_figures(&format!(
+        "leader SIGSTOP: standby took over after {:.1}s (lease 4s); the resumed leader exited ({exit:?}) with 0 accepted writes, the new leader made {}",
+        takeover.as_secs_f64(),
+        new_leader.len()
+    ));
     ns.finish().await;
 }
 

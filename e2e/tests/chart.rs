@@ -198,6 +198,37 @@ fn default_values_render_cluster_wide_least_privilege_rbac() {
         model_rule["verbs"],
         serde_json::json!(["get", "list", "watch"])
     );
+    // Analysis credentials: a role of its own that can only get Secrets (no
+    // list or watch: the operator reads the ones a model names), and the
+    // main role reads none.
+    let credentials: Vec<_> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole")
+        .filter(|o| {
+            o["rules"].as_array().unwrap().iter().any(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == "secrets")
+            })
+        })
+        .collect();
+    assert_eq!(
+        credentials.len(),
+        1,
+        "one role reads Secrets: {credentials:?}"
+    );
+    assert!(
+        credentials[0]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("-analysis-credentials")
+    );
+    assert_eq!(
+        credentials[0]["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}])
+    );
 
     let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
     let pod = &deployment["spec"]["template"]["spec"];

@@ -221,7 +221,8 @@ impl Scene {
                     return None;
                 }
                 let n: usize = m.split("step ").nth(1)?.split('/').next()?.parse().ok()?;
-                let count = e.count.unwrap_or(1) + e.series.as_ref().and_then(|s| s.count).unwrap_or(0);
+                let count =
+                    e.count.unwrap_or(1) + e.series.as_ref().and_then(|s| s.count).unwrap_or(0);
                 Some((n, count, m))
             })
             .collect();
@@ -330,11 +331,8 @@ impl Scene {
             .iter()
             .find_map(|l| l.spec.as_ref()?.holder_identity.clone())
             .expect("a lease holder");
-        // identity = <pod name>-<pid>
+        // The chart sets the identity to the pod name.
         holder
-            .rsplit_once('-')
-            .map(|(pod, _)| pod.to_string())
-            .unwrap()
     }
 
     async fn finish(self) {
@@ -596,7 +594,7 @@ async fn a_leader_cut_off_longer_than_its_lease_is_replaced_and_writes_nothing_a
         |l: Option<&k8s_openapi::api::coordination::v1::Lease>| {
             l.and_then(|l| l.spec.as_ref())
                 .and_then(|s| s.holder_identity.as_deref())
-                .is_some_and(|h| !h.starts_with(&leader))
+                .is_some_and(|h| h != leader)
         },
         DEFAULT_TIMEOUT,
     )
@@ -612,7 +610,7 @@ async fn a_leader_cut_off_longer_than_its_lease_is_replaced_and_writes_nothing_a
         .audit
         .since(s.mark)
         .into_iter()
-        .filter(|w| w.user_agent.contains(&format!("({leader}-")))
+        .filter(|w| w.user_agent.contains(&format!("({leader})")))
         .filter(|w| w.response_status.as_ref().is_some_and(|st| st.code < 300))
         .filter(|w| {
             w.request_received_timestamp

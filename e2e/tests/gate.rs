@@ -342,3 +342,59 @@ spec:
     assert_eq!(deployments_of(&ns, "ranker", "2.0.0").await, 1);
     ns.finish().await;
 }
+
+/// A model depending on a streaming pipeline rolls out: the stream never
+/// finishes a run (no watermark, no last success of its own), and its
+/// features count as current while it runs.
+#[tokio::test]
+async fn a_model_on_a_streaming_pipeline_rolls_out_while_the_stream_runs() {
+    require_e2e!();
+    let (client, ns, _operator) = setup("gate-stream").await;
+    let pipeline = r#"apiVersion: mlctl.io/v1alpha1
+kind: FeaturePipeline
+metadata:
+  name: clicks
+spec:
+  trigger:
+    streaming: {replicas: 1}
+  engine:
+    container: {image: busybox:1.36}
+  sources:
+    - name: clicks
+      kafka: {bootstrapServers: "kafka:9092", topic: clicks}
+  features:
+    entityKeys: [doc_id]
+    schemaVersion: 1
+    fields: [{name: ctr, dtype: float32}]
+  freshness: {maxStaleness: 1h}
+"#;
+    apply_yaml(&client, ns.name(), pipeline).await;
+    // Strict: not even the first deployment without fresh features.
+    apply_yaml(
+        &client,
+        ns.name(),
+        &model_yaml("ranker", "1.0.0", "clicks", 1, "Strict"),
+    )
+    .await;
+    let models: Api<RankingModel> = ns.api();
+    wait_for(&models, "ranker", stable_is("1.0.0"), LONG).await;
+    set_version(&models, "ranker", "2.0.0").await;
+    let m = wait_for(
+        &models,
+        "ranker",
+        |m: Option<&RankingModel>| {
+            m.and_then(|m| m.status.as_ref())
+                .and_then(|s| s.canary.as_ref())
+                .is_some_and(|c| c.version == "2.0.0" && c.weight > 0)
+        },
+        LONG,
+    )
+    .await;
+    assert_eq!(
+        features_ready(&m).map(|(s, _)| s).as_deref(),
+        Some("True"),
+        "{:?}",
+        m.status.as_ref().map(|s| &s.conditions)
+    );
+    ns.finish().await;
+}

@@ -341,3 +341,28 @@ pub fn stable_deployment(model: &mlctl_crds::RankingModel) -> String {
         .revision;
     format!("{}-{revision}", model.name_any())
 }
+
+/// Sets `spec.model.version` (and the URI `s3://models/<name>/<version>/model.txt`
+/// that goes with it) of the model `name`: a version change, as a user's edit.
+pub async fn set_version(models: &kube::Api<mlctl_crds::RankingModel>, name: &str, version: &str) {
+    let patch = serde_json::json!({"spec": {"model": {
+        "version": version, "uri": format!("s3://models/{name}/{version}/model.txt")}}});
+    models
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("set the version of {name}: {e}"));
+}
+
+/// Sends `signal` (e.g. `STOP`, `CONT`, `KILL`) to `pid` with kill(1).
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap_or_else(|e| panic!("run kill: {e}"));
+    assert!(status.success(), "kill -{signal} {pid}");
+}

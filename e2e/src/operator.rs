@@ -45,14 +45,9 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Sends `signal` (e.g. `STOP`, `CONT`, `KILL`) with kill(1).
+    /// Sends `signal` (e.g. `STOP`, `CONT`, `KILL`) to the process.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {}", self.child.id());
+        crate::signal(self.child.id(), signal);
     }
 
     /// Its exit status once it has exited, waiting at most `timeout`

@@ -20,7 +20,7 @@ use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
 use mlctl_e2e::metrics::{MetricsEndpoint, prometheus_url};
 use mlctl_e2e::operator::setup;
-use mlctl_e2e::{apply_yaml, phase_is, require_e2e, wait_for, workspace_root};
+use mlctl_e2e::{apply_yaml, phase_is, require_e2e, set_version, wait_for, workspace_root};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -94,14 +94,6 @@ fn shape(obj: &Value) -> Value {
 
 async fn request(models: &Api<RankingModel>, name: &str, key: &str) {
     let patch = json!({"metadata": {"annotations": {key: Timestamp::now().to_string()}}});
-    models
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-}
-
-async fn set_version(models: &Api<RankingModel>, name: &str, version: &str) {
-    let patch = json!({"spec": {"model": {"version": version, "uri": format!("s3://models/{name}/{version}/model.txt")}}});
     models
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

@@ -60,16 +60,11 @@ fn cluster(args: &[&str]) {
     );
 }
 
-fn node_prometheus() -> String {
-    std::env::var("MLCTL_E2E_NODE_PROMETHEUS_URL")
-        .expect("MLCTL_E2E_NODE_PROMETHEUS_URL (e2e/cluster up --with-prometheus --with-node)")
-}
-
 /// The model of every fault test: four replicas on kwok nodes, six steps
 /// with timed pauses (about 25 s in all), the error rate read from the
 /// cluster's Prometheus every 2 s; `extra` adds metrics.
 fn model(version: &str, id: &str, extra: &str) -> String {
-    let prometheus = node_prometheus();
+    let prometheus = mlctl_e2e::scene::prometheus_in_cluster();
     format!(
         r#"apiVersion: mlctl.io/v1alpha1
 kind: RankingModel
@@ -188,6 +183,16 @@ impl Scene {
             LONG,
         )
         .await;
+    }
+
+    /// Waits for the promotion, then checks what every fault must leave
+    /// intact: each step once, traffic on stable, writes only by the
+    /// leader. Returns the number of the operator's writes.
+    async fn promoted_soundly(&self) -> usize {
+        let m = self.promoted().await;
+        self.steps_once_in_order(6).await;
+        self.traffic_on_stable(&m).await;
+        self.only_leaders_wrote()
     }
 
     async fn promoted(&self) -> RankingModel {
@@ -340,15 +345,6 @@ impl Scene {
     }
 }
 
-fn kill(signal: &str, pid: u32) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal} {pid}");
-}
-
 #[tokio::test]
 async fn the_api_server_restarting_mid_canary() {
     require_e2e!();
@@ -359,10 +355,7 @@ async fn the_api_server_restarting_mid_canary() {
     cluster(&["kill", "kube-apiserver"]);
     cluster(&["start", "kube-apiserver"]);
     let down = t.elapsed();
-    let m = s.promoted().await;
-    s.steps_once_in_order(6).await;
-    s.traffic_on_stable(&m).await;
-    let writes = s.only_leaders_wrote();
+    let writes = s.promoted_soundly().await;
     record_figures(&format!(
         "fault kube-apiserver killed mid-canary ({:.1}s down): promoted after {:.1}s, each step once, {writes} writes all by the leader",
         down.as_secs_f64(),
@@ -380,10 +373,7 @@ async fn etcd_restarting_mid_canary() {
     let t = Instant::now();
     cluster(&["restart", "etcd"]);
     let down = t.elapsed();
-    let m = s.promoted().await;
-    s.steps_once_in_order(6).await;
-    s.traffic_on_stable(&m).await;
-    let writes = s.only_leaders_wrote();
+    let writes = s.promoted_soundly().await;
     record_figures(&format!(
         "fault etcd restarted mid-canary ({:.1}s): promoted after {:.1}s, each step once, {writes} writes all by the leader",
         down.as_secs_f64(),
@@ -556,11 +546,8 @@ async fn the_operator_killed_during_a_measurement_resumes_without_repeating_a_st
     let pids = s.operator_pids().await;
     assert_eq!(pids.len(), 1, "{pids:?}");
     let t = Instant::now();
-    kill("KILL", pids[0].1);
-    let m = s.promoted().await;
-    s.steps_once_in_order(6).await;
-    s.traffic_on_stable(&m).await;
-    let writes = s.only_leaders_wrote();
+    mlctl_e2e::signal(pids[0].1, "KILL");
+    let writes = s.promoted_soundly().await;
     record_figures(&format!(
         "fault operator SIGKILLed during a measurement: restarted and promoted {:.1}s later, each step once, {writes} writes all by the leader",
         t.elapsed().as_secs_f64()
@@ -584,7 +571,7 @@ async fn a_leader_cut_off_longer_than_its_lease_is_replaced_and_writes_nothing_a
         .unwrap_or_else(|| panic!("no host pid for the leader {leader}: {pids:?}"));
     let stopped = Timestamp::now();
     let t = Instant::now();
-    kill("STOP", pid);
+    mlctl_e2e::signal(pid, "STOP");
     // Longer than the lease: the other replica takes over and goes on.
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = s.ns.api();
     let lease_name = leases.list(&ListParams::default()).await.unwrap().items[0].name_any();
@@ -601,11 +588,8 @@ async fn a_leader_cut_off_longer_than_its_lease_is_replaced_and_writes_nothing_a
     .await;
     let takeover = t.elapsed();
     tokio::time::sleep(Duration::from_secs(LEASE.0)).await; // stays cut off past a whole further lease
-    kill("CONT", pid);
-    let m = s.promoted().await;
-    s.steps_once_in_order(6).await;
-    s.traffic_on_stable(&m).await;
-    let writes = s.only_leaders_wrote();
+    mlctl_e2e::signal(pid, "CONT");
+    let writes = s.promoted_soundly().await;
     let late: Vec<_> = s
         .audit
         .since(s.mark)

@@ -22,7 +22,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use mlctl_crds::{FeaturePipeline, RankingModel};
-use mlctl_e2e::{TestNamespace, apply_yaml, require_e2e, wait_for, wait_for_list};
+use mlctl_e2e::{TestNamespace, apply_yaml, require_e2e, set_version, wait_for, wait_for_list};
 
 use gate_support::{LONG, pipeline_yaml, setup};
 
@@ -80,15 +80,6 @@ async fn set_freshness(pipelines: &Api<FeaturePipeline>, name: &str, fresh: bool
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap_or_else(|e| panic!("patch status of {name}: {e}"));
-}
-
-async fn set_version(models: &Api<RankingModel>, name: &str, version: &str) {
-    let patch = serde_json::json!({"spec": {"model": {
-        "version": version, "uri": format!("s3://models/{name}/{version}/model.txt")}}});
-    models
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
 }
 
 fn features_ready(m: &RankingModel) -> Option<(String, String)> {

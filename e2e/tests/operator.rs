@@ -362,22 +362,30 @@ async fn a_steady_model_causes_no_writes() {
     ns.finish().await;
 }
 
-#[tokio::test]
-async fn only_the_leader_writes_and_a_standby_takes_over() {
-    require_e2e!();
-    let (client, mut ns, first, kubeconfig) = setup("rm-leader").await;
+/// Two operator processes (identities `a` and `b`) on one namespace with
+/// the basic model Healthy: the namespace, the operators, the Lease and
+/// model APIs, and the index of the one holding the lease.
+async fn two_operators(
+    prefix: &str,
+) -> (
+    TestNamespace,
+    [mlctl_e2e::operator::Operator; 2],
+    Api<Lease>,
+    Api<RankingModel>,
+    usize,
+) {
+    let (client, mut ns, first, kubeconfig) = setup(prefix).await;
     let second = start_operator(&ns, &kubeconfig, "b");
     ns.dump_log_on_failure(second.log.clone());
-    let mut operators = [first, second];
+    let operators = [first, second];
     apply_yaml(&client, ns.name(), &example("rankingmodel-basic.yaml")).await;
     let models: Api<RankingModel> = ns.api();
     wait_for(&models, "search-ranker", phase_is(Phase::Healthy), LONG).await;
     let leases: Api<Lease> = ns.api();
-    let lease = leases
+    let holder = leases
         .get("mlctl-operator")
         .await
-        .expect("the leader lease");
-    let holder = lease
+        .expect("the leader lease")
         .spec
         .and_then(|s| s.holder_identity)
         .expect("a holder");
@@ -385,6 +393,13 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
         .iter()
         .position(|o| o.identity == holder)
         .expect("the holder is one of the two operators");
+    (ns, operators, leases, models, leader)
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_standby_takes_over() {
+    require_e2e!();
+    let (ns, mut operators, leases, models, leader) = two_operators("rm-leader").await;
     let standby = 1 - leader;
     let leader_metrics = operators[leader].metrics().await;
     let standby_metrics = operators[standby].metrics().await;
@@ -438,25 +453,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
 #[tokio::test]
 async fn a_stopped_leader_is_replaced_and_writes_nothing_once_resumed() {
     require_e2e!();
-    let (client, mut ns, first, kubeconfig) = setup("rm-sigstop").await;
-    let second = start_operator(&ns, &kubeconfig, "b");
-    ns.dump_log_on_failure(second.log.clone());
-    let mut operators = [first, second];
-    apply_yaml(&client, ns.name(), &example("rankingmodel-basic.yaml")).await;
-    let models: Api<RankingModel> = ns.api();
-    wait_for(&models, "search-ranker", phase_is(Phase::Healthy), LONG).await;
-    let leases: Api<Lease> = ns.api();
-    let holder = leases
-        .get("mlctl-operator")
-        .await
-        .expect("the leader lease")
-        .spec
-        .and_then(|s| s.holder_identity)
-        .expect("a holder");
-    let leader = operators
-        .iter()
-        .position(|o| o.identity == holder)
-        .expect("the holder is one of the two operators");
+    let (ns, mut operators, leases, models, leader) = two_operators("rm-sigstop").await;
     let standby = 1 - leader;
     let standby_identity = operators[standby].identity.clone();
 

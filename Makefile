@@ -16,7 +16,7 @@ help:
 	@echo "make crds          - regenerate crds/yaml and the chart's CRDs from the Rust types"
 	@echo "make cluster-up    - start the local control plane (then: eval \"\$$(e2e/cluster env)\")"
 	@echo "make cluster-down  - stop it"
-	@echo "make bench         - operator latency and memory benchmark (cluster must be up)"
+	@echo "make bench         - 1k/5k/10k models: mlctl vs Argo Rollouts vs the control plane's floor (own cluster; BENCH_ARGS=...)"
 	@echo "make soak          - 100 steady models, 10 minutes: zero operator writes (audit log; brings a cluster up and down)"
 	@echo "make bench-ranker  - mlctl-ranker vs LightGBM, XGBoost, lleaves, treelite, onnxruntime; HTTP p50/p99"
 	@echo "make images        - release images with buildah (no Docker) as OCI archives in target/images (docs/images.md)"
@@ -61,9 +61,10 @@ cluster-up:
 cluster-down:
 	e2e/cluster down
 
+## bench: floor, mlctl and Argo Rollouts at 1k/5k/10k models on a cluster of its own
+## (docs/performance.md); flags through BENCH_ARGS, e.g. BENCH_ARGS="--sizes 1000".
 bench:
-	$(CARGO) build --release --locked -p mlctl-operator -p mlctl-e2e --bin mlctl-operator --bin operator-bench
-	$(CARGO) run --release --locked -p mlctl-e2e --bin operator-bench
+	scripts/bench-operator $(BENCH_ARGS)
 
 ## bench-ranker: scoring speed side by side with the libraries and compilers (docs/ranker.md),
 ## then the HTTP latency of `:rank` on one core. Not a test; installs its Python peers.

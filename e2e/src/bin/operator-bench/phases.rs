@@ -149,7 +149,19 @@ pub async fn run(ctx: &Ctx<'_>, subject: Subject, n: usize, extras: bool) -> Run
         ctx.args.converge_timeout(n),
         format!("{} {} ready (N={n})", subject.name(), ar.kind),
     ));
-    converge::create_all(ctx.client, &ns, objects, ctx.args.clients).await;
+    let timeout = ctx.args.converge_timeout(n);
+    tokio::time::timeout(
+        timeout,
+        converge::create_all(ctx.client, &ns, objects, ctx.args.clients),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "creating the {} objects of {} (N={n}) took more than {timeout:?}",
+            run.objects,
+            subject.name()
+        )
+    });
     run.create_secs = started.elapsed().as_secs_f64();
     let converged = waiting.await.unwrap_or_else(|e| panic!("{e}"));
     run.converge_secs = converged.duration_since(started).as_secs_f64();

@@ -3,6 +3,8 @@
 mod backoff;
 pub mod children;
 pub mod featurepipeline;
+pub mod index;
+pub mod owned;
 pub mod rankingmodel;
 
 pub use backoff::{Backoff, backoff_ceiling, jittered};

@@ -18,12 +18,13 @@ pub mod throttle;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::controller::Recorder;
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::ListParams;
 use kube::core::DeserializeGuard;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{
     Controller, WatchStreamExt, controller as runtime_controller, reflector, watcher,
 };

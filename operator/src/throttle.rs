@@ -21,15 +21,17 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tower::buffer::Buffer;
 
 use http::{Method, Request};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::time::Instant;
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{BoxError, Layer, Service};
 
 /// The request classes, each with its own budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,23 +203,32 @@ impl ThrottleLayer {
     }
 }
 
-impl<S> Layer<S> for ThrottleLayer {
-    type Service = Throttled<S>;
+type KubeRequest = Request<kube::client::Body>;
+
+impl<S> Layer<S> for ThrottleLayer
+where
+    S: Service<KubeRequest> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + Sync + 'static,
+    S::Response: Send + 'static,
+{
+    type Service = Throttled<Buffer<KubeRequest, S::Future>>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // kube's inner stack is a boxed service, not `Clone`: a buffer (a
+        // task owning it, fed by a queue) makes it one, so a delayed request
+        // can be dispatched later by a clone.
         Throttled {
-            inner: Arc::new(tokio::sync::Mutex::new(inner)),
+            inner: Buffer::new(inner, 1024),
             limits: self.limits.clone(),
         }
     }
 }
 
-/// The service [`ThrottleLayer`] builds. The inner service (kube's boxed
-/// stack, not `Clone`) is shared: a delayed request takes it only to be
-/// dispatched, and waits for its response without it.
+/// The service [`ThrottleLayer`] builds.
 #[derive(Clone, Debug)]
 pub struct Throttled<S> {
-    inner: Arc<tokio::sync::Mutex<S>>,
+    inner: S,
     limits: Limits,
 }
 
@@ -225,7 +236,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 impl<S, B> Service<Request<B>> for Throttled<S>
 where
-    S: Service<Request<B>> + Send + 'static,
+    S: Service<Request<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
@@ -235,24 +246,23 @@ where
     type Error = BoxError;
     type Future = BoxFuture<Result<S::Response, BoxError>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness is the inner service's, checked when a request is
-        // dispatched (after its wait).
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let wait = self.limits.reserve(Class::of(&request), Instant::now());
-        let inner = self.inner.clone();
+        if wait.is_zero() {
+            let response = self.inner.call(request);
+            return Box::pin(async move { response.await.map_err(Into::into) });
+        }
+        // The service polled ready is the one to call: take it along and
+        // leave a fresh clone behind (tower's pattern for delayed calls).
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            let response = {
-                let mut service = inner.lock().await;
-                service.ready().await.map_err(Into::into)?.call(request)
-            };
-            response.await.map_err(Into::into)
+            tokio::time::sleep(wait).await;
+            ready.call(request).await.map_err(Into::into)
         })
     }
 }

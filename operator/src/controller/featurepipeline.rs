@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::Recorder;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -15,7 +16,6 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::core::DeserializeGuard;
 use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::{Api, Resource};
 use mlctl_crds::FeaturePipeline;
 use mlctl_crds::featurepipeline::SchemaStatus;

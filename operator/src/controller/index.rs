@@ -80,6 +80,11 @@ impl<K: Resource> Index<K> {
         }
     }
 
+    /// An index by name only (no grouping label).
+    pub fn by_name() -> Self {
+        Self::new("")
+    }
+
     /// Calls `f` for every object that leaves the index (to prune per-object
     /// caches kept elsewhere).
     #[must_use]
@@ -89,6 +94,9 @@ impl<K: Resource> Index<K> {
     }
 
     fn group_of(&self, meta: &ObjectMeta) -> Option<String> {
+        if self.label.is_empty() {
+            return None;
+        }
         meta.labels.as_ref()?.get(self.label).cloned()
     }
 

@@ -12,8 +12,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DeserializeGuard;
-use kube::runtime::reflector::{self, Store, store::Writer};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use mlctl_crds::{FeaturePipeline, RankingModel};
 
@@ -24,7 +23,7 @@ use crate::render::MODEL_LABEL;
 /// The objects one scope's models own, grouped by model, and that scope's
 /// FeaturePipelines.
 pub struct ModelChildren {
-    /// Serving Deployments.
+    /// Serving Deployments (status conditions dropped: never read).
     pub deployments: Index<Deployment>,
     /// `<model>`, `<model>-stable`, `<model>-canary`.
     pub services: Index<Service>,
@@ -35,7 +34,7 @@ pub struct ModelChildren {
     /// `<model>-peer`.
     pub config_maps: Index<ConfigMap>,
     /// The scope's FeaturePipelines, for feature gates.
-    pub pipelines: Store<DeserializeGuard<FeaturePipeline>>,
+    pub pipelines: Index<DeserializeGuard<FeaturePipeline>>,
 }
 
 impl ModelChildren {
@@ -47,7 +46,7 @@ impl ModelChildren {
         self.autoscalers.ready().await;
         self.budgets.ready().await;
         self.config_maps.ready().await;
-        let _ = self.pipelines.wait_until_ready().await;
+        self.pipelines.ready().await;
     }
 }
 
@@ -61,10 +60,15 @@ pub struct ChildWatches {
     autoscalers: Watch<HorizontalPodAutoscaler>,
     budgets: Watch<PodDisruptionBudget>,
     config_maps: Watch<ConfigMap>,
-    pipelines: (
-        Api<DeserializeGuard<FeaturePipeline>>,
-        Writer<DeserializeGuard<FeaturePipeline>>,
-    ),
+    pipelines: Watch<DeserializeGuard<FeaturePipeline>>,
+}
+
+/// A Deployment's conditions (long messages) are never read: availability
+/// is decided from the replica counts.
+fn no_conditions(d: &mut Deployment) {
+    if let Some(status) = d.status.as_mut() {
+        status.conditions = None;
+    }
 }
 
 fn no_status_hpa(h: &mut HorizontalPodAutoscaler) {
@@ -73,12 +77,6 @@ fn no_status_hpa(h: &mut HorizontalPodAutoscaler) {
 
 fn no_status_pdb(p: &mut PodDisruptionBudget) {
     p.status = None;
-}
-
-fn strip_pipeline(p: &mut DeserializeGuard<FeaturePipeline>) {
-    if let Ok(p) = p.0.as_mut() {
-        index::strip(&mut p.metadata);
-    }
 }
 
 /// Builds the indexes of one scope and the watches that feed them. `apis`
@@ -120,12 +118,19 @@ pub fn model_children(
         let watch = index::watch(api(client, scope), config.clone(), index.clone(), trim).boxed();
         (index, watch)
     }
-    let (deployments, d) = indexed(client, scope, children, checked, index::keep);
+    let (deployments, d) = indexed(client, scope, children, checked, no_conditions);
     let (services, s) = indexed(client, scope, children, checked, index::keep);
     let (autoscalers, h) = indexed(client, scope, children, checked, no_status_hpa);
     let (budgets, p) = indexed(client, scope, children, checked, no_status_pdb);
     let (config_maps, c) = indexed(client, scope, children, checked, index::keep);
-    let (pipelines, writer) = reflector::store();
+    let pipelines = Index::by_name();
+    let pipelines_watch = index::watch(
+        api(client, scope),
+        watcher::Config::default().any_semantic(),
+        pipelines.clone(),
+        index::keep,
+    )
+    .boxed();
     (
         ModelChildren {
             deployments,
@@ -141,7 +146,7 @@ pub fn model_children(
             autoscalers: h,
             budgets: p,
             config_maps: c,
-            pipelines: (api(client, scope), writer),
+            pipelines: pipelines_watch,
         },
     )
 }
@@ -154,18 +159,12 @@ impl ChildWatches {
         self,
         controller: Controller<DeserializeGuard<RankingModel>>,
     ) -> Controller<DeserializeGuard<RankingModel>> {
-        let (api, writer) = self.pipelines;
-        let pipelines = watcher::watcher(api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(strip_pipeline)
-            .reflect(writer)
-            .touched_objects();
         let controller = controller
             .owns_stream(self.deployments)
             .owns_stream(self.services)
             .owns_stream(self.autoscalers)
             .owns_stream(self.budgets)
             .owns_stream(self.config_maps);
-        crate::features::watch_pipelines(controller, pipelines)
+        crate::features::watch_pipelines(controller, self.pipelines)
     }
 }

@@ -14,8 +14,6 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use mlctl_crds::rankingmodel::{InterleaveCounts, RankingModelStatus};
 use mlctl_crds::{FeaturePipeline, RankingModel, RankingModelSpec};
@@ -25,7 +23,7 @@ use tracing::{debug, info, warn};
 use super::children::{Checked, ChildLog, apply_child, delete_child};
 use super::index::{Index, Scopes};
 use super::owned::ModelChildren;
-use super::{invalid_object, now_seconds, owned_by, publish};
+use super::{Recorder, invalid_object, now_seconds, owned_by, publish};
 use crate::analysis;
 use crate::diagnose;
 use crate::error::{Error, Result};
@@ -123,7 +121,9 @@ pub async fn reconcile(
         Err(e) if e.is_conflict() => {
             // Decided from a stale copy; the newer one is on its way.
             debug!("status changed since this reconcile read it; deciding again");
-            Ok(Action::requeue(Duration::from_secs(1)))
+            // Jittered: models that conflicted together (a relist, a storm
+            // of edits) do not come back together.
+            Ok(Action::requeue(super::jittered(Duration::from_secs(1))))
         }
         Err(e) if e.is_invalid_request() => {
             // The API server refused a child rendered from this spec (e.g. an
@@ -746,7 +746,7 @@ pub const DEFAULT_OUTCOMES_QUERY: &str = "sum by (winner) (ranker_interleave_out
 fn feature_gate(
     model: &RankingModel,
     ns: &str,
-    store: &Store<DeserializeGuard<FeaturePipeline>>,
+    pipelines: &Index<DeserializeGuard<FeaturePipeline>>,
     now: Timestamp,
 ) -> Option<FeatureVerdict> {
     if model.spec.features.is_empty() {
@@ -758,7 +758,7 @@ fn feature_gate(
         .spec
         .features
         .iter()
-        .filter_map(|dep| store.get(&ObjectRef::new(&dep.pipeline).within(ns)))
+        .filter_map(|dep| pipelines.get(ns, &dep.pipeline))
         .filter_map(|p| p.0.as_ref().ok().cloned())
         .collect();
     crate::features::evaluate(&model.spec.features, &pipelines, now).map(|v| FeatureVerdict {

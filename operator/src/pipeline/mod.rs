@@ -6,6 +6,7 @@
 pub mod cron;
 mod freshness;
 pub mod naming;
+pub mod observe;
 pub mod render;
 mod requests;
 

@@ -220,7 +220,7 @@ fn retire(index: &Index<DynamicObject>) {
 /// all), started when `discovery` finds the kind and restarted when it
 /// changes; yields the pipelines whose applications changed, for
 /// `Controller::reconcile_on`. A 404 (the CRD was removed) makes discovery
-/// ask again.
+/// ask again at once, which stops the watch.
 pub fn triggers(
     client: Client,
     scope: Option<String>,
@@ -250,9 +250,10 @@ pub fn triggers(
                     rx.changed().await.ok()?;
                 };
                 let api: Api<DynamicObject> = match &scope {
-                    Some(ns) => Api::namespaced_with(client, ns, &apps.resource),
-                    None => Api::all_with(client, &apps.resource),
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, &apps.resource),
+                    None => Api::all_with(client.clone(), &apps.resource),
                 };
+                let asker = client;
                 let mut changed = rx.clone();
                 let until = async move {
                     let _ = changed.changed().await;
@@ -264,7 +265,13 @@ pub fn triggers(
                             Ok(app) => pipeline_of(&app),
                             Err(e) => {
                                 if is_not_found(&e) {
+                                    // Ask now rather than at the next Spark
+                                    // reconcile: "absent" stops this watch.
                                     discovery.invalidate();
+                                    let (discovery, client) = (discovery.clone(), asker.clone());
+                                    tokio::spawn(async move {
+                                        discovery.resolve(&client).await;
+                                    });
                                 }
                                 warn!(error = %e, "SparkApplication watch failed");
                                 None

@@ -142,10 +142,10 @@ impl<K: Resource> Index<K> {
                         let old = state.objects.insert(key.clone(), new);
                         let old_group = old.as_ref().and_then(|o| self.group_of(o.meta()));
                         let new_group = self.group_of(o.meta());
-                        if old_group != new_group {
-                            if let Some(g) = old_group {
-                                remove_from_group(&mut state.groups, &key.0, g, &key.1);
-                            }
+                        if old_group != new_group
+                            && let Some(g) = old_group
+                        {
+                            remove_from_group(&mut state.groups, &key.0, g, &key.1);
                         }
                         if let Some(g) = new_group {
                             state
@@ -157,13 +157,13 @@ impl<K: Resource> Index<K> {
                     }
                 }
                 Event::Delete(o) => {
-                    if let Some(key) = key_of(o.meta()) {
-                        if let Some(old) = state.objects.remove(&key) {
-                            if let Some(g) = self.group_of(old.meta()) {
-                                remove_from_group(&mut state.groups, &key.0, g, &key.1);
-                            }
-                            gone.push(old);
+                    if let Some(key) = key_of(o.meta())
+                        && let Some(old) = state.objects.remove(&key)
+                    {
+                        if let Some(g) = self.group_of(old.meta()) {
+                            remove_from_group(&mut state.groups, &key.0, g, &key.1);
                         }
+                        gone.push(old);
                     }
                 }
             }

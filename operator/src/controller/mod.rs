@@ -6,7 +6,9 @@ pub mod events;
 pub mod featurepipeline;
 pub mod index;
 pub mod owned;
+pub mod pipeline_owned;
 pub mod rankingmodel;
+pub mod spark;
 
 pub use backoff::{Backoff, backoff_ceiling, jittered};
 

@@ -1,7 +1,9 @@
 //! The API server's audit log (e2e/cluster enables it: every mutating
-//! request, with user and user agent). Tests count a process's writes here —
-//! the only honest count: a no-op server-side apply changes no
-//! resourceVersion, yet it is a request the API server had to serve.
+//! request, and the reads of everyone but the control plane's components,
+//! with user and user agent). Tests count a process's writes here — the only
+//! honest count: a no-op server-side apply changes no resourceVersion, yet it
+//! is a request the API server had to serve — and its reads (a reconcile that
+//! lists shows up as a `list` without `watch=true`).
 
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -17,11 +19,15 @@ pub struct Audit {
 #[derive(Debug, Clone, Copy)]
 pub struct Mark(u64);
 
-/// One mutating request as the API server recorded it.
+/// The verbs that change something.
+const MUTATING: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+
+/// One request as the API server recorded it (named for what tests mostly
+/// count: writes).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Write {
-    /// create, update, patch, delete, deletecollection.
+    /// create, update, patch, delete, deletecollection; get, list, watch.
     pub verb: String,
     /// Who.
     pub user: User,
@@ -102,6 +108,11 @@ impl Write {
     pub fn resource(&self) -> &str {
         self.object_ref.as_ref().map_or("", |o| o.resource.as_str())
     }
+
+    /// Whether the request changes something (create, update, patch, delete).
+    pub fn is_write(&self) -> bool {
+        MUTATING.contains(&self.verb.as_str())
+    }
 }
 
 impl Audit {
@@ -125,6 +136,14 @@ impl Audit {
 
     /// Every write recorded after `mark`.
     pub fn since(&self, mark: Mark) -> Vec<Write> {
+        self.requests_since(mark)
+            .into_iter()
+            .filter(Write::is_write)
+            .collect()
+    }
+
+    /// Every request recorded after `mark`, reads included.
+    pub fn requests_since(&self, mark: Mark) -> Vec<Write> {
         let mut file = std::fs::File::open(&self.path).expect("open the audit log");
         // A rotation in between would leave a shorter file: read it all.
         let len = file.metadata().map_or(0, |m| m.len());
@@ -144,6 +163,15 @@ impl Audit {
             .into_iter()
             .filter(|w| w.user.username == user && w.user_agent.contains(agent))
             .filter(|w| !w.request_uri.contains("dryRun="))
+            .collect()
+    }
+
+    /// Every request (reads included) after `mark` made as `user` whose user
+    /// agent contains `agent` (empty: any).
+    pub fn requests_by(&self, mark: Mark, user: &str, agent: &str) -> Vec<Write> {
+        self.requests_since(mark)
+            .into_iter()
+            .filter(|w| w.user.username == user && w.user_agent.contains(agent))
             .collect()
     }
 }

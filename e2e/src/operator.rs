@@ -193,7 +193,13 @@ pub fn start_operator(ns: &TestNamespace, kubeconfig: &PathBuf, identity: &str) 
         .arg("--analysis-allow=in-cluster,127.0.0.1/32")
         .arg("--storage-initializer-image=ghcr.io/mlctl/mlctl-ranker:0.1.0")
         .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "info,mlctl_operator=debug")
+        // MLCTL_E2E_OPERATOR_LOG: another filter when a test needs the
+        // client's requests too (e.g. `debug,hyper=info`).
+        .env(
+            "RUST_LOG",
+            std::env::var("MLCTL_E2E_OPERATOR_LOG")
+                .unwrap_or_else(|_| "info,mlctl_operator=debug".to_string()),
+        )
         .stdout(Stdio::from(file.try_clone().expect("clone log")))
         .stderr(Stdio::from(file))
         .spawn()

@@ -64,6 +64,13 @@ pub struct Config {
     /// Reconciles running at once.
     #[arg(long, env = "MLCTL_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// API requests per second per class (status writes, child writes and
+    /// reads; Events a quarter of it); watches are not limited.
+    #[arg(long, env = "MLCTL_KUBE_API_QPS", default_value_t = 100.0)]
+    pub kube_api_qps: f64,
+    /// Requests a class may send at once before the rate applies.
+    #[arg(long, env = "MLCTL_KUBE_API_BURST", default_value_t = 200)]
+    pub kube_api_burst: u32,
     /// Manage only RankingModels and FeaturePipelines labelled
     /// `mlctl.io/instance-id=<ID>`, with a Lease of its own, so that several
     /// installations share a cluster. Without it, only objects without that

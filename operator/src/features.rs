@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Client, ResourceExt};
 use mlctl_crds::rankingmodel::{FeatureDependency, FeatureGate};
 use mlctl_crds::{FeaturePipeline, RankingModel, parse_duration};
 
@@ -340,8 +340,9 @@ pub fn dependents<'a>(
         .collect()
 }
 
-/// Adds the FeaturePipeline watch of one scope (a namespace, or all when
-/// `None`) to the RankingModel controller: a changed pipeline re-enqueues
+/// Adds the FeaturePipeline watch of one scope (`pipelines`, which also
+/// keeps the scope's pipeline store current) to the RankingModel controller:
+/// a changed pipeline re-enqueues
 /// the models of its namespace that read from it, found in the controller's
 /// own cache of models (no API calls, no polling). Pipelines are read
 /// through `DeserializeGuard`, so one that does not deserialize still
@@ -349,34 +350,27 @@ pub fn dependents<'a>(
 /// breaks the watch.
 pub fn watch_pipelines(
     controller: Controller<DeserializeGuard<RankingModel>>,
-    client: &Client,
-    namespace: Option<&str>,
+    pipelines: impl futures::Stream<Item = Result<DeserializeGuard<FeaturePipeline>, watcher::Error>>
+    + Send
+    + 'static,
 ) -> Controller<DeserializeGuard<RankingModel>> {
-    let api: Api<DeserializeGuard<FeaturePipeline>> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let models = controller.store();
-    controller.watches(
-        api,
-        watcher::Config::default().any_semantic(),
-        move |pipeline| {
-            let Some(namespace) = pipeline.namespace() else {
-                return Vec::new();
-            };
-            let name = pipeline.name_any();
-            let state = models.state();
-            let found = dependents(
-                state.iter().filter_map(|m| m.0.as_ref().ok()),
-                &namespace,
-                &name,
-            );
-            found
-                .into_iter()
-                .map(|(ns, model)| ObjectRef::new(&model).within(&ns))
-                .collect::<Vec<_>>()
-        },
-    )
+    controller.watches_stream(pipelines, move |pipeline| {
+        let Some(namespace) = pipeline.namespace() else {
+            return Vec::new();
+        };
+        let name = pipeline.name_any();
+        let state = models.state();
+        let found = dependents(
+            state.iter().filter_map(|m| m.0.as_ref().ok()),
+            &namespace,
+            &name,
+        );
+        found
+            .into_iter()
+            .map(|(ns, model)| ObjectRef::new(&model).within(&ns))
+            .collect::<Vec<_>>()
+    })
 }
 
 /// How long until `at`, for a requeue (zero when it is past).

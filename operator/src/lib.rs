@@ -13,21 +13,21 @@ pub mod render;
 pub mod rollout;
 pub mod routing;
 pub mod telemetry;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::controller::Recorder;
 use anyhow::Context as _;
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
 use kube::core::DeserializeGuard;
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, controller as runtime_controller, watcher};
+use kube::runtime::events::Reporter;
+use kube::runtime::{
+    Controller, WatchStreamExt, controller as runtime_controller, reflector, watcher,
+};
 use kube::{Api, Client};
 use mlctl_crds::{FeaturePipeline, RankingModel};
 use tokio::sync::watch;
@@ -160,18 +160,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Every write of the controllers (applies, status, deletes, Events) goes
     // through the fence; the elector's own client does not.
     let fence = leader::Fence::new();
+    // Budgets by class (throttle.rs): a storm of applies never delays a
+    // status write.
+    let limits = throttle::Limits::new(config.kube_api_qps, config.kube_api_burst);
+    let builder = kube::client::ClientBuilder::try_from(kubeconfig.clone())
+        .context("cannot build a Kubernetes client")?
+        .with_layer(&throttle::ThrottleLayer::new(limits.clone()));
     let client = if config.leader_elect {
-        kube::client::ClientBuilder::try_from(kubeconfig.clone())
-            .context("cannot build a Kubernetes client")?
+        builder
             .with_layer(&leader::FenceLayer::new(fence.clone()))
             .build()
     } else {
-        Client::try_from(kubeconfig.clone()).context("cannot build a Kubernetes client")?
+        builder.build()
     };
     let namespaces = config.watch_namespaces();
 
     let mut metrics = Metrics::new();
     metrics.register_fenced_writes(fence.refused_writes());
+    metrics.register_throttling(limits.waited());
     let metrics = Arc::new(metrics);
     let health = Health::default();
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)
@@ -226,6 +232,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     metrics.set_leader(true);
 
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    // The children each scope's models own, indexed from the watches that
+    // also trigger the controller: reconciles read them there, never LIST.
+    let children_selector =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=mlctl-operator");
+    let checked = Arc::new(controller::children::Checked::default());
+    let mut indexes = controller::index::Scopes::default();
+    let mut child_watches = Vec::new();
+    for scope in &scopes {
+        let (kids, watches) = controller::owned::model_children(
+            &client,
+            scope.as_deref(),
+            &children_selector,
+            &checked,
+        );
+        indexes.push(scope.clone(), kids);
+        child_watches.push(watches);
+    }
+
     let ctx = Arc::new(rankingmodel::Context::new(
         client.clone(),
         render::RenderConfig {
@@ -240,15 +269,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         metrics.clone(),
         &analysis::Settings::from(&config),
+        checked,
+        indexes,
     ));
 
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.into_iter().map(Some).collect()
-    };
     let mut controllers = Vec::new();
-    for scope in scopes {
+    for (scope, watches) in scopes.into_iter().zip(child_watches) {
         fn scoped<K>(client: &Client, scope: &Option<String>) -> Api<K>
         where
             K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -259,31 +285,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
         let models = scoped::<DeserializeGuard<RankingModel>>(&client, &scope);
-        let children =
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=mlctl-operator");
-        // Every child kind is watched: a deleted or edited autoscaler,
-        // disruption budget or peer ConfigMap is repaired at once, not at
-        // the next resync.
         let watched = watcher::Config::default()
             .any_semantic()
             .labels(&config.instance_selector());
-        let controller = Controller::new(models, watched)
-            .owns(scoped::<Deployment>(&client, &scope), children.clone())
-            .owns(scoped::<Service>(&client, &scope), children.clone())
-            .owns(
-                scoped::<HorizontalPodAutoscaler>(&client, &scope),
-                children.clone(),
-            )
-            .owns(
-                scoped::<PodDisruptionBudget>(&client, &scope),
-                children.clone(),
-            )
-            .owns(scoped::<ConfigMap>(&client, &scope), children)
+        // The models' own watch, stored stripped of managed fields; a
+        // deleted model's per-object state (backoff, analysis jobs) goes
+        // with it.
+        let (store, writer) = reflector::store();
+        let forget = ctx.clone();
+        let trigger = watcher::watcher(models, watched)
+            .default_backoff()
+            .modify(|m: &mut DeserializeGuard<RankingModel>| {
+                if let Ok(m) = m.0.as_mut() {
+                    controller::index::strip(&mut m.metadata);
+                }
+            })
+            .map_ok(move |event| {
+                if let watcher::Event::Delete(m) = &event {
+                    forget.forget(m);
+                }
+                event
+            })
+            .reflect(writer)
+            .applied_objects();
+        // Every child kind is watched: a deleted or edited autoscaler,
+        // disruption budget or peer ConfigMap is repaired at once, not at
+        // the next resync; a changed FeaturePipeline re-enqueues the models
+        // that read from it.
+        let controller = watches
+            .attach(Controller::for_stream(trigger, store.clone()))
             .reconcile_on(ctx.analysis.landed())
             .with_config(runtime_controller::Config::default().concurrency(config.concurrency));
-        // A changed FeaturePipeline re-enqueues the models that read from it.
-        let controller = features::watch_pipelines(controller, &client, scope.as_deref());
-        let store = controller.store();
         let gauge = metrics.clone();
         tokio::spawn(async move {
             // Reads the in-memory cache only; no API calls.

@@ -444,6 +444,19 @@ impl Metrics {
             refused,
         );
     }
+
+    /// Registers the client's throttling counter
+    /// (`mlctl_client_throttled_seconds_total{class}`).
+    pub fn register_throttling(
+        &mut self,
+        waited: Family<crate::throttle::ClassLabels, Counter<f64>>,
+    ) {
+        self.registry.register(
+            "client_throttled_seconds",
+            "Seconds API requests waited for the client's rate limit, by class (status, events, other)",
+            waited,
+        );
+    }
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the task

@@ -86,7 +86,9 @@ impl Checked {
         }
     }
 
-    fn forget<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+    /// Drops the entry of `obj` (deleted: its name may come back as a
+    /// different object).
+    pub fn forget<K: Resource<DynamicType = ()>>(&self, obj: &K) {
         if let Ok(mut m) = self.0.lock() {
             m.remove(&Self::key(obj));
         }

@@ -1,36 +1,37 @@
 //! The FeaturePipeline reconciler: the thin I/O shell around
-//! [`crate::pipeline`]. Read the runs and workload that exist, decide, apply
-//! only what changed, write status only when it changed, publish events.
+//! [`crate::pipeline`]. Read the runs and workload that exist (from the
+//! indexes the controller's watches keep: no LIST, no discovery per
+//! reconcile), decide, apply only what changed, write status only when it
+//! changed, publish events.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::Recorder;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::DynamicObject;
 use kube::core::DeserializeGuard;
 use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::{Api, Resource};
 use mlctl_crds::FeaturePipeline;
-use mlctl_crds::featurepipeline::SchemaStatus;
 use serde::de::DeserializeOwned;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::children::{Checked, ChildLog, apply_child, delete_child, delete_observed};
+use super::index::Index;
+use super::pipeline_owned::PipelineChildren;
+use super::spark::{SparkApps, SparkDiscovery};
 use super::{apply_if_changed, invalid_object, now_seconds, owned_by, publish};
 use crate::error::{Error, Result};
-use crate::pipeline::naming::{
-    INTERVAL_START_LABEL, JOB_NAME_LABELS, PIPELINE_LABEL, RUN_LABEL, SCHEMA_HASH_ANNOTATION,
-    SCHEMA_VERSION_ANNOTATION, SPARK_APP_LABEL, TRIGGER_LABEL, config_map_name,
-};
+use crate::pipeline::naming::{PIPELINE_LABEL, TRIGGER_LABEL};
+use crate::pipeline::observe::{label, observe_job, observe_spark, spark_state};
 use crate::pipeline::{
-    self, Decision, Observed, ObservedRun, PipelineRef, RunPhase, RunTrigger, Workload, render,
+    self, Decision, Observed, ObservedRun, PipelineRef, RunPhase, Workload, render,
 };
 use crate::render::FIELD_MANAGER;
 use crate::rollout::Transition;
@@ -38,7 +39,9 @@ use crate::telemetry::Metrics;
 
 const KIND: &str = "featurepipeline";
 
-/// Shared state of the FeaturePipeline controller.
+/// Shared state of the FeaturePipeline controller of one scope (a namespace,
+/// or all): its indexes are fed by that scope's watches only, so each scope
+/// has a Context of its own.
 pub struct Context {
     /// API client.
     pub client: kube::Client,
@@ -47,28 +50,57 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Children checked for hand edits since their last change.
-    pub checked: Checked,
+    pub checked: Arc<Checked>,
     /// Runs whose outcome was counted (namespace/name), so that each counts
     /// once per process; runs that finished before the process started are
-    /// not counted.
-    counted: Mutex<HashSet<String>>,
+    /// not counted. A deleted run's entry goes with it.
+    counted: Arc<Mutex<HashSet<String>>>,
     started: Timestamp,
     /// Consecutive failures per pipeline (requeue backoff).
     pub backoff: super::Backoff<DeserializeGuard<FeaturePipeline>>,
+    /// The scope's runs, run pods and standing children, by pipeline.
+    pub children: PipelineChildren,
+    /// Whether SparkApplication is served (asked at most once per
+    /// interval), and the scope's managed applications.
+    pub spark: SparkDiscovery,
 }
 
 impl Context {
     /// The controller's shared state.
     pub fn new(client: kube::Client, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+        let checked = Arc::new(Checked::default());
+        let counted = Arc::new(Mutex::new(HashSet::new()));
+        fn uncount<K: Resource>(
+            counted: &Arc<Mutex<HashSet<String>>>,
+        ) -> Arc<dyn Fn(&K) + Send + Sync> {
+            let counted = counted.clone();
+            Arc::new(move |run: &K| {
+                let meta = run.meta();
+                if let (Some(ns), Some(name), Ok(mut c)) =
+                    (&meta.namespace, &meta.name, counted.lock())
+                {
+                    c.remove(&format!("{ns}/{name}"));
+                }
+            })
+        }
         Context {
             client,
             recorder,
             metrics,
-            checked: Checked::default(),
-            counted: Mutex::new(HashSet::new()),
+            children: PipelineChildren::new(&checked, uncount::<Job>(&counted)),
+            spark: SparkDiscovery::new(uncount::<DynamicObject>(&counted)),
+            checked,
+            counted,
             started: Timestamp::now(),
             backoff: super::Backoff::default(),
         }
+    }
+
+    /// Drops the per-object state of a deleted pipeline (its failure
+    /// count); its children's state goes with their own deletions.
+    pub fn forget(&self, pipeline: &DeserializeGuard<FeaturePipeline>) {
+        self.backoff
+            .succeeded(&kube::runtime::reflector::ObjectRef::from_obj(pipeline));
     }
 }
 
@@ -127,161 +159,34 @@ pub fn error_policy(
     Action::requeue(delay)
 }
 
-/// The SparkApplication resource when its CRD is served (checked on every
-/// reconcile of a Spark pipeline, so a CRD installed later is picked up).
-async fn spark_resource(client: &kube::Client) -> Option<ApiResource> {
-    let gvk = GroupVersionKind::gvk("sparkoperator.k8s.io", "v1beta2", "SparkApplication");
-    match kube::discovery::pinned_kind(client, &gvk).await {
-        Ok((resource, _)) => Some(resource),
-        Err(e) => {
-            debug!(error = %e, "SparkApplication is not served");
-            None
-        }
-    }
-}
-
-fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
-    meta.labels.as_ref()?.get(key).map(String::as_str)
-}
-
-fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
-    meta.annotations.as_ref()?.get(key).map(String::as_str)
-}
-
-fn schema_of(meta: &ObjectMeta) -> Option<SchemaStatus> {
-    Some(SchemaStatus {
-        version: annotation(meta, SCHEMA_VERSION_ANNOTATION)?.parse().ok()?,
-        hash: annotation(meta, SCHEMA_HASH_ANNOTATION)?.to_string(),
-    })
-}
-
-/// The report in the termination message of the run's pods (the newest
-/// terminated container that reported one).
-fn report_of(run: &str, pods: &[Pod]) -> Option<pipeline::RunReport> {
-    let mut best: Option<(Option<Timestamp>, pipeline::RunReport)> = None;
-    for pod in pods {
-        let belongs = JOB_NAME_LABELS
-            .iter()
-            .chain([SPARK_APP_LABEL, RUN_LABEL].iter())
-            .any(|k| label(&pod.metadata, k) == Some(run));
-        if !belongs {
-            continue;
-        }
-        let statuses = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref());
-        for cs in statuses.into_iter().flatten() {
-            let Some(term) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()) else {
-                continue;
-            };
-            let Some(report) = term.message.as_deref().and_then(pipeline::parse_report) else {
-                continue;
-            };
-            let at = term.finished_at.as_ref().map(|t| t.0);
-            if best.as_ref().is_none_or(|(b, _)| at >= *b) {
-                best = Some((at, report));
-            }
-        }
-    }
-    best.map(|(_, r)| r)
-}
-
-fn observe_job(job: &Job, pods: &[Pod]) -> Option<ObservedRun> {
-    let meta = &job.metadata;
-    let trigger = RunTrigger::parse(label(meta, TRIGGER_LABEL)?)?;
-    let name = meta.name.clone()?;
-    let status = job.status.clone().unwrap_or_default();
-    let condition = |t: &str| {
-        status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == t && c.status == "True")
-            .cloned()
-    };
-    let (phase, finished) = if let Some(c) = condition("Complete") {
-        (
-            RunPhase::Succeeded,
-            status
-                .completion_time
-                .clone()
-                .or(c.last_transition_time)
-                .map(|t| t.0),
-        )
-    } else if let Some(c) = condition("Failed") {
-        (RunPhase::Failed, c.last_transition_time.map(|t| t.0))
-    } else if status.start_time.is_some() {
-        (RunPhase::Running, None)
-    } else {
-        (RunPhase::Pending, None)
-    };
-    let report = if phase == RunPhase::Pending {
-        None
-    } else {
-        report_of(&name, pods)
-    };
-    Some(ObservedRun {
-        interval_start: label(meta, INTERVAL_START_LABEL).and_then(|v| v.parse().ok()),
-        trigger,
-        phase,
-        created_at: meta.creation_timestamp.as_ref().map(|t| t.0),
-        started_at: status.start_time.map(|t| t.0),
-        finished_at: finished,
-        report,
-        schema: schema_of(meta),
-        name,
-    })
-}
-
-fn spark_time(app: &DynamicObject, field: &str) -> Option<Timestamp> {
-    app.data.get("status")?.get(field)?.as_str()?.parse().ok()
-}
-
-fn spark_state(app: &DynamicObject) -> Option<&str> {
-    app.data
-        .get("status")?
-        .get("applicationState")?
-        .get("state")?
-        .as_str()
-}
-
-fn observe_spark(app: &DynamicObject, pods: &[Pod]) -> Option<ObservedRun> {
-    let meta = &app.metadata;
-    let trigger = RunTrigger::parse(label(meta, TRIGGER_LABEL)?)?;
-    let name = meta.name.clone()?;
-    let phase = RunPhase::from_spark_state(spark_state(app));
-    let finished = if phase.is_active() {
-        None
-    } else {
-        spark_time(app, "terminationTime").or_else(|| spark_time(app, "lastSubmissionAttemptTime"))
-    };
-    Some(ObservedRun {
-        interval_start: label(meta, INTERVAL_START_LABEL).and_then(|v| v.parse().ok()),
-        trigger,
-        phase,
-        created_at: meta.creation_timestamp.as_ref().map(|t| t.0),
-        started_at: spark_time(app, "submissionTime")
-            .or_else(|| spark_time(app, "lastSubmissionAttemptTime")),
-        finished_at: finished.or_else(|| (!phase.is_active()).then(now_seconds)),
-        report: report_of(&name, pods),
-        schema: schema_of(meta),
-        name,
-    })
-}
-
-async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    Ok(api.get_opt(name).await?)
-}
-
 fn dynamic(value: serde_json::Value) -> Result<DynamicObject> {
     serde_json::from_value(value).map_err(|source| Error::Serialize {
         what: "SparkApplication",
         source,
     })
+}
+
+/// How long a reconcile waits for the first list of a SparkApplication
+/// watch that has just started (discovery found the kind) before trying
+/// again later.
+const SPARK_LIST_WAIT: Duration = Duration::from_secs(10);
+
+/// The object `name` as it exists, owned or not: from the index when the
+/// operator manages one by that name, otherwise one GET (not created yet,
+/// or an object the operator must not take over). Only before a write.
+async fn fetch_unless_indexed<K>(
+    index: &Index<K>,
+    api: &Api<K>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Arc<K>>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    if let Some(o) = index.get(ns, name) {
+        return Ok(Some(o));
+    }
+    Ok(api.get_opt(name).await?.map(Arc::new))
 }
 
 async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
@@ -293,32 +198,35 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
     let ns = pref.namespace.as_str();
     let client = ctx.client.clone();
     let spec = &p.spec;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), ns);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let kids = &ctx.children;
+    kids.ready().await;
 
-    let selector = format!("{PIPELINE_LABEL}={}", pref.name);
-    let lp = ListParams::default().labels(&selector);
     let spark = if spec.engine.spark.is_some() {
-        spark_resource(&client).await
+        ctx.spark.resolve(&client).await
     } else {
         None
     };
+    if let Some(apps) = &spark
+        && tokio::time::timeout(SPARK_LIST_WAIT, apps.index.ready())
+            .await
+            .is_err()
+    {
+        warn!("SparkApplications not listed yet; trying again");
+        return Ok(Action::requeue(SPARK_LIST_WAIT));
+    }
     let spark_api: Option<Api<DynamicObject>> = spark
         .as_ref()
-        .map(|r| Api::namespaced_with(client.clone(), ns, r));
+        .map(|s| Api::namespaced_with(client.clone(), ns, &s.resource));
 
-    let job_list = jobs.list(&lp).await?.items;
-    let pod_list = pods.list(&lp).await?.items;
+    let job_list = kids.jobs.group(ns, &pref.name);
+    let pod_list = kids.pods.group(ns, &pref.name);
     let mut runs: Vec<ObservedRun> = job_list
         .iter()
         .filter_map(|j| observe_job(j, &pod_list))
         .collect();
     let mut streaming_app = None;
-    if let Some(api) = &spark_api {
-        for app in api.list(&lp).await?.items {
+    if let Some(apps) = &spark {
+        for app in apps.index.group(ns, &pref.name) {
             if !owned_by(&app.metadata, &pref.owner.uid) {
                 continue;
             }
@@ -332,8 +240,10 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
         }
     }
 
-    let cron_job = get_opt(&cron_jobs, &pref.name).await?;
-    let deployment = get_opt(&deployments, &pref.name).await?;
+    // The operator's own standing objects; one of that name it does not
+    // own is looked up only before a write (`apply_workload`).
+    let cron_job = kids.cron_jobs.get(ns, &pref.name);
+    let deployment = kids.deployments.get(ns, &pref.name);
     let streaming_ready = match (&deployment, &streaming_app) {
         _ if spec.trigger.streaming.is_none() => false,
         (_, Some(app)) if spec.engine.spark.is_some() => spark_state(app) == Some("RUNNING"),
@@ -370,31 +280,32 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
     );
 
     let mut children = ChildLog::default();
+    let spark_apps = spark.as_ref().zip(spark_api.as_ref());
     apply_workload(
         ctx,
         &pref,
         p,
         &decision,
-        Standing {
-            cron_job: cron_job.as_ref(),
-            deployment: deployment.as_ref(),
-            streaming_app: streaming_app.as_ref(),
+        Workloads {
+            cron_job,
+            deployment,
+            streaming_app,
         },
-        spark_api.as_ref(),
-        &config_maps,
+        spark_apps,
         &mut children,
     )
     .await?;
 
     // Runs.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     for name in &decision.delete {
         info!(run = %name, "deleting run");
-        match &spark_api {
-            Some(api) => {
-                if let Some(app) = api.get_opt(name).await?
+        match spark_apps {
+            Some((apps, api)) => {
+                if let Some(app) = apps.index.get(ns, name)
                     && owned_by(&app.metadata, &pref.owner.uid)
                 {
-                    delete_observed(api, &app).await?;
+                    delete_observed(api, &*app).await?;
                 }
             }
             None => {
@@ -402,7 +313,7 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
                     .iter()
                     .find(|j| j.metadata.name.as_deref() == Some(name.as_str()))
                 {
-                    delete_child(&jobs, job, &ctx.checked).await?;
+                    delete_child(&jobs, &**job, &ctx.checked).await?;
                 }
             }
         }
@@ -410,13 +321,15 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
     let owner = format!("FeaturePipeline {ns}/{}", pref.name);
     for plan in &decision.create {
         info!(run = %plan.name, trigger = plan.trigger.as_str(), "starting run");
-        match &spark_api {
-            Some(api) if spec.engine.spark.is_some() => {
+        match spark_apps {
+            Some(apps) if spec.engine.spark.is_some() => {
                 let app = dynamic(render::spark_application(&pref, spec, Some(plan)))?;
-                apply_dynamic(api, &app, &pref.owner.uid, &owner, &mut children).await?;
+                apply_dynamic(apps, &app, &pref.owner.uid, &owner, &mut children).await?;
             }
             _ => {
                 let job = render::run_job(&pref, spec, plan);
+                // A run is created once: one GET first, as the index keeps
+                // no Job spec to compare with (and lags a create anyway).
                 let existing = jobs.get_opt(&plan.name).await?;
                 children.note(
                     apply_child(
@@ -467,24 +380,25 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
     ))
 }
 
-/// The pipeline's standing workload objects as observed (owned or not).
-struct Standing<'a> {
-    cron_job: Option<&'a CronJob>,
-    deployment: Option<&'a Deployment>,
-    streaming_app: Option<&'a DynamicObject>,
+/// The pipeline's standing workload objects the operator manages.
+struct Workloads {
+    cron_job: Option<Arc<CronJob>>,
+    deployment: Option<Arc<Deployment>>,
+    streaming_app: Option<Arc<DynamicObject>>,
 }
 
 /// Applies a Spark object unless an object of that name exists that the
 /// pipeline does not own (then records the conflict and writes nothing).
 async fn apply_dynamic(
-    api: &Api<DynamicObject>,
+    (apps, api): (&SparkApps, &Api<DynamicObject>),
     app: &DynamicObject,
     uid: &str,
     owner: &str,
     children: &mut ChildLog,
 ) -> Result<()> {
     let name = app.metadata.name.clone().unwrap_or_default();
-    let existing = api.get_opt(&name).await?;
+    let ns = app.metadata.namespace.clone().unwrap_or_default();
+    let existing = fetch_unless_indexed(&apps.index, api, &ns, &name).await?;
     if let Some(o) = &existing
         && !owned_by(&o.metadata, uid)
     {
@@ -505,70 +419,90 @@ async fn apply_dynamic(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Writes one standing child (`<pipeline>`, its ConfigMap) against the
+/// object of that name as it exists.
+struct Standing<'a> {
+    ctx: &'a Context,
+    uid: &'a str,
+    owner: &'a str,
+}
+
+impl Standing<'_> {
+    async fn apply<K>(&self, index: &Index<K>, desired: &K, children: &mut ChildLog) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::Serialize
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let ns = desired.meta().namespace.clone().unwrap_or_default();
+        let name = desired.meta().name.clone().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let existing = fetch_unless_indexed(index, &api, &ns, &name).await?;
+        let wrote = apply_child(
+            &api,
+            desired,
+            existing.as_deref(),
+            self.uid,
+            self.owner,
+            &self.ctx.checked,
+        )
+        .await?;
+        children.note(wrote);
+        Ok(())
+    }
+}
+
 async fn apply_workload(
     ctx: &Context,
     pref: &PipelineRef,
     p: &FeaturePipeline,
     decision: &Decision,
-    observed: Standing<'_>,
-    spark_api: Option<&Api<DynamicObject>>,
-    config_maps: &Api<ConfigMap>,
+    observed: Workloads,
+    spark: Option<(&SparkApps, &Api<DynamicObject>)>,
     children: &mut ChildLog,
 ) -> Result<()> {
     if !decision.apply {
         return Ok(());
     }
-    let Standing {
+    let Workloads {
         cron_job,
         deployment,
         streaming_app,
     } = observed;
     let client = ctx.client.clone();
+    let kids = &ctx.children;
     let ns = pref.namespace.as_str();
     let uid = pref.owner.uid.as_str();
     let owner = format!("FeaturePipeline {ns}/{}", pref.name);
     let spec = &p.spec;
-    let cm = render::config_map(pref, spec);
-    let observed_cm = get_opt(config_maps, &config_map_name(&pref.name)).await?;
-    children.note(
-        apply_child(
-            config_maps,
-            &cm,
-            observed_cm.as_ref(),
-            uid,
-            &owner,
-            &ctx.checked,
-        )
-        .await?,
-    );
+    let standing = Standing {
+        ctx,
+        uid,
+        owner: &owner,
+    };
+    standing
+        .apply(&kids.config_maps, &render::config_map(pref, spec), children)
+        .await?;
     let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     match decision.workload {
         Workload::CronJob => {
-            let desired = render::cron_job(pref, spec);
-            children.note(
-                apply_child(&cron_jobs, &desired, cron_job, uid, &owner, &ctx.checked).await?,
-            );
+            standing
+                .apply(&kids.cron_jobs, &render::cron_job(pref, spec), children)
+                .await?;
         }
         Workload::StreamingDeployment => {
             let desired = render::streaming_deployment(pref, spec);
-            children.note(
-                apply_child(
-                    &deployments,
-                    &desired,
-                    deployment,
-                    uid,
-                    &owner,
-                    &ctx.checked,
-                )
-                .await?,
-            );
+            standing
+                .apply(&kids.deployments, &desired, children)
+                .await?;
         }
         Workload::StreamingSpark => {
-            if let Some(api) = spark_api {
+            if let Some(spark) = spark {
                 let app = dynamic(render::spark_application(pref, spec, None))?;
-                apply_dynamic(api, &app, uid, &owner, children).await?;
+                apply_dynamic(spark, &app, uid, &owner, children).await?;
             }
         }
         Workload::None => {}
@@ -577,17 +511,17 @@ async fn apply_workload(
     if decision.workload != Workload::CronJob
         && let Some(c) = cron_job.filter(|c| owned_by(&c.metadata, uid))
     {
-        delete_child(&cron_jobs, c, &ctx.checked).await?;
+        delete_child(&cron_jobs, &*c, &ctx.checked).await?;
     }
     if decision.workload != Workload::StreamingDeployment
         && let Some(d) = deployment.filter(|d| owned_by(&d.metadata, uid))
     {
-        delete_child(&deployments, d, &ctx.checked).await?;
+        delete_child(&deployments, &*d, &ctx.checked).await?;
     }
-    if let (Some(api), Some(app)) = (spark_api, streaming_app)
+    if let (Some((_, api)), Some(app)) = (spark, streaming_app)
         && decision.workload != Workload::StreamingSpark
     {
-        delete_observed(api, app).await?;
+        delete_observed(api, &*app).await?;
     }
     Ok(())
 }
@@ -636,12 +570,12 @@ async fn count_outcomes(
 
 /// Runs the FeaturePipeline controller for one scope (a namespace, or all
 /// when `None`) until `stop` resolves, for the pipelines matching
-/// `instance_selector` (see `Config::instance_selector`). It watches the pipelines, their
-/// CronJobs, Deployments and ConfigMaps, and every run Job (by the
-/// `mlctl.io/pipeline` label: scheduled Jobs belong to the CronJob), and
-/// drops the metric series of deleted pipelines.
-/// SparkApplications are not watched (their CRD may be missing): the
-/// reconciler requeues while one runs.
+/// `instance_selector` (see `Config::instance_selector`). `ctx` is this
+/// scope's alone: the watches started here feed its indexes. It watches the
+/// pipelines, their CronJobs, Deployments and ConfigMaps, every run Job and
+/// run pod (by the `mlctl.io/pipeline` label: scheduled Jobs belong to the
+/// CronJob), and the SparkApplications once discovery finds the kind; it
+/// forgets deleted pipelines' backoff and drops their metric series.
 pub async fn run(
     ctx: Arc<Context>,
     scope: Option<String>,
@@ -649,40 +583,55 @@ pub async fn run(
     concurrency: u16,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    use futures::StreamExt;
-    use kube::runtime::reflector::ObjectRef;
-    use kube::runtime::{Controller, controller as runtime_controller, watcher};
+    use futures::{StreamExt, TryStreamExt};
+    use kube::runtime::{
+        Controller, WatchStreamExt, controller as runtime_controller, reflector, watcher,
+    };
 
-    fn api<K>(client: &kube::Client, scope: Option<&str>) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        <K as Resource>::DynamicType: Default,
-    {
-        match scope {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
     let client = ctx.client.clone();
-    let scope = scope.as_deref();
-    let children = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by={FIELD_MANAGER},{PIPELINE_LABEL}"
-    ));
-    let pipelines: Api<DeserializeGuard<FeaturePipeline>> = api(&client, scope);
+    let pipelines: Api<DeserializeGuard<FeaturePipeline>> = match scope.as_deref() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     let watched = watcher::Config::default()
         .any_semantic()
         .labels(&instance_selector);
-    let controller = Controller::new(pipelines, watched)
-        .owns(api::<CronJob>(&client, scope), children.clone())
-        .owns(api::<Deployment>(&client, scope), children.clone())
-        .owns(api::<ConfigMap>(&client, scope), children.clone())
-        .watches(api::<Job>(&client, scope), children, |job: Job| {
-            let name = label(&job.metadata, PIPELINE_LABEL)?.to_string();
-            let ns = job.metadata.namespace.clone()?;
-            Some(ObjectRef::<DeserializeGuard<FeaturePipeline>>::new(&name).within(&ns))
+    // The pipelines' own watch, stored stripped of managed fields; a
+    // deleted pipeline's backoff goes with it.
+    let (store, writer) = reflector::store();
+    let forget = ctx.clone();
+    let trigger = watcher::watcher(pipelines, watched)
+        .default_backoff()
+        .modify(|p: &mut DeserializeGuard<FeaturePipeline>| {
+            if let Ok(p) = p.0.as_mut() {
+                super::index::strip(&mut p.metadata);
+            }
         })
+        .map_ok(move |event| {
+            if let watcher::Event::Delete(p) = &event {
+                forget.forget(p);
+            }
+            event
+        })
+        .reflect(writer)
+        .applied_objects();
+    let spark = super::spark::triggers(
+        client.clone(),
+        scope.clone(),
+        watcher::Config::default().labels(&format!(
+            "app.kubernetes.io/managed-by={FIELD_MANAGER},{PIPELINE_LABEL}"
+        )),
+        ctx.spark.clone(),
+    );
+    let controller = ctx
+        .children
+        .attach(
+            Controller::for_stream(trigger, store.clone()),
+            &client,
+            scope.as_deref(),
+        )
+        .reconcile_on(spark)
         .with_config(runtime_controller::Config::default().concurrency(concurrency));
-    let store = controller.store();
     let gauge = ctx.metrics.clone();
     let counter = tokio::spawn(async move {
         // Reads the in-memory cache only; no API calls.
@@ -695,7 +644,7 @@ pub async fn run(
     // reconcile never sees one without a finalizer, and none is needed).
     let pruner = tokio::spawn(crate::telemetry::prune::prune_deleted_pipelines(
         client.clone(),
-        scope.map(str::to_string),
+        scope.clone(),
         ctx.metrics.clone(),
     ));
     let backoff = ctx.clone();

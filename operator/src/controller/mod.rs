@@ -2,8 +2,13 @@
 
 mod backoff;
 pub mod children;
+pub mod events;
 pub mod featurepipeline;
+pub mod index;
+pub mod owned;
+pub mod pipeline_owned;
 pub mod rankingmodel;
+pub mod spark;
 
 pub use backoff::{Backoff, backoff_ceiling, jittered};
 
@@ -12,11 +17,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::error_boundary::InvalidObject;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
+
+pub use events::Recorder;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::error::Result;
 use crate::render::{FIELD_MANAGER, applied_hash, stamp_hash};
@@ -79,8 +86,10 @@ pub fn resync_after(uid: &str) -> std::time::Duration {
     RESYNC.mul_f64(0.9 + 0.2 * unit)
 }
 
-/// Publishes one transition as an Event. Events are best effort: losing one
-/// must not fail the reconcile.
+/// Publishes one transition as an Event: queued, never waited for (see
+/// [`events`]). Events are best effort: losing one must not fail the
+/// reconcile. (Async for its callers' sake: it awaits nothing.)
+#[allow(clippy::unused_async)]
 pub async fn publish(recorder: &Recorder, reference: &ObjectReference, t: &Transition) {
     let event = Event {
         type_: if t.warning {
@@ -97,9 +106,7 @@ pub async fn publish(recorder: &Recorder, reference: &ObjectReference, t: &Trans
         action: event_action(&t.message),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, reference).await {
-        warn!(error = %e, reason = t.reason, "could not publish event");
-    }
+    recorder.publish(event, reference.clone());
 }
 
 fn event_action(message: &str) -> String {

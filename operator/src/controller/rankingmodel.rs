@@ -14,7 +14,6 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::{Api, Resource, ResourceExt};
 use mlctl_crds::rankingmodel::{InterleaveCounts, RankingModelStatus};
 use mlctl_crds::{FeaturePipeline, RankingModel, RankingModelSpec};
@@ -22,7 +21,9 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use super::children::{Checked, ChildLog, apply_child, delete_child};
-use super::{invalid_object, now_seconds, owned_by, publish};
+use super::index::{Index, Scopes};
+use super::owned::ModelChildren;
+use super::{Recorder, invalid_object, now_seconds, owned_by, publish};
 use crate::analysis;
 use crate::diagnose;
 use crate::error::{Error, Result};
@@ -47,7 +48,10 @@ pub struct Context {
     /// Takes the analysis measurements, off the reconcile path.
     pub analysis: analysis::Worker,
     /// Children checked for hand edits since their last change.
-    pub checked: Checked,
+    pub checked: Arc<Checked>,
+    /// Each scope's children, by model, and its FeaturePipelines: what a
+    /// reconcile reads instead of listing.
+    pub children: Scopes<ModelChildren>,
     /// Consecutive failures per model (requeue backoff).
     pub backoff: super::Backoff<DeserializeGuard<RankingModel>>,
 }
@@ -60,6 +64,8 @@ impl Context {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         analysis: &analysis::Settings,
+        checked: Arc<Checked>,
+        children: Scopes<ModelChildren>,
     ) -> Self {
         let secrets = Arc::new(analysis::secrets::KubeSource::new(client.clone()));
         Context {
@@ -68,8 +74,22 @@ impl Context {
             render,
             recorder,
             metrics,
-            checked: Checked::default(),
+            checked,
+            children,
             backoff: super::Backoff::default(),
+        }
+    }
+}
+
+impl Context {
+    /// Drops the per-object state of a deleted model (its failure count,
+    /// its analysis jobs): nothing the operator keeps grows with models
+    /// that no longer exist.
+    pub fn forget(&self, model: &DeserializeGuard<RankingModel>) {
+        self.backoff
+            .succeeded(&kube::runtime::reflector::ObjectRef::from_obj(model));
+        if let Some(ns) = model.namespace() {
+            self.analysis.forget(&ns, &model.name_any());
         }
     }
 }
@@ -101,7 +121,9 @@ pub async fn reconcile(
         Err(e) if e.is_conflict() => {
             // Decided from a stale copy; the newer one is on its way.
             debug!("status changed since this reconcile read it; deciding again");
-            Ok(Action::requeue(Duration::from_secs(1)))
+            // Jittered: models that conflicted together (a relist, a storm
+            // of edits) do not come back together.
+            Ok(Action::requeue(super::jittered(Duration::from_secs(1))))
         }
         Err(e) if e.is_invalid_request() => {
             // The API server refused a child rendered from this spec (e.g. an
@@ -131,17 +153,26 @@ pub fn error_policy(
     Action::requeue(delay)
 }
 
-async fn list_owned<K>(api: &Api<K>, name: &str, uid: &str) -> Result<Vec<K>>
+/// The children of model `name` (UID `uid`) in the index: no API call.
+fn owned<K: Resource>(index: &Index<K>, ns: &str, name: &str, uid: &str) -> Vec<Arc<K>> {
+    index
+        .group(ns, name)
+        .into_iter()
+        .filter(|o| owned_by(o.meta(), uid))
+        .collect()
+}
+
+/// The object `name` as it exists: from the index when the operator owns
+/// one by that name, otherwise one GET (a child not created yet, or an
+/// object of that name the operator does not own and must not take over).
+async fn existing<K>(index: &Index<K>, api: &Api<K>, ns: &str, name: &str) -> Result<Option<Arc<K>>>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let selector = format!("{}={name}", render::MODEL_LABEL);
-    let list = api.list(&ListParams::default().labels(&selector)).await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|o| owned_by(o.meta(), uid))
-        .collect())
+    match index.get(ns, name) {
+        Some(o) => Ok(Some(o)),
+        None => Ok(api.get_opt(name).await?.map(Arc::new)),
+    }
 }
 
 fn observe(d: &Deployment) -> Option<ObservedDeployment> {
@@ -185,17 +216,25 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    let Some(kids) = ctx.children.for_namespace(ns) else {
+        // Not in a watched namespace (cannot happen: the controller's own
+        // watch has the same scopes).
+        return Ok(Action::await_change());
+    };
+    kids.ready().await;
 
-    let observed_deployments = list_owned(&deployments, &mref.name, &uid).await?;
-    let observed: Vec<ObservedDeployment> =
-        observed_deployments.iter().filter_map(observe).collect();
+    let observed_deployments = owned(&kids.deployments, ns, &mref.name, &uid);
+    let observed: Vec<ObservedDeployment> = observed_deployments
+        .iter()
+        .filter_map(|d| observe(d))
+        .collect();
     let current = model.status().cloned().unwrap_or_default();
     let now = now_seconds();
 
     // Analysis first: its measurements are evidence the decision reads.
     let mut evidence = current.clone();
     let analysis_wake = measure(model, &mref, &mut evidence, ctx, now);
-    let features = feature_gate(model, ns, ctx, now).await?;
+    let features = feature_gate(model, ns, &kids.pipelines, now);
     let mut decision = rollout::decide(
         &model.spec,
         &evidence,
@@ -231,16 +270,15 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     for plan in &decision.apply {
         let desired = render::deployment(&mref, &model.spec, &ctx.render, plan);
         let name = desired.name_any();
-        let owned = observed_deployments.iter().find(|d| d.name_any() == name);
-        let existing = match owned {
+        let existing = match observed_deployments.iter().find(|d| d.name_any() == name) {
             Some(d) => Some(d.clone()),
-            None => deployments.get_opt(&name).await?,
+            None => existing(&kids.deployments, &deployments, ns, &name).await?,
         };
         let wrote = children.note(
             apply_child(
                 &deployments,
                 &desired,
-                existing.as_ref(),
+                existing.as_deref(),
                 &uid,
                 &owner,
                 &ctx.checked,
@@ -280,18 +318,18 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     }
 
     // Services.
-    let observed_services = list_owned(&services, &mref.name, &uid).await?;
+    let observed_services = owned(&kids.services, ns, &mref.name, &uid);
     for svc in render::services(&mref, &decision.services) {
         let name = svc.name_any();
         let existing = match observed_services.iter().find(|s| s.name_any() == name) {
             Some(s) => Some(s.clone()),
-            None => services.get_opt(&name).await?,
+            None => existing(&kids.services, &services, ns, &name).await?,
         };
         children.note(
             apply_child(
                 &services,
                 &svc,
-                existing.as_ref(),
+                existing.as_deref(),
                 &uid,
                 &owner,
                 &ctx.checked,
@@ -305,7 +343,7 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         &mref,
         &decision,
         &observed_services,
-        &services,
+        kids,
         ctx,
         &model.spec,
         &mut children,
@@ -313,16 +351,16 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     .await?;
 
     // Autoscaler.
-    let observed_hpa = list_owned(&hpas, &mref.name, &uid).await?;
+    let observed_hpa = owned(&kids.autoscalers, ns, &mref.name, &uid);
     match (&model.spec.autoscaling, &decision.autoscaler_target) {
         (Some(a), Some(target)) => {
             let hpa = render::autoscaler(&mref, a, target);
             let existing = match observed_hpa.iter().find(|h| h.name_any() == hpa.name_any()) {
                 Some(h) => Some(h.clone()),
-                None => hpas.get_opt(&hpa.name_any()).await?,
+                None => existing(&kids.autoscalers, &hpas, ns, &hpa.name_any()).await?,
             };
             children.note(
-                apply_child(&hpas, &hpa, existing.as_ref(), &uid, &owner, &ctx.checked).await?,
+                apply_child(&hpas, &hpa, existing.as_deref(), &uid, &owner, &ctx.checked).await?,
             );
         }
         _ => {
@@ -333,16 +371,16 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     }
 
     // Disruption budget.
-    let observed_pdb = list_owned(&pdbs, &mref.name, &uid).await?;
+    let observed_pdb = owned(&kids.budgets, ns, &mref.name, &uid);
     match &decision.disruption_budget {
         Some(revision) => {
             let pdb = render::disruption_budget(&mref, revision);
             let existing = match observed_pdb.iter().find(|p| p.name_any() == pdb.name_any()) {
                 Some(p) => Some(p.clone()),
-                None => pdbs.get_opt(&pdb.name_any()).await?,
+                None => existing(&kids.budgets, &pdbs, ns, &pdb.name_any()).await?,
             };
             children.note(
-                apply_child(&pdbs, &pdb, existing.as_ref(), &uid, &owner, &ctx.checked).await?,
+                apply_child(&pdbs, &pdb, existing.as_deref(), &uid, &owner, &ctx.checked).await?,
             );
         }
         None => {
@@ -421,8 +459,8 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
 async fn apply_peer_config(
     mref: &ModelRef,
     decision: &rollout::Decision,
-    observed_services: &[Service],
-    services: &Api<Service>,
+    observed_services: &[Arc<Service>],
+    kids: &ModelChildren,
     ctx: &Context,
     spec: &RankingModelSpec,
     children: &mut ChildLog,
@@ -454,14 +492,18 @@ async fn apply_peer_config(
                     .and_then(|s| s.cluster_ip.clone())
                     .filter(|ip| !ip.is_empty() && ip != "None")
             };
-            let ip = match observed_services
+            // The canary Service is applied earlier in the same reconcile:
+            // a new one is in the index at the next reconcile (its creation
+            // re-enqueues the model).
+            let ip = observed_services
                 .iter()
                 .find(|s| s.name_any() == name)
-                .and_then(cluster_ip)
-            {
-                Some(ip) => Some(ip),
-                None => services.get_opt(&name).await?.as_ref().and_then(cluster_ip),
-            };
+                .and_then(|s| cluster_ip(s))
+                .or_else(|| {
+                    kids.services
+                        .get(&mref.namespace, &name)
+                        .and_then(|s| cluster_ip(&s))
+                });
             ip.map(|ip| render::PeerTarget {
                 from: stable.revision.clone(),
                 stable_version: stable.version.clone(),
@@ -474,13 +516,13 @@ async fn apply_peer_config(
     let json = render::peer_json(decision.peer.as_ref().zip(target.as_ref()));
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &mref.namespace);
     let name = render::peer_config_map_name(&mref.name);
-    let existing = config_maps.get_opt(&name).await?;
+    let existing = existing(&kids.config_maps, &config_maps, &mref.namespace, &name).await?;
     let owner = format!("RankingModel {}/{}", mref.namespace, mref.name);
     let wrote = children.note(
         apply_child(
             &config_maps,
             &render::peer_config_map(mref, json),
-            existing.as_ref(),
+            existing.as_deref(),
             &mref.owner.uid,
             &owner,
             &ctx.checked,
@@ -701,33 +743,33 @@ fn read_interleaving(
 pub const DEFAULT_OUTCOMES_QUERY: &str = "sum by (winner) (ranker_interleave_outcomes_total{namespace=\"{{namespace}}\",model=\"{{model}}\",version=\"{{stable_version}}\",canary_version=\"{{canary_version}}\"})";
 
 /// The verdict on the model's feature dependencies (None without any).
-async fn feature_gate(
+fn feature_gate(
     model: &RankingModel,
     ns: &str,
-    ctx: &Context,
+    pipelines: &Index<DeserializeGuard<FeaturePipeline>>,
     now: Timestamp,
-) -> Result<Option<FeatureVerdict>> {
+) -> Option<FeatureVerdict> {
     if model.spec.features.is_empty() {
-        return Ok(None);
+        return None;
     }
-    let api: Api<FeaturePipeline> = Api::namespaced(ctx.client.clone(), ns);
-    let mut pipelines = Vec::new();
-    for dep in &model.spec.features {
-        if let Some(p) = api.get_opt(&dep.pipeline).await? {
-            pipelines.push(p);
-        }
-    }
-    Ok(
-        crate::features::evaluate(&model.spec.features, &pipelines, now).map(|v| FeatureVerdict {
-            wake_at: v.wake_at,
-            gate: rollout::FeatureGate {
-                ready: v.ready,
-                strict: v.strict,
-                reason: v.reason,
-                message: v.message,
-            },
-        }),
-    )
+    // From the watch's store (a pipeline that does not deserialize counts
+    // as missing, as a failed GET did).
+    let pipelines: Vec<FeaturePipeline> = model
+        .spec
+        .features
+        .iter()
+        .filter_map(|dep| pipelines.get(ns, &dep.pipeline))
+        .filter_map(|p| p.0.as_ref().ok().cloned())
+        .collect();
+    crate::features::evaluate(&model.spec.features, &pipelines, now).map(|v| FeatureVerdict {
+        wake_at: v.wake_at,
+        gate: rollout::FeatureGate {
+            ready: v.ready,
+            strict: v.strict,
+            reason: v.reason,
+            message: v.message,
+        },
+    })
 }
 
 struct FeatureVerdict {

@@ -6,6 +6,7 @@
 pub mod cron;
 mod freshness;
 pub mod naming;
+pub mod observe;
 pub mod render;
 mod requests;
 
@@ -33,7 +34,8 @@ pub const DEGRADED_AFTER_FAILURES: usize = 3;
 pub const MAX_DUE_PER_RECONCILE: usize = 1000;
 /// Requeue while the Spark operator's CRD is missing.
 pub const SPARK_DISCOVERY_RETRY: Duration = Duration::from_secs(30);
-/// Requeue while a SparkApplication runs (they are not watched).
+/// Requeue while a SparkApplication runs: a safety net under the watch of
+/// SparkApplications (it costs no API call: reconciles read indexes).
 pub const SPARK_POLL: Duration = Duration::from_secs(10);
 /// Requeue of a running streaming SparkApplication (to notice it stopped).
 pub const SPARK_STREAMING_CHECK: Duration = Duration::from_secs(60);
@@ -382,8 +384,8 @@ pub fn decide(
         cx.d.requeue_after = min_requeue(cx.d.requeue_after, SPARK_POLL);
     }
     if cx.d.workload == Workload::StreamingSpark {
-        // SparkApplications are not watched: look at the streaming one
-        // often while it starts, then once a minute.
+        // Under the SparkApplication watch: look at the streaming one
+        // often while it starts, then once a minute (no API call).
         let every = if obs.streaming_ready {
             SPARK_STREAMING_CHECK
         } else {

@@ -93,7 +93,7 @@ async fn main() {
     if args.subjects.contains(&Subject::Argo) {
         phases::require_argo_crds(&client).await;
     }
-    let audit = requests::AuditLog::open();
+    let audit = mlctl_e2e::audit::Audit::open();
     let template = probe::capture(&client, &out_dir).await;
     let machine = report::Machine::read();
     for &n in &args.sizes {

@@ -14,14 +14,15 @@ use serde::Serialize;
 use crate::converge::{self, Observations};
 use crate::objects::{self, Template};
 use crate::process::Proc;
-use crate::requests::AuditLog;
+use crate::requests::Window;
 use crate::subject::{Controller, Subject};
 use crate::{Args, namespace};
+use mlctl_e2e::audit::{Audit, Write};
 
 /// What every phase needs.
 pub struct Ctx<'a> {
     pub client: &'a Client,
-    pub audit: &'a AuditLog,
+    pub audit: &'a Audit,
     pub template: &'a Template,
     pub args: &'a Args,
     pub log_dir: &'a Path,
@@ -87,6 +88,10 @@ pub struct Churn {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+}
+
+fn name_of(w: &Write) -> &str {
+    w.object_ref.as_ref().map_or("", |o| o.name.as_str())
 }
 
 fn mib(kib: u64) -> f64 {
@@ -172,7 +177,7 @@ pub async fn run(ctx: &Ctx<'_>, subject: Subject, n: usize, extras: bool) -> Run
 
     if let (Some(proc), Some(c)) = (proc.as_mut(), &controller) {
         proc.check_alive("convergence");
-        let window = ctx.audit.window(mark, ctx.audit.mark(), subject.agent());
+        let window = Window::since(ctx.audit, mark, subject.agent());
         run.requests_converge = window.by_verb();
         run.rss_peak_mib = Some(mib(proc.rss_peak_since_kib(started)));
         run.cpu_converge_secs = Some(proc.cpu_secs() - cpu_before.unwrap_or(0.0));
@@ -224,7 +229,7 @@ async fn idle(ctx: &Ctx<'_>, proc: &mut Proc, subject: Subject) -> Idle {
     // Deliberate: the idle window is the measurement.
     tokio::time::sleep(Duration::from_secs(secs)).await;
     proc.check_alive("idle window");
-    let window = ctx.audit.window(mark, ctx.audit.mark(), subject.agent());
+    let window = Window::since(ctx.audit, mark, subject.agent());
     let writes = window.writes();
     Idle {
         secs,
@@ -232,7 +237,7 @@ async fn idle(ctx: &Ctx<'_>, proc: &mut Proc, subject: Subject) -> Idle {
         writes_seen: writes
             .iter()
             .take(20)
-            .map(|w| format!("{} {} {}", w.verb, w.resource, w.name))
+            .map(|w| format!("{} {} {}", w.verb, w.resource(), name_of(w)))
             .collect(),
         cpu_secs: proc.cpu_secs() - cpu,
     }
@@ -285,20 +290,20 @@ async fn restart(ctx: &Ctx<'_>, proc: Proc, c: &Controller, ns: &str) -> (Restar
     // Deliberate: the writes a restart causes come in its first minutes.
     tokio::time::sleep(Duration::from_secs(ctx.args.settle_secs)).await;
     proc.check_alive("after the restart");
-    let window = ctx.audit.window(mark, ctx.audit.mark(), subject.agent());
+    let window = Window::since(ctx.audit, mark, subject.agent());
     let mut by_resource = BTreeMap::new();
     let unchanged: Vec<_> = window
         .writes()
         .into_iter()
         .filter(|w| {
-            w.name != edited
-                && !w.name.starts_with(&format!("{edited}-"))
-                && w.resource != "events"
-                && w.resource != "leases"
+            name_of(w) != edited
+                && !name_of(w).starts_with(&format!("{edited}-"))
+                && w.resource() != "events"
+                && w.resource() != "leases"
         })
         .collect();
     for w in &unchanged {
-        *by_resource.entry(w.resource.clone()).or_insert(0) += 1;
+        *by_resource.entry(w.resource().to_string()).or_insert(0) += 1;
     }
     let restart = Restart {
         resume_secs: resumed.as_secs_f64(),

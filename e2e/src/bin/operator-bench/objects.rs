@@ -194,15 +194,24 @@ pub fn dynamic(value: Value) -> DynamicObject {
     serde_json::from_value(value).expect("a well-formed object")
 }
 
-/// The churn edit of each subject: a new model version. mlctl renders it into
-/// a new revision; for Argo it is a new pod template (an annotation), which
-/// starts a new ReplicaSet. Either way the controller rolls out a new version,
-/// the edit users make most.
-pub fn version_edit(argo: bool, version: &str) -> Value {
+/// The churn edit of each subject, number `k`: a rollout setting of a canary
+/// model (its progress deadline, `600 + k` seconds, so every edit is a new
+/// generation). Both controllers must reconcile it and record the generation;
+/// neither has a child to change. What is measured is the controllers'
+/// reconcile latency under a steady stream of edits, not how fast a 2-core
+/// control plane creates pods (a new version per edit at 10/s is more
+/// Deployments per second than the floor creates: docs/performance.md).
+pub fn settings_edit(argo: bool, k: usize) -> Value {
+    let deadline = 600 + k;
     if argo {
-        json!({"spec": {"template": {"metadata": {"annotations": {"bench.mlctl.io/version": version}}}}})
+        json!({"spec": {"progressDeadlineSeconds": deadline}})
     } else {
-        json!({"spec": {"model": {"version": version,
-                                  "uri": format!("s3://models/bench/{version}/model.txt")}}})
+        json!({"spec": {"rollout": {"progressDeadlineSeconds": deadline}}})
     }
+}
+
+/// The `k`-th canary model of `n` (the churn edits go round-robin over them).
+pub fn canary_name(k: usize, n: usize) -> String {
+    let canaries = n.div_ceil(5).max(1);
+    name((k % canaries) * 5)
 }

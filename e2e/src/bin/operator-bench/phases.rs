@@ -244,10 +244,10 @@ async fn idle(ctx: &Ctx<'_>, proc: &mut Proc, subject: Subject) -> Idle {
 }
 
 /// Applies the churn edit to `name`; returns the new generation.
-async fn edit(ctx: &Ctx<'_>, subject: Subject, ns: &str, name: &str, version: &str) -> i64 {
+async fn edit(ctx: &Ctx<'_>, subject: Subject, ns: &str, name: &str, k: usize) -> i64 {
     let (ar, _) = subject.converged();
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
-    let patch = objects::version_edit(subject == Subject::Argo, version);
+    let patch = objects::settings_edit(subject == Subject::Argo, k);
     let o = api
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -268,8 +268,9 @@ async fn restart(ctx: &Ctx<'_>, proc: Proc, c: &Controller, ns: &str) -> (Restar
     proc.stop(Duration::from_secs(30)).await;
     let started = Instant::now();
     let mut proc = c.start().await;
-    let edited = objects::name(1);
-    let generation = edit(ctx, subject, ns, &edited, "restart").await;
+    let edited = objects::canary_name(0, 5);
+    // A value no churn edit uses (and no default is): always a new generation.
+    let generation = edit(ctx, subject, ns, &edited, 1_000_000).await;
     let timeout = ctx.args.converge_timeout(0);
     let missing = observations
         .wait_all(&[(edited.clone(), generation)], timeout)
@@ -328,9 +329,9 @@ async fn churn(ctx: &Ctx<'_>, subject: Subject, ns: &str, n: usize) -> Churn {
     let mut edits = tokio::task::JoinSet::new();
     for k in 0..total {
         tick.tick().await;
-        let name = objects::name(k % n);
+        let name = objects::canary_name(k, n);
         let (client, ns) = (ctx.client.clone(), ns.to_string());
-        let patch = objects::version_edit(subject == Subject::Argo, &format!("c{k}"));
+        let patch = objects::settings_edit(subject == Subject::Argo, k + 1);
         let ar = ar.clone();
         // Each edit on its own task: a slow answer must not delay the schedule.
         edits.spawn(async move {

@@ -20,14 +20,12 @@ use std::time::Duration;
 
 use crate::controller::Recorder;
 use anyhow::Context as _;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::ListParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::Reporter;
-use kube::runtime::{
-    Controller, WatchStreamExt, controller as runtime_controller, reflector, watcher,
-};
+use kube::runtime::{Controller, controller as runtime_controller, watcher};
 use kube::{Api, Client};
 use mlctl_crds::{FeaturePipeline, RankingModel};
 use tokio::sync::watch;
@@ -288,26 +286,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let watched = watcher::Config::default()
             .any_semantic()
             .labels(&config.instance_selector());
-        // The models' own watch, stored stripped of managed fields; a
-        // deleted model's per-object state (backoff, analysis jobs) goes
-        // with it.
-        let (store, writer) = reflector::store();
+        // The models' own watch; a deleted model's per-object state
+        // (backoff, analysis jobs) goes with it.
         let forget = ctx.clone();
-        let trigger = watcher::watcher(models, watched)
-            .default_backoff()
-            .modify(|m: &mut DeserializeGuard<RankingModel>| {
-                if let Ok(m) = m.0.as_mut() {
-                    controller::index::strip(&mut m.metadata);
-                }
-            })
-            .map_ok(move |event| {
-                if let watcher::Event::Delete(m) = &event {
-                    forget.forget(m);
-                }
-                event
-            })
-            .reflect(writer)
-            .applied_objects();
+        let (store, trigger) =
+            controller::index::parents(models, watched, move |m| forget.forget(m));
         // Every child kind is watched: a deleted or edited autoscaler,
         // disruption budget or peer ConfigMap is repaired at once, not at
         // the next resync; a changed FeaturePipeline re-enqueues the models

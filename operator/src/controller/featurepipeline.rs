@@ -583,10 +583,8 @@ pub async fn run(
     concurrency: u16,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    use futures::{StreamExt, TryStreamExt};
-    use kube::runtime::{
-        Controller, WatchStreamExt, controller as runtime_controller, reflector, watcher,
-    };
+    use futures::StreamExt;
+    use kube::runtime::{Controller, controller as runtime_controller, watcher};
 
     let client = ctx.client.clone();
     let pipelines: Api<DeserializeGuard<FeaturePipeline>> = match scope.as_deref() {
@@ -596,25 +594,9 @@ pub async fn run(
     let watched = watcher::Config::default()
         .any_semantic()
         .labels(&instance_selector);
-    // The pipelines' own watch, stored stripped of managed fields; a
-    // deleted pipeline's backoff goes with it.
-    let (store, writer) = reflector::store();
+    // The pipelines' own watch; a deleted pipeline's backoff goes with it.
     let forget = ctx.clone();
-    let trigger = watcher::watcher(pipelines, watched)
-        .default_backoff()
-        .modify(|p: &mut DeserializeGuard<FeaturePipeline>| {
-            if let Ok(p) = p.0.as_mut() {
-                super::index::strip(&mut p.metadata);
-            }
-        })
-        .map_ok(move |event| {
-            if let watcher::Event::Delete(p) = &event {
-                forget.forget(p);
-            }
-            event
-        })
-        .reflect(writer)
-        .applied_objects();
+    let (store, trigger) = super::index::parents(pipelines, watched, move |p| forget.forget(p));
     let spark = super::spark::triggers(
         client.clone(),
         scope.clone(),

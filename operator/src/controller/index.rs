@@ -16,6 +16,8 @@ use std::sync::{Arc, RwLock};
 
 use futures::{Stream, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch_fn};
 use kube::{Api, Resource};
@@ -304,6 +306,46 @@ where
             event
         })
         .touched_objects()
+}
+
+/// The watch of a controller's own kind (read through `DeserializeGuard`):
+/// objects stored stripped of managed fields, `forget` called with each
+/// deleted one (to drop its per-object state), the controller's store and
+/// trigger for `Controller::for_stream`.
+pub fn parents<K>(
+    api: Api<DeserializeGuard<K>>,
+    config: watcher::Config,
+    forget: impl Fn(&DeserializeGuard<K>) + Send + 'static,
+) -> (
+    Store<DeserializeGuard<K>>,
+    impl Stream<Item = Result<DeserializeGuard<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let trigger = watch_fn(api, config)
+        .default_backoff()
+        .modify(|o: &mut DeserializeGuard<K>| {
+            if let Ok(o) = o.0.as_mut() {
+                strip(o.meta_mut());
+            }
+        })
+        .map_ok(move |event| {
+            if let Event::Delete(o) = &event {
+                forget(o);
+            }
+            event
+        })
+        .reflect(writer)
+        .applied_objects();
+    (store, trigger)
 }
 
 /// Keeps everything (after [`strip`]).

@@ -290,7 +290,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // (backoff, analysis jobs) goes with it.
         let forget = ctx.clone();
         let (store, trigger) =
-            controller::index::parents(models, watched, move |m| forget.forget(m));
+            controller::index::parents(models, watched, ctx.seen.clone(), move |m| {
+                forget.forget(m)
+            });
         // Every child kind is watched: a deleted or edited autoscaler,
         // disruption budget or peer ConfigMap is repaired at once, not at
         // the next resync; a changed FeaturePipeline re-enqueues the models

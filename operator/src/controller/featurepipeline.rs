@@ -596,7 +596,9 @@ pub async fn run(
         .labels(&instance_selector);
     // The pipelines' own watch; a deleted pipeline's backoff goes with it.
     let forget = ctx.clone();
-    let (store, trigger) = super::index::parents(pipelines, watched, move |p| forget.forget(p));
+    let (store, trigger) = super::index::parents(pipelines, watched, Arc::default(), move |p| {
+        forget.forget(p)
+    });
     let spark = super::spark::triggers(
         client.clone(),
         scope.clone(),

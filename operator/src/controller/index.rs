@@ -315,6 +315,7 @@ where
 pub fn parents<K>(
     api: Api<DeserializeGuard<K>>,
     config: watcher::Config,
+    seen: Arc<Seen>,
     forget: impl Fn(&DeserializeGuard<K>) + Send + 'static,
 ) -> (
     Store<DeserializeGuard<K>>,
@@ -338,14 +339,82 @@ where
             }
         })
         .map_ok(move |event| {
-            if let Event::Delete(o) = &event {
-                forget(o);
+            match &event {
+                Event::Apply(o) | Event::InitApply(o) => seen.observe(o.meta()),
+                Event::Delete(o) => {
+                    seen.forget(o.meta());
+                    forget(o);
+                }
+                Event::Init | Event::InitDone => {}
             }
             event
         })
         .reflect(writer)
         .applied_objects();
     (store, trigger)
+}
+
+/// The resourceVersion of each object as the controller's own watch last
+/// delivered it, so that a reconcile that has just written an object's
+/// status can wait until its watch — and so the store the next reconcile
+/// reads — has caught up. Without that, the next reconcile (triggered by the
+/// reconcile's own child writes) can decide from the status before the
+/// write and undo what the write recorded: after a promotion, put the
+/// canary back into the Service for a moment.
+#[derive(Default)]
+pub struct Seen {
+    versions: std::sync::Mutex<HashMap<Key, String>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Seen {
+    /// Records what the watch delivered.
+    pub fn observe(&self, meta: &ObjectMeta) {
+        let (Some(key), Some(rv)) = (key_of(meta), meta.resource_version.clone()) else {
+            return;
+        };
+        if let Ok(mut versions) = self.versions.lock() {
+            versions.insert(key, rv);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Drops a deleted object.
+    pub fn forget(&self, meta: &ObjectMeta) {
+        if let (Some(key), Ok(mut versions)) = (key_of(meta), self.versions.lock()) {
+            versions.remove(&key);
+        }
+    }
+
+    fn is(&self, key: &Key, rv: &str) -> bool {
+        self.versions
+            .lock()
+            .is_ok_and(|v| v.get(key).map(String::as_str) == Some(rv))
+    }
+
+    /// Waits until the watch has delivered `namespace/name` at `rv`, at most
+    /// `timeout`; returns whether it has.
+    pub async fn wait_for(
+        &self,
+        namespace: &str,
+        name: &str,
+        rv: &str,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let key = (namespace.to_string(), name.to_string());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is(&key, rv) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.is(&key, rv);
+            }
+        }
+    }
 }
 
 /// Keeps everything (after [`strip`]).
@@ -380,6 +449,7 @@ impl<T> Scopes<T> {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+    use std::time::Duration;
 
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::ResourceExt;
@@ -445,6 +515,38 @@ mod tests {
         assert_eq!(*deleted.lock().unwrap(), ["a-1", "a-2"]);
         assert!(index.group("ns", "a").is_empty());
         assert_eq!(names(&index.group("ns", "c")), ["c-1"]);
+    }
+
+    fn meta(name: &str, rv: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ns".into()),
+            resource_version: Some(rv.into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_waits_until_the_watch_delivers_its_write() {
+        let seen = Arc::new(Seen::default());
+        seen.observe(&meta("m", "5"));
+        assert!(seen.wait_for("ns", "m", "5", Duration::from_secs(2)).await);
+        // Written as 7; the watch delivers 6, then 7.
+        let watch = seen.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            watch.observe(&meta("m", "6"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            watch.observe(&meta("m", "7"));
+        });
+        let start = tokio::time::Instant::now();
+        assert!(seen.wait_for("ns", "m", "7", Duration::from_secs(2)).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(20));
+        // Never delivered (a watch that is down): the wait is bounded.
+        assert!(!seen.wait_for("ns", "m", "8", Duration::from_secs(2)).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(2020));
+        seen.forget(&meta("m", "7"));
+        assert!(!seen.wait_for("ns", "m", "7", Duration::ZERO).await);
     }
 
     #[test]

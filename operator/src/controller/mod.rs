@@ -150,7 +150,24 @@ pub async fn write_status<K, S>(
     status: &S,
 ) -> Result<()>
 where
-    K: Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    write_status_version(api, name, kind, resource_version, status)
+        .await
+        .map(|_| ())
+}
+
+/// [`write_status`], returning the resourceVersion the write produced.
+pub async fn write_status_version<K, S>(
+    api: &Api<K>,
+    name: &str,
+    kind: &str,
+    resource_version: Option<&str>,
+    status: &S,
+) -> Result<Option<String>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
     let mut metadata = serde_json::json!({ "name": name });
@@ -163,11 +180,12 @@ where
         "metadata": metadata,
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(written.meta().resource_version.clone())
 }

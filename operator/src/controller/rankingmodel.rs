@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 use super::children::{Checked, ChildLog, apply_child, delete_child};
-use super::index::{Index, Scopes};
+use super::index::{Index, Scopes, Seen};
 use super::owned::ModelChildren;
 use super::{Recorder, invalid_object, now_seconds, owned_by, publish};
 use crate::analysis;
@@ -54,6 +54,8 @@ pub struct Context {
     pub children: Scopes<ModelChildren>,
     /// Consecutive failures per model (requeue backoff).
     pub backoff: super::Backoff<DeserializeGuard<RankingModel>>,
+    /// The models' resourceVersions as their watch delivered them.
+    pub seen: Arc<Seen>,
 }
 
 impl Context {
@@ -77,6 +79,7 @@ impl Context {
             checked,
             children,
             backoff: super::Backoff::default(),
+            seen: Arc::default(),
         }
     }
 }
@@ -419,13 +422,23 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     };
 
     if decision.status != current {
-        write_status(
-            &ctx.client,
-            &mref,
+        let api: Api<RankingModel> = Api::namespaced(ctx.client.clone(), ns);
+        let written = super::write_status_version(
+            &api,
+            &mref.name,
+            "RankingModel",
             model.metadata.resource_version.as_deref(),
             &decision.status,
         )
         .await?;
+        // The next reconcile (already triggered by this one's child writes)
+        // must decide from this status, not the one before it: wait until
+        // the model's watch has delivered it (milliseconds; bounded).
+        if let Some(rv) = written {
+            ctx.seen
+                .wait_for(ns, &mref.name, &rv, Duration::from_secs(2))
+                .await;
+        }
     }
     for o in &decision.outcomes {
         ctx.metrics.rollout_outcome(o.outcome);

@@ -48,7 +48,10 @@ pub enum ChildWrite {
 /// write or check, so that a child nobody touched since is not compared
 /// again. An optimisation only: a missing entry costs one comparison.
 #[derive(Default)]
-pub struct Checked(Mutex<HashMap<String, String>>);
+pub struct Checked(
+    Mutex<HashMap<String, String>>,
+    Mutex<HashMap<String, String>>,
+);
 
 /// Entries kept before the map is cleared (bounds memory at any scale; the
 /// cost of clearing is one comparison per child).
@@ -86,11 +89,41 @@ impl Checked {
         }
     }
 
+    /// Records the applied hash of what the operator just wrote.
+    fn wrote<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        let Some(hash) = applied_hash(obj.meta()) else {
+            return;
+        };
+        if let Ok(mut m) = self.1.lock() {
+            if m.len() >= CHECKED_MAX {
+                m.clear();
+            }
+            m.insert(Self::key(obj), hash.to_string());
+        }
+    }
+
+    /// Whether `observed` (from a watch's index) predates the operator's own
+    /// last write of it: it carries another applied hash than the one last
+    /// written. Deciding from it could skip a write that is needed (the
+    /// index still shows the form before last, which may equal the desired
+    /// one) — the caller reads the object afresh instead.
+    pub fn is_behind<K: Resource<DynamicType = ()>>(&self, observed: &K) -> bool {
+        let Ok(m) = self.1.lock() else {
+            return false;
+        };
+        m.get(&Self::key(observed))
+            .is_some_and(|written| applied_hash(observed.meta()) != Some(written.as_str()))
+    }
+
     /// Drops the entry of `obj` (deleted: its name may come back as a
     /// different object).
     pub fn forget<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        let key = Self::key(obj);
         if let Ok(mut m) = self.0.lock() {
-            m.remove(&Self::key(obj));
+            m.remove(&key);
+        }
+        if let Ok(mut m) = self.1.lock() {
+            m.remove(&key);
         }
     }
 }
@@ -121,6 +154,19 @@ where
 {
     let stamped = stamp_hash(desired, |k| k.meta_mut());
     let mut repaired = None;
+    // An index that has not yet delivered the operator's own last write of
+    // this child: read it afresh (one GET, only then).
+    let fresh;
+    let observed = match observed {
+        Some(o) if checked.is_behind(o) => {
+            fresh = api
+                .get_opt(&o.name_any())
+                .await
+                .map_err(|e| Error::child_write(&K::kind(&()), &o.name_any(), e))?;
+            fresh.as_ref()
+        }
+        other => other,
+    };
     if let Some(o) = observed {
         if !owned_by(o.meta(), owner_uid) {
             return Ok(ChildWrite::Conflict(conflict_message(o, owner)));
@@ -148,6 +194,7 @@ where
         .await
         .map_err(|e| Error::child_write(&K::kind(&()), &name, e))?;
     checked.remember(&written);
+    checked.wrote(&written);
     Ok(match repaired {
         Some(path) => {
             info!(kind = %K::kind(&()), %name, field = %path, "repaired a hand edit");

@@ -174,3 +174,27 @@ fn resyncs_are_spread_around_ten_minutes() {
         crate::controller::resync_after("a")
     );
 }
+
+fn hashed(hash: &str) -> k8s_openapi::api::core::v1::ConfigMap {
+    let mut c = k8s_openapi::api::core::v1::ConfigMap::default();
+    c.metadata.name = Some("m-peer".into());
+    c.metadata.namespace = Some("ns".into());
+    c.metadata.annotations =
+        Some([(crate::render::APPLIED_HASH.to_string(), hash.to_string())].into());
+    c
+}
+
+#[test]
+fn an_index_behind_the_operators_own_write_is_not_trusted() {
+    let checked = Checked::default();
+    // Nothing written yet: whatever the index shows is trusted.
+    assert!(!checked.is_behind(&hashed("a")));
+    // Written as "b"; the index still shows "a" (the form before last,
+    // which may equal the desired one): read afresh.
+    checked.wrote(&hashed("b"));
+    assert!(checked.is_behind(&hashed("a")));
+    assert!(!checked.is_behind(&hashed("b")));
+    // Deleted: forgotten.
+    checked.forget(&hashed("b"));
+    assert!(!checked.is_behind(&hashed("a")));
+}

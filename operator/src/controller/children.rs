@@ -255,6 +255,9 @@ pub struct ChildLog {
 /// Condition type set while a child's name is taken by another object.
 pub const CHILD_CONFLICT: &str = "ChildConflict";
 
+/// How often a model in conflict with an object it does not own looks again.
+pub const CONFLICT_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl ChildLog {
     /// Records one write's outcome; returns whether it wrote.
     pub fn note(&mut self, w: ChildWrite) -> bool {
@@ -278,7 +281,14 @@ impl ChildLog {
     }
 
     /// Folds the outcomes into a model's decision (its status and events).
+    /// While a conflict lasts the model is looked at again every
+    /// [`CONFLICT_RECHECK`] (±10%): the object in the way is not the
+    /// operator's, so no watch says when it goes.
     pub fn report(self, decision: &mut Decision, generation: Option<i64>, now: Timestamp) {
+        if !self.conflicts.is_empty() {
+            let again = super::jittered(CONFLICT_RECHECK);
+            decision.requeue_after = Some(decision.requeue_after.map_or(again, |r| r.min(again)));
+        }
         let (conditions, events) = (&mut decision.status.conditions, &mut decision.events);
         self.report_into(conditions, events, Some("Ready"), generation, now);
     }

@@ -431,13 +431,24 @@ async fn interleaving_decides_for_the_ranker_users_prefer_and_for_neither_of_equ
     // (its one pod is already full size), which clears status.canary: the
     // StepCompleted event tells the verdict ...
     wait_for(&s.models, "better", serving(V1.version), LONG).await;
-    let better = events_with_reason(&s.ns.api(), "StepCompleted")
-        .await
-        .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some("better"))
-        .filter_map(|e| e.message)
-        .find(|m| m.contains("interleave"))
-        .expect("a StepCompleted event for the better canary's interleave step");
+    // Events are queued after the status write: give it a moment to land.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let better = loop {
+        let found = events_with_reason(&s.ns.api(), "StepCompleted")
+            .await
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("better"))
+            .filter_map(|e| e.message)
+            .find(|m| m.contains("interleave"));
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a StepCompleted event for the better canary's interleave step"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(better.contains("canary preferred"), "{better}");
     // ... and so does the history entry of the promotion.
     let promoted = s

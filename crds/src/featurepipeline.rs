@@ -62,6 +62,13 @@ pub struct FeaturePipelineSpec {
     /// Retry and time limits of one run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<Retries>,
+    /// Webhooks told about this pipeline's Events (stale, fresh again, runs
+    /// failing), with a Slack-compatible body; sent in the background with
+    /// retries (docs/notifications.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(n, self.filter(m, m.name == n.name).size() == 1)").message("spec.notifications names must be unique"))]
+    pub notifications: Vec<crate::notify::Notification>,
 }
 
 /// When the pipeline runs.

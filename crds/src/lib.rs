@@ -2,14 +2,17 @@
 //! around them: CRD generation and offline validation of manifests (the same
 //! rules the API server enforces, for `mlctl lint`).
 
+pub mod analysistemplate;
 pub mod common;
 pub mod featurepipeline;
 pub mod http;
 pub mod images;
+pub mod notify;
 pub mod rankingmodel;
 pub mod requests;
 pub mod validate;
 
+pub use analysistemplate::{AnalysisTemplate, AnalysisTemplateSpec};
 pub use common::{API_VERSION, Conditions, GROUP, VERSION, parse_duration};
 pub use featurepipeline::{FeaturePipeline, FeaturePipelineSpec, FeaturePipelineStatus};
 pub use rankingmodel::{RankingModel, RankingModelSpec, RankingModelStatus};
@@ -19,7 +22,11 @@ use kube::CustomResourceExt;
 /// The CRDs of every kind, as YAML, keyed by the file name they are committed
 /// under in `crds/yaml/`.
 pub fn crd_yamls() -> Result<Vec<(String, String)>, serde_yaml_ng::Error> {
-    let crds = [RankingModel::crd(), FeaturePipeline::crd()];
+    let crds = [
+        RankingModel::crd(),
+        FeaturePipeline::crd(),
+        AnalysisTemplate::crd(),
+    ];
     crds.into_iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();

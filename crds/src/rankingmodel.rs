@@ -14,6 +14,7 @@ use crate::common::{
     Conditions, DNS_SUBDOMAIN_RULE, DURATION_MAX_LEN, DURATION_RULE, PodPlacement,
 };
 use crate::http::{Authorization, BasicAuth, HttpHeader, TIMEOUT_RULE, TlsConfig};
+use crate::notify::Notification;
 
 /// Desired state of a RankingModel: which model revision to serve, on which
 /// runtime, at what scale, depending on which feature pipelines, and how a new
@@ -79,6 +80,14 @@ pub struct RankingModelSpec {
     /// old one as soon as it is available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// Webhooks told about this model's rollout Events (started, step
+    /// completed, paused, aborted, promoted, rolled back), with a
+    /// Slack-compatible body; sent in the background with retries, never
+    /// delaying the rollout (docs/notifications.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(n, self.filter(m, m.name == n.name).size() == 1)").message("spec.notifications names must be unique"))]
+    pub notifications: Vec<Notification>,
 }
 
 /// A model artifact and its identity.
@@ -328,7 +337,10 @@ pub enum FeatureGate {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.steps) || !self.steps.exists(s, has(s.setWeight)) || !self.steps.exists(s, has(s.shadow) || has(s.interleave)) || self.steps.filter(s, has(s.setWeight)).all(w, self.steps.filter(s, has(s.shadow) || has(s.interleave)).all(c, self.steps.indexOf(w) > self.steps.lastIndexOf(c)))").message("spec.rollout.steps: shadow and interleave steps must come before the first setWeight step (the canary takes no user traffic while it is compared)"),
-    validation = Rule::new("!has(self.steps) || self.steps.all(s, !has(s.analysis) || s.analysis.metrics.all(m, has(self.analysis) && ((has(self.analysis.metrics) && self.analysis.metrics.exists(x, x.name == m)) || (has(self.analysis.templates) && self.analysis.templates.exists(x, x.name == m)))))").message("a rollout step's analysis names a metric that is not defined: add it to spec.rollout.analysis.templates (or metrics)"),
+    validation = Rule::new("(has(self.analysis) && has(self.analysis.templateRefs)) || !has(self.steps) || self.steps.all(s, !has(s.analysis) || s.analysis.metrics.all(m, has(self.analysis) && ((has(self.analysis.metrics) && self.analysis.metrics.exists(x, x.name == m)) || (has(self.analysis.templates) && self.analysis.templates.exists(x, x.name == m)))))").message("a rollout step's analysis names a metric that is not defined: add it to spec.rollout.analysis.templates (or metrics), or reference an AnalysisTemplate that defines it in spec.rollout.analysis.templateRefs"),
+    validation = Rule::new("(has(self.analysis) && has(self.analysis.templateRefs)) || !has(self.blueGreen) || [has(self.blueGreen.prePromotionAnalysis) ? self.blueGreen.prePromotionAnalysis.metrics : [], has(self.blueGreen.postPromotionAnalysis) ? self.blueGreen.postPromotionAnalysis.metrics : []].all(l, l.all(m, has(self.analysis) && ((has(self.analysis.metrics) && self.analysis.metrics.exists(x, x.name == m)) || (has(self.analysis.templates) && self.analysis.templates.exists(x, x.name == m)))))").message("spec.rollout.blueGreen names a pre/post-promotion metric that is not defined: add it to spec.rollout.analysis.templates, or reference an AnalysisTemplate that defines it in spec.rollout.analysis.templateRefs"),
+    validation = Rule::new("!has(self.blueGreen) || !has(self.steps) || size(self.steps) == 0").message("spec.rollout sets blueGreen and steps: a rollout is either blue-green or canary steps; remove one"),
+    validation = Rule::new("!has(self.steps) || !self.steps.exists(s, has(s.setHeaderRoute)) || (has(self.trafficRouting) && (has(self.trafficRouting.gatewayAPI) || has(self.trafficRouting.istio)))").message("a setHeaderRoute step needs spec.rollout.trafficRouting.gatewayAPI or istio: replica-ratio routing cannot match request headers"),
 )]
 pub struct Rollout {
     /// Canary steps, executed in order. After the last step the canary becomes
@@ -358,14 +370,48 @@ pub struct Rollout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0").message("spec.rollout.abortScaleDownDelaySeconds must be 0 or more"))]
     pub abort_scale_down_delay_seconds: Option<i32>,
+    /// Blue-green instead of canary steps: the new revision runs at full size
+    /// behind the `<model>-preview` Service while the stable one keeps all
+    /// traffic; after `prePromotionAnalysis` and promotion (automatic or
+    /// `mlctl promote`) traffic switches at once, `postPromotionAnalysis`
+    /// runs while the previous revision stays at full size (a failure
+    /// switches back), and the previous revision is removed
+    /// `scaleDownDelaySeconds` later. Mutually exclusive with `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreen>,
 }
 
-/// One canary step: exactly one of `setWeight`, `pause`, `analysis`, `shadow`
-/// or `interleave`.
+/// A blue-green rollout (docs/rollouts.md, "Blue-green").
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreen {
+    /// Promote as soon as the preview is Available and `prePromotionAnalysis`
+    /// passed (default true). `false`: the rollout pauses (reason
+    /// `PreviewReady`) until `mlctl promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_promotion_enabled: Option<bool>,
+    /// With automatic promotion: seconds the ready preview waits before the
+    /// switch (default 0), time for people to try `<model>-preview`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("spec.rollout.blueGreen.autoPromotionSeconds must be 0 or more"))]
+    pub auto_promotion_seconds: Option<i32>,
+    /// Metrics (by name, from `spec.rollout.analysis.templates` or referenced
+    /// AnalysisTemplates) run against the preview before the switch; a
+    /// failure aborts, an inconclusive result pauses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis: Option<AnalysisStep>,
+    /// Metrics run after the switch while the previous revision stays at
+    /// full size; a failure switches traffic back and aborts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_promotion_analysis: Option<AnalysisStep>,
+}
+
+/// One canary step: exactly one of `setWeight`, `pause`, `analysis`, `shadow`,
+/// `interleave` or `setHeaderRoute`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("[has(self.setWeight), has(self.pause), has(self.analysis), has(self.shadow), has(self.interleave)].filter(x, x).size() == 1").message("each spec.rollout.steps[] entry must set exactly one of setWeight, pause, analysis, shadow or interleave"),
+    validation = Rule::new("[has(self.setWeight), has(self.pause), has(self.analysis), has(self.shadow), has(self.interleave), has(self.setHeaderRoute)].filter(x, x).size() == 1").message("each spec.rollout.steps[] entry must set exactly one of setWeight, pause, analysis, shadow, interleave or setHeaderRoute"),
 )]
 pub struct RolloutStep {
     /// Percent of traffic to send to the canary (1-100).
@@ -390,6 +436,45 @@ pub struct RolloutStep {
     /// Must come before the first `setWeight` step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interleave: Option<InterleaveStep>,
+    /// Send requests that carry the given headers (e.g. `x-ranker: canary`,
+    /// for internal testers) to the canary, whatever its weight, from this
+    /// step until the rollout ends or a later `setHeaderRoute` step changes
+    /// it (`match: []` removes it). Needs the Gateway API or Istio router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_header_route: Option<HeaderRouteStep>,
+}
+
+/// A header route step (docs/rollouts.md, "Header routes").
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderRouteStep {
+    /// Headers a request must all carry to reach the canary; empty removes
+    /// the header route.
+    #[serde(default, rename = "match")]
+    #[schemars(length(max = 8))]
+    pub match_: Vec<HeaderMatch>,
+}
+
+/// One header condition: exactly one of `exact` or `regex`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("[has(self.exact), has(self.regex)].filter(x, x).size() == 1").message("setHeaderRoute.match[] sets exactly one of exact or regex"),
+)]
+pub struct HeaderMatch {
+    /// Header name, e.g. `x-ranker` (case-insensitive, as HTTP).
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9!#$%&\\'*+.^_`|~-]+$')").message("setHeaderRoute.match[].name must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)"))]
+    pub name: String,
+    /// The value must equal this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub exact: Option<String>,
+    /// The value must match this regular expression (RE2 syntax, as the
+    /// Gateway API and Envoy use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub regex: Option<String>,
 }
 
 /// A shadow step (docs/rollouts.md, "Shadow scoring").
@@ -615,13 +700,37 @@ pub struct RolloutAnalysis {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub templates: Vec<AnalysisMetric>,
+    /// Shared AnalysisTemplates (same namespace) whose metrics this model
+    /// uses: by name from analysis steps and blue-green analyses, or all of
+    /// them in the background (`background: true`). A missing template or a
+    /// name defined twice holds the rollout (condition `AnalysisHealthy`
+    /// says which) until fixed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(r, self.filter(t, t.name == r.name).size() == 1)").message("spec.rollout.analysis.templateRefs names a template twice"))]
+    pub template_refs: Vec<AnalysisTemplateRef>,
+}
+
+/// A reference to an AnalysisTemplate in the model's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisTemplateRef {
+    /// Name of the AnalysisTemplate.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message("templateRefs[].name must be the name of an AnalysisTemplate: lower-case letters, digits, '-' and '.'"))]
+    pub name: String,
+    /// Run all the template's metrics in the background during the whole
+    /// canary, like `spec.rollout.analysis.metrics` (default false: they are
+    /// only run by steps that name them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<bool>,
 }
 
 /// One measured metric and the rules that turn measurements into a verdict.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.successCondition) || has(self.failureCondition)").message("an analysis metric needs a successCondition or a failureCondition, e.g. successCondition: \"result < 0.05\""),
+    validation = Rule::new("has(self.successCondition) || has(self.failureCondition) || has(self.provider.job)").message("an analysis metric needs a successCondition or a failureCondition, e.g. successCondition: \"result < 0.05\" (only a job provider may omit both: then the Job's success is the verdict)"),
 )]
 pub struct AnalysisMetric {
     /// Name of the metric, unique within the rollout.
@@ -675,7 +784,7 @@ pub struct AnalysisMetric {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("[has(self.prometheus), has(self.web)].filter(x, x).size() == 1").message("each analysis metric's provider must set exactly one of prometheus or web"),
+    validation = Rule::new("[has(self.prometheus), has(self.web), has(self.job)].filter(x, x).size() == 1").message("each analysis metric's provider must set exactly one of prometheus, web or job"),
 )]
 pub struct MetricProvider {
     /// An instant PromQL query.
@@ -684,6 +793,62 @@ pub struct MetricProvider {
     /// An HTTP GET returning JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web: Option<WebProvider>,
+    /// A Kubernetes Job per measurement (e.g. `mlctl eval` against the
+    /// canary Service on a fixed query set): its outcome is the measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobProvider>,
+}
+
+/// A measurement that is a Job's outcome (docs/analysis.md, "Job
+/// provider"). The Job runs in the model's namespace, owned by the model,
+/// with `MLCTL_MODEL`, `MLCTL_NAMESPACE`, `MLCTL_STABLE_VERSION`,
+/// `MLCTL_CANARY_VERSION`, `MLCTL_STABLE_URL` and `MLCTL_CANARY_URL` in its
+/// environment. A Job that succeeds measures `1` and one that fails `0`;
+/// when the container writes a number as its termination message
+/// (`/dev/termination-log`), that number is `result` instead. Without
+/// conditions, success is Successful and failure Failed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct JobProvider {
+    /// Container image (default: this release's `mlctl` CLI image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: Option<String>,
+    /// Entrypoint override; the image's entrypoint when empty. The query
+    /// placeholders (`{{model}}`, `{{canary_version}}`, ...) are substituted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub command: Vec<String>,
+    /// Arguments; placeholders substituted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub args: Vec<String>,
+    /// Extra environment variables; placeholders substituted in `value`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+    /// CPU and memory of the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// A ConfigMap (same namespace) mounted read-only at
+    /// `/etc/mlctl/analysis` (a fixed query set, qrels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message("job.configMap must be the name of a ConfigMap: lower-case letters, digits, '-' and '.'"))]
+    pub config_map: Option<String>,
+    /// ServiceAccount the Job runs as (default: the namespace's `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE).message("job.serviceAccountName must be the name of a ServiceAccount: lower-case letters, digits, '-' and '.'"))]
+    pub service_account_name: Option<String>,
+    /// Seconds the Job may run before it counts as failed (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("job.activeDeadlineSeconds must be at least 1"))]
+    pub active_deadline_seconds: Option<i64>,
+    /// Retries of a failed pod within one measurement (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 10").message("job.backoffLimit must be between 0 and 10"))]
+    pub backoff_limit: Option<i32>,
 }
 
 /// Prometheus instant query.
@@ -892,6 +1057,18 @@ pub struct CanaryRevision {
     /// in step order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub comparisons: Vec<ComparisonStatus>,
+    /// `BlueGreen` for a blue-green rollout; absent for canary steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// Blue-green: when the preview (the new revision at full size behind
+    /// `<model>-preview`) became Available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_ready_at: Option<Time>,
+    /// Blue-green: when all traffic switched to the new revision
+    /// (post-promotion analysis runs from here; the previous revision stays
+    /// at full size until it passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at: Option<Time>,
 }
 
 /// A shadow or interleave step of the current canary.
@@ -962,6 +1139,9 @@ pub struct MetricStatus {
     /// background analysis (`spec.rollout.analysis.metrics`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<i32>,
+    /// Blue-green: `PrePromotion` or `PostPromotion`; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
     /// Running, Successful, Failed, Inconclusive or Error.
     pub phase: String,
     /// When this metric's analysis started (the base of `initialDelay`).

@@ -7,7 +7,7 @@
 use kube::CustomResourceExt;
 use serde_json::{Map, Value};
 
-use crate::{FeaturePipeline, RankingModel};
+use crate::{AnalysisTemplate, FeaturePipeline, RankingModel};
 
 /// One problem found in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,7 @@ impl std::fmt::Display for Problem {
 pub enum Outcome {
     /// An mlctl object; the list holds its problems (empty when valid).
     Checked {
-        /// `RankingModel` or `FeaturePipeline`.
+        /// `RankingModel`, `FeaturePipeline` or `AnalysisTemplate`.
         kind: String,
         /// `metadata.name`, when present.
         name: Option<String>,
@@ -117,6 +117,7 @@ pub fn validate_document(doc: &Value) -> Outcome {
     let schema = match kind.as_deref() {
         Some("RankingModel") => schema_of::<RankingModel>(),
         Some("FeaturePipeline") => schema_of::<FeaturePipeline>(),
+        Some("AnalysisTemplate") => schema_of::<AnalysisTemplate>(),
         other => {
             return Outcome::Checked {
                 kind: kind_name,
@@ -124,7 +125,7 @@ pub fn validate_document(doc: &Value) -> Outcome {
                 problems: vec![problem(
                     "kind",
                     format!(
-                        "Unsupported value: {:?}: supported values: \"RankingModel\", \"FeaturePipeline\"",
+                        "Unsupported value: {:?}: supported values: \"RankingModel\", \"FeaturePipeline\", \"AnalysisTemplate\"",
                         other.unwrap_or_default()
                     ),
                 )],

@@ -436,7 +436,11 @@ async fn the_crds_install_and_become_established() {
     require_e2e!();
     let client = client().await;
     let names = install_crds(&client).await;
-    for expected in ["rankingmodels.mlctl.io", "featurepipelines.mlctl.io"] {
+    for expected in [
+        "rankingmodels.mlctl.io",
+        "featurepipelines.mlctl.io",
+        "analysistemplates.mlctl.io",
+    ] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} missing from crds/yaml: {names:?}"

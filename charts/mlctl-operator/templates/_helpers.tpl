@@ -32,7 +32,7 @@ app.kubernetes.io/component: metrics
 {{/* The rules the operator needs on the objects it reads and writes. */}}
 {{- define "mlctl-operator.rules" -}}
 - apiGroups: ["mlctl.io"]
-  resources: ["rankingmodels", "featurepipelines"]
+  resources: ["rankingmodels", "featurepipelines", "analysistemplates"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["mlctl.io"]
   resources: ["rankingmodels/status", "featurepipelines/status"]

@@ -133,6 +133,7 @@ pub(crate) fn prometheus(address: &str, timeout: Option<&str>) -> MetricProvider
             ..PrometheusProvider::default()
         }),
         web: None,
+        job: None,
     }
 }
 
@@ -150,6 +151,7 @@ pub(crate) fn web(url: &str, json_path: &str) -> MetricProvider {
             timeout: None,
             tls_config: None,
         }),
+        job: None,
     }
 }
 

@@ -18,6 +18,7 @@ fn metric(success: Option<&str>, failure: Option<&str>) -> AnalysisMetric {
                 ..PrometheusProvider::default()
             }),
             web: None,
+            job: None,
         },
         success_condition: success.map(Into::into),
         failure_condition: failure.map(Into::into),

@@ -438,6 +438,7 @@ fn spec(version: &str, rollout: Option<Rollout>) -> RankingModelSpec {
         autoscaling: None,
         features: vec![],
         rollout,
+        notifications: Vec::new(),
     }
 }
 

@@ -39,6 +39,7 @@ fn spec(cron: &str) -> FeaturePipelineSpec {
         },
         freshness: None,
         retries: None,
+        notifications: Vec::new(),
     }
 }
 

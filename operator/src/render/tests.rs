@@ -35,6 +35,7 @@ fn spec(uri: &str) -> RankingModelSpec {
         autoscaling: None,
         features: vec![],
         rollout: None,
+        notifications: Vec::new(),
     }
 }
 

@@ -37,7 +37,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use mlctl_crds::RankingModelSpec;
 use mlctl_crds::rankingmodel::{
-    CanaryRevision, HistoryEntry, Phase, RankingModelStatus, RetiringRevision, StableRevision,
+    CanaryRevision, HeaderMatch, HistoryEntry, Phase, RankingModelStatus, RetiringRevision,
+    StableRevision,
 };
 
 use crate::render::{
@@ -140,6 +141,10 @@ pub struct Decision {
     /// What the stable pods compare with the canary now (shadow, interleave);
     /// None: nothing (`<model>-peer` says `off`).
     pub peer: Option<compare::PeerPlan>,
+    /// Requests carrying all these headers go to the canary (the last
+    /// `setHeaderRoute` step reached by the live canary); None: no header
+    /// route (the router removes the one it manages, if any).
+    pub header_route: Option<Vec<HeaderMatch>>,
     /// Deployment the autoscaler targets (when autoscaling is set).
     pub autoscaler_target: Option<String>,
     /// Revision the disruption budget protects (when there is more than one replica).
@@ -417,6 +422,9 @@ pub fn decide(
             0
         },
         peer: b.peer.filter(|_| active_canary.is_some()),
+        header_route: active_canary
+            .as_ref()
+            .and_then(|_| header_route(spec, b.status.canary.as_ref())),
         status: b.status,
         apply: b.apply,
         relabel: b.relabel,
@@ -427,6 +435,25 @@ pub fn decide(
         steps_completed: b.steps_completed,
         requeue_after: b.requeue,
     }
+}
+
+/// The header route in force for a live canary: the last `setHeaderRoute`
+/// step at or before its current step (a step that is reached is in force
+/// at once, like `setWeight`); an empty match list removes it.
+pub fn header_route(
+    spec: &RankingModelSpec,
+    canary: Option<&CanaryRevision>,
+) -> Option<Vec<HeaderMatch>> {
+    let canary = canary.filter(|c| c.aborted_at.is_none() && c.strategy.is_none())?;
+    let steps = spec.rollout.as_ref().map(|r| r.steps.as_slice())?;
+    let upto = usize::try_from(canary.step_index).ok()?;
+    steps
+        .iter()
+        .take(upto.saturating_add(1))
+        .filter_map(|s| s.set_header_route.as_ref())
+        .next_back()
+        .map(|h| h.match_.clone())
+        .filter(|m| !m.is_empty())
 }
 
 /// `FeaturesReady` follows the gate; without dependencies it is absent.

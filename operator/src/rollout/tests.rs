@@ -18,6 +18,7 @@ fn spec(version: &str) -> RankingModelSpec {
         autoscaling: None,
         features: vec![],
         rollout: None,
+        notifications: Vec::new(),
     }
 }
 

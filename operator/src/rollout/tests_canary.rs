@@ -19,6 +19,7 @@ pub(super) fn metric(name: &str) -> AnalysisMetric {
                 ..PrometheusProvider::default()
             }),
             web: None,
+            job: None,
         },
         success_condition: Some("result < 0.05".into()),
         ..AnalysisMetric::default()
@@ -71,11 +72,13 @@ pub(super) fn spec(version: &str, steps: Vec<RolloutStep>) -> RankingModelSpec {
             analysis: Some(RolloutAnalysis {
                 metrics: vec![metric("errors")],
                 templates: vec![metric("ndcg")],
+                template_refs: Vec::new(),
             }),
             progress_deadline_seconds: Some(120),
             abort_scale_down_delay_seconds: Some(20),
             ..Rollout::default()
         }),
+        notifications: Vec::new(),
     }
 }
 

@@ -381,6 +381,23 @@ pub struct Rollout {
     pub blue_green: Option<BlueGreen>,
 }
 
+impl Rollout {
+    /// The header route in force at step `step_index` of a canary: the last
+    /// `setHeaderRoute` step at or before it (a reached step is in force at
+    /// once, like `setWeight`); None when there is none or the last one has
+    /// an empty match list (which removes the route).
+    pub fn header_route_at(&self, step_index: i32) -> Option<Vec<HeaderMatch>> {
+        let upto = usize::try_from(step_index).ok()?;
+        self.steps
+            .iter()
+            .take(upto.saturating_add(1))
+            .filter_map(|s| s.set_header_route.as_ref())
+            .next_back()
+            .map(|h| h.match_.clone())
+            .filter(|m| !m.is_empty())
+    }
+}
+
 /// A blue-green rollout (docs/rollouts.md, "Blue-green").
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -453,6 +470,18 @@ pub struct HeaderRouteStep {
     #[serde(default, rename = "match")]
     #[schemars(length(max = 8))]
     pub match_: Vec<HeaderMatch>,
+}
+
+impl HeaderMatch {
+    /// The condition as people write it: `x-ranker: canary`,
+    /// `x-ranker ~ ^(canary|beta)$`.
+    pub fn summary(&self) -> String {
+        match (&self.exact, &self.regex) {
+            (Some(v), _) => format!("{}: {v}", self.name),
+            (None, Some(r)) => format!("{} ~ {r}", self.name),
+            (None, None) => self.name.clone(),
+        }
+    }
 }
 
 /// One header condition: exactly one of `exact` or `regex`.

@@ -220,6 +220,99 @@ pub fn render(
         }
         None => line("Canary:", "none".to_string()),
     }
+    let rollout = model.spec.rollout.as_ref();
+    let blue_green = rollout.and_then(|r| r.blue_green.as_ref());
+    if let Some(bg) = blue_green {
+        let name = model.metadata.name.clone().unwrap_or_default();
+        let promotion = if bg.auto_promotion_enabled.unwrap_or(true) {
+            match bg.auto_promotion_seconds.unwrap_or(0) {
+                0 => "automatic promotion".to_string(),
+                s => format!("automatic promotion {s}s after the preview is ready"),
+            }
+        } else {
+            "manual promotion (mlctl promote)".to_string()
+        };
+        let mut parts = vec![format!("preview Service {name}-preview"), promotion];
+        if let Some(a) = &bg.pre_promotion_analysis {
+            parts.push(format!("pre-promotion analysis {}", a.metrics.join(",")));
+        }
+        if let Some(a) = &bg.post_promotion_analysis {
+            parts.push(format!("post-promotion analysis {}", a.metrics.join(",")));
+        }
+        line("Strategy:", format!("blue-green: {}", parts.join(", ")));
+        if let Some(c) = canary.filter(|c| c.aborted_at.is_none()) {
+            let preview = match (&c.preview_ready_at, &c.switched_at) {
+                (_, Some(_)) => format!(
+                    "switched: {} serves all traffic since {}; the previous revision stays at full size until promotion completes",
+                    c.version,
+                    time(&c.switched_at)
+                ),
+                (Some(_), None) => format!(
+                    "{} ready at full size behind {name}-preview since {}",
+                    c.version,
+                    time(&c.preview_ready_at)
+                ),
+                (None, None) => format!("{} starting at full size (not ready yet)", c.version),
+            };
+            line("Preview:", preview);
+        }
+    } else if !steps.is_empty() {
+        line("Strategy:", format!("canary, {} step(s)", steps.len()));
+    }
+    if let (Some(r), Some(c)) = (rollout, canary.filter(|c| c.aborted_at.is_none())) {
+        if let Some(route) = r
+            .header_route_at(c.step_index)
+            .filter(|_| blue_green.is_none())
+        {
+            let conditions: Vec<String> = route.iter().map(|m| m.summary()).collect();
+            line(
+                "Headers:",
+                format!(
+                    "requests with {} go to the canary",
+                    conditions.join(" and ")
+                ),
+            );
+        }
+    }
+    let refs = rollout
+        .and_then(|r| r.analysis.as_ref())
+        .map(|a| a.template_refs.as_slice())
+        .unwrap_or_default();
+    if !refs.is_empty() {
+        let names: Vec<String> = refs
+            .iter()
+            .map(|t| {
+                if t.background.unwrap_or(false) {
+                    format!("{} (background)", t.name)
+                } else {
+                    t.name.clone()
+                }
+            })
+            .collect();
+        line(
+            "Templates:",
+            format!("AnalysisTemplate {}", names.join(", ")),
+        );
+    }
+    for (i, n) in model.spec.notifications.iter().enumerate() {
+        let target = match (&n.webhook.url, &n.webhook.url_from) {
+            (Some(url), _) => webhook_host(url),
+            (None, Some(from)) => format!(
+                "URL from Secret {} key {}",
+                from.secret_key_ref.name, from.secret_key_ref.key
+            ),
+            (None, None) => "-".to_string(),
+        };
+        let events = if n.events.is_empty() {
+            "rollout milestones".to_string()
+        } else {
+            n.events.join(",")
+        };
+        line(
+            if i == 0 { "Notify:" } else { "" },
+            format!("{}: {events} -> {target}", n.name),
+        );
+    }
     // Pauses (features not ready) and aborts happen to a first version too.
     if let Some(c) = &status.canary {
         if let Some(reason) = &c.pause_reason {
@@ -330,7 +423,13 @@ pub fn render(
         for m in metrics {
             rows.push(vec![
                 m.name.clone(),
-                m.step.map_or("bg".to_string(), |s| s.to_string()),
+                match (m.step, m.stage.as_deref()) {
+                    (Some(s), _) => s.to_string(),
+                    (None, Some("PrePromotion")) => "pre".to_string(),
+                    (None, Some("PostPromotion")) => "post".to_string(),
+                    (None, Some(other)) => other.to_string(),
+                    (None, None) => "bg".to_string(),
+                },
                 m.phase.clone(),
                 m.successful.to_string(),
                 m.failed.to_string(),
@@ -399,6 +498,19 @@ pub fn render(
         }
     }
     out
+}
+
+/// Where a webhook posts, without its path and query (a webhook URL often
+/// carries its credential in the path, e.g. Slack's).
+fn webhook_host(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            let host = host.rsplit('@').next().unwrap_or_default();
+            format!("{scheme}://{host}/…")
+        }
+        None => "(invalid URL)".to_string(),
+    }
 }
 
 /// How a revision is named: `canary v2`, `stable v1`, `version v1` (a first
@@ -763,6 +875,80 @@ mod tests {
             refused.contains("(cannot list events: forbidden)"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn a_blue_green_rollout_shows_its_preview_and_pre_post_analysis() {
+        let model: RankingModel = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mlctl.io/v1alpha1", "kind": "RankingModel",
+            "metadata": {"name": "ranker", "namespace": "search", "generation": 2},
+            "spec": {"model": {"version": "v2", "uri": "s3://m/v2", "format": "lightgbm"},
+                "rollout": {"blueGreen": {"autoPromotionEnabled": false, "prePromotionAnalysis": {"metrics": ["smoke"]}},
+                    "analysis": {"templateRefs": [{"name": "slo", "background": true}, {"name": "evals"}]}},
+                "notifications": [{"name": "slack", "webhook": {"urlFrom": {"secretKeyRef": {"name": "hooks", "key": "slack"}}}},
+                    {"name": "audit", "events": ["Promoted"], "webhook": {"url": "https://hooks.example/T0/B0/secret?x=1"}}]},
+            "status": {"phase": "Paused", "observedGeneration": 2,
+                "stable": {"version": "v1", "uri": "s3://m/v1", "revision": "aaa"},
+                "canary": {"version": "v2", "uri": "s3://m/v2", "revision": "bbb", "weight": 0, "stepIndex": 0,
+                    "strategy": "BlueGreen", "previewReadyAt": "2026-11-25T11:58:00Z",
+                    "pauseReason": "PreviewReady", "pausedAt": "2026-11-25T11:59:00Z"},
+                "analysis": {"metrics": [{"name": "smoke", "stage": "PrePromotion", "phase": "Successful", "successful": 1}]}}
+        }))
+        .unwrap();
+        let now = "2026-11-25T12:00:00Z".parse().unwrap();
+        let page = render(&model, &Ok(vec![]), &Ok(vec![]), now);
+        for expected in [
+            "Strategy:    blue-green: preview Service ranker-preview, manual promotion (mlctl promote), pre-promotion analysis smoke",
+            "Preview:     v2 ready at full size behind ranker-preview since 2026-11-25T11:58:00Z",
+            "paused since 2026-11-25T11:59:00Z (PreviewReady)",
+            "Templates:   AnalysisTemplate slo (background), evals",
+            "Notify:      slack: rollout milestones -> URL from Secret hooks key slack",
+            "audit: Promoted -> https://hooks.example/…",
+            "  smoke    pre    Successful",
+        ] {
+            assert!(page.contains(expected), "missing {expected:?} in\n{page}");
+        }
+        assert!(
+            !page.contains("secret?x=1"),
+            "the webhook's path is a credential:\n{page}"
+        );
+    }
+
+    #[test]
+    fn the_header_route_in_force_is_shown_with_its_step() {
+        let model: RankingModel = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mlctl.io/v1alpha1", "kind": "RankingModel",
+            "metadata": {"name": "ranker", "namespace": "search", "generation": 2},
+            "spec": {"model": {"version": "v2", "uri": "s3://m/v2", "format": "lightgbm"},
+                "rollout": {"trafficRouting": {"gatewayAPI": {"httpRoute": "search"}},
+                    "steps": [{"setHeaderRoute": {"match": [{"name": "x-ranker", "exact": "canary"}, {"name": "x-team", "regex": "^search-"}]}},
+                        {"setWeight": 10}, {"setHeaderRoute": {"match": []}}, {"setWeight": 50}]}},
+            "status": {"phase": "Progressing", "observedGeneration": 2,
+                "stable": {"version": "v1", "uri": "s3://m/v1", "revision": "aaa"},
+                "canary": {"version": "v2", "uri": "s3://m/v2", "revision": "bbb", "weight": 10, "stepIndex": 1}}
+        }))
+        .unwrap();
+        let now = "2026-11-25T12:00:00Z".parse().unwrap();
+        let page = render(&model, &Ok(vec![]), &Ok(vec![]), now);
+        for expected in [
+            "Strategy:    canary, 4 step(s)",
+            "Headers:     requests with x-ranker: canary and x-team ~ ^search- go to the canary",
+            "   0  setHeaderRoute x-ranker: canary and x-team ~ ^search-  done",
+            "   2  setHeaderRoute (remove)",
+        ] {
+            assert!(page.contains(expected), "missing {expected:?} in\n{page}");
+        }
+        let mut later = model.clone();
+        later
+            .status
+            .as_mut()
+            .unwrap()
+            .canary
+            .as_mut()
+            .unwrap()
+            .step_index = 3;
+        let page = render(&later, &Ok(vec![]), &Ok(vec![]), now);
+        assert!(!page.contains("Headers:"), "removed at step 2:\n{page}");
     }
 
     #[test]

@@ -140,6 +140,13 @@ pub fn step_text(step: &RolloutStep) -> String {
             il.sample.unwrap_or(10),
             il.until.summary()
         )
+    } else if let Some(route) = &step.set_header_route {
+        if route.match_.is_empty() {
+            "setHeaderRoute (remove)".to_string()
+        } else {
+            let conditions: Vec<String> = route.match_.iter().map(|m| m.summary()).collect();
+            format!("setHeaderRoute {}", conditions.join(" and "))
+        }
     } else {
         "(empty step)".to_string()
     }

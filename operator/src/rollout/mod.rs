@@ -445,15 +445,7 @@ pub fn header_route(
     canary: Option<&CanaryRevision>,
 ) -> Option<Vec<HeaderMatch>> {
     let canary = canary.filter(|c| c.aborted_at.is_none() && c.strategy.is_none())?;
-    let steps = spec.rollout.as_ref().map(|r| r.steps.as_slice())?;
-    let upto = usize::try_from(canary.step_index).ok()?;
-    steps
-        .iter()
-        .take(upto.saturating_add(1))
-        .filter_map(|s| s.set_header_route.as_ref())
-        .next_back()
-        .map(|h| h.match_.clone())
-        .filter(|m| !m.is_empty())
+    spec.rollout.as_ref()?.header_route_at(canary.step_index)
 }
 
 /// `FeaturesReady` follows the gate; without dependencies it is absent.

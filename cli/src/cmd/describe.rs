@@ -259,20 +259,19 @@ pub fn render(
     } else if !steps.is_empty() {
         line("Strategy:", format!("canary, {} step(s)", steps.len()));
     }
-    if let (Some(r), Some(c)) = (rollout, canary.filter(|c| c.aborted_at.is_none())) {
-        if let Some(route) = r
+    if let (Some(r), Some(c)) = (rollout, canary.filter(|c| c.aborted_at.is_none()))
+        && let Some(route) = r
             .header_route_at(c.step_index)
             .filter(|_| blue_green.is_none())
-        {
-            let conditions: Vec<String> = route.iter().map(|m| m.summary()).collect();
-            line(
-                "Headers:",
-                format!(
-                    "requests with {} go to the canary",
-                    conditions.join(" and ")
-                ),
-            );
-        }
+    {
+        let conditions: Vec<String> = route.iter().map(|m| m.summary()).collect();
+        line(
+            "Headers:",
+            format!(
+                "requests with {} go to the canary",
+                conditions.join(" and ")
+            ),
+        );
     }
     let refs = rollout
         .and_then(|r| r.analysis.as_ref())

@@ -195,8 +195,20 @@ pub fn progress_line(model: &RankingModel) -> String {
             .as_ref()
             .map(|r| r.steps.as_slice())
             .unwrap_or_default();
-        let mut text = format!("canary {} weight {}%", canary.version, canary.weight);
-        if !steps.is_empty() {
+        let blue_green = canary.strategy.as_deref() == Some("BlueGreen");
+        let mut text = if blue_green {
+            let stage = if canary.switched_at.is_some() {
+                "switched, serving all traffic"
+            } else if canary.preview_ready_at.is_some() {
+                "preview ready"
+            } else {
+                "preview starting"
+            };
+            format!("blue-green {} {stage}", canary.version)
+        } else {
+            format!("canary {} weight {}%", canary.version, canary.weight)
+        };
+        if !steps.is_empty() && !blue_green {
             let index = usize::try_from(canary.step_index).unwrap_or(0);
             let shown = (index + 1).min(steps.len());
             text.push_str(&format!(" step {shown}/{}", steps.len()));
@@ -345,6 +357,26 @@ mod tests {
             ),
             "{line}"
         );
+        let summary = summary(&m, &state, "ns");
+        assert!(summary.contains("mlctl promote ranker -n ns"), "{summary}");
+    }
+
+    #[test]
+    fn a_blue_green_preview_waiting_for_promotion_is_a_pause_for_a_person() {
+        let s = serde_json::json!({"phase": "Paused", "observedGeneration": 1, "stable": {"version": "v1", "uri": "u", "revision": "a"},
+            "canary": {"version": "v2", "uri": "u", "revision": "r", "weight": 0, "stepIndex": 0, "strategy": "BlueGreen",
+                "previewReadyAt": "2026-11-25T11:58:00Z", "pauseReason": "PreviewReady"}});
+        let m = model(s, 1);
+        let state = classify(&m, None);
+        assert_eq!(state, State::Paused("PreviewReady".into()));
+        assert_eq!(state.exit_code(Until::Done), Some(exit::PAUSED));
+        assert_eq!(state.exit_code(Until::Paused), Some(exit::SUCCESS));
+        let line = progress_line(&m);
+        assert!(
+            line.contains("blue-green v2 preview ready paused: PreviewReady"),
+            "{line}"
+        );
+        assert!(!line.contains("step"), "{line}");
         let summary = summary(&m, &state, "ns");
         assert!(summary.contains("mlctl promote ranker -n ns"), "{summary}");
     }

@@ -14,17 +14,25 @@
 //! between fails the `test` and the patch is rebuilt from a fresh read; edits
 //! anywhere else (other rules, status written by the gateway controller)
 //! don't conflict. See docs/rollouts.md for the Argo CD side.
+//!
+//! A `setHeaderRoute` step adds one more rule, the operator's own, named
+//! `mlctl-<model>-header` ([`header`]); it is written the same way.
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use mlctl_crds::rankingmodel::TrafficRouting;
+use mlctl_crds::rankingmodel::{HeaderMatch, TrafficRouting};
 use serde_json::{Value, json};
 
 use crate::render::FIELD_MANAGER;
 
+mod header;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_argocd;
+#[cfg(test)]
+mod tests_header;
+
+pub use header::{HeaderPatch, header_patch, header_rule_name};
 
 /// How often [`apply`] rebuilds its patch after a concurrent edit of a rule
 /// it touches before giving up (the reconcile is then retried with back-off).
@@ -96,6 +104,15 @@ pub trait TrafficRouter: Send + Sync {
     /// The rules of `object` (the whole object as JSON) that route to the
     /// `stable` Service. An error when there are none.
     fn splits(&self, object: &Value, stable: &str, canary: &str) -> Result<Vec<Split>, RouteError>;
+    /// The key of the rule list under `spec` (`rules`, `http`).
+    fn rules_key(&self) -> &'static str;
+    /// The header rule named `name`: the matches of the `splits` (never
+    /// empty) with `headers` added, to the canary backend alone.
+    fn header_rule(&self, splits: &[Split], name: &str, headers: &[HeaderMatch]) -> Value;
+    /// Whether the header rule must come before the rules it narrows (the
+    /// first matching rule wins) rather than anywhere (the most specific
+    /// match wins).
+    fn header_rule_first(&self) -> bool;
 }
 
 /// The router configured for a model, if any.
@@ -279,6 +296,83 @@ impl TrafficRouter for GatewayApi {
         }
         Ok(splits)
     }
+    fn rules_key(&self) -> &'static str {
+        "rules"
+    }
+    /// Each match of each stable rule (a rule without matches matches
+    /// `PathPrefix /`) with the header conditions appended: a header it
+    /// already tests keeps the user's condition (the Gateway API considers
+    /// only the first entry of a name). The rule's other fields (filters,
+    /// timeouts) are the first stable rule's; its one backendRef is that
+    /// rule's canary backendRef.
+    fn header_rule(&self, splits: &[Split], name: &str, headers: &[HeaderMatch]) -> Value {
+        let conditions: Vec<Value> = headers
+            .iter()
+            .map(|h| {
+                let (exact, value) = header::condition(h);
+                let kind = if exact { "Exact" } else { "RegularExpression" };
+                json!({"type": kind, "name": h.name, "value": value})
+            })
+            .collect();
+        let mut matches: Vec<Value> = Vec::new();
+        for split in splits {
+            let source = split
+                .rule_value
+                .get("matches")
+                .and_then(Value::as_array)
+                .filter(|m| !m.is_empty())
+                .cloned()
+                .unwrap_or_else(|| vec![json!({"path": {"type": "PathPrefix", "value": "/"}})]);
+            for mut m in source {
+                let mut tested: Vec<Value> = m
+                    .get("headers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for c in &conditions {
+                    let same_name = |t: &Value| {
+                        t["name"]
+                            .as_str()
+                            .zip(c["name"].as_str())
+                            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+                    };
+                    if !tested.iter().any(same_name) {
+                        tested.push(c.clone());
+                    }
+                }
+                if let Some(fields) = m.as_object_mut() {
+                    fields.insert("headers".into(), Value::Array(tested));
+                }
+                if !matches.contains(&m) {
+                    matches.push(m);
+                }
+            }
+        }
+        header_rule_from(splits, name, ("matches", matches), "backendRefs")
+    }
+    fn header_rule_first(&self) -> bool {
+        false
+    }
+}
+
+/// The first split's rule renamed `name`, with `(key, matches)` and, as its
+/// only backend (under `backends`), the split's canary backend.
+fn header_rule_from(
+    splits: &[Split],
+    name: &str,
+    (key, matches): (&str, Vec<Value>),
+    backends: &str,
+) -> Value {
+    let Some(first) = splits.first() else {
+        return Value::Null;
+    };
+    let mut rule = first.rule_value.clone();
+    if let Some(fields) = rule.as_object_mut() {
+        fields.insert("name".into(), json!(name));
+        fields.insert(key.into(), Value::Array(matches));
+        fields.insert(backends.into(), json!([first.new_canary]));
+    }
+    rule
 }
 
 /// Istio `VirtualService` (`networking.istio.io/v1`): in the named HTTP
@@ -345,6 +439,46 @@ impl TrafficRouter for Istio {
         }
         Ok(splits)
     }
+    fn rules_key(&self) -> &'static str {
+        "http"
+    }
+    /// Each match of each stable route (one empty match when it has none)
+    /// with the header conditions set (Istio wants lower-case header names),
+    /// to the canary destination alone; the other fields (retries, timeout)
+    /// are the first stable route's. It goes first: Istio takes the first
+    /// route that matches.
+    fn header_rule(&self, splits: &[Split], name: &str, headers: &[HeaderMatch]) -> Value {
+        let mut matches: Vec<Value> = Vec::new();
+        for split in splits {
+            let source = split
+                .rule_value
+                .get("match")
+                .and_then(Value::as_array)
+                .filter(|m| !m.is_empty())
+                .cloned()
+                .unwrap_or_else(|| vec![json!({})]);
+            for mut m in source {
+                let Some(fields) = m.as_object_mut() else {
+                    continue;
+                };
+                let tested = fields.entry("headers").or_insert_with(|| json!({}));
+                if let Some(tested) = tested.as_object_mut() {
+                    for h in headers {
+                        let (exact, value) = header::condition(h);
+                        let how = if exact { "exact" } else { "regex" };
+                        tested.insert(h.name.to_ascii_lowercase(), json!({how: value}));
+                    }
+                }
+                if !matches.contains(&m) {
+                    matches.push(m);
+                }
+            }
+        }
+        header_rule_from(splits, name, ("match", matches), "route")
+    }
+    fn header_rule_first(&self) -> bool {
+        true
+    }
 }
 
 /// Whether the API server rejected a JSON Patch because a `test` failed
@@ -354,15 +488,18 @@ fn is_failed_test(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 422 && s.message.contains("test"))
 }
 
-/// Sets the weights on the router's object. Returns whether it wrote.
+/// Sets `model`'s weights on the router's object, then its header route
+/// (`header`: the conditions in force; None removes it). Returns whether it
+/// wrote.
 pub async fn apply(
     client: &kube::Client,
     namespace: &str,
     router: &dyn TrafficRouter,
-    stable: &str,
-    canary: &str,
+    model: &str,
     canary_weight: i32,
+    header: Option<&[HeaderMatch]>,
 ) -> Result<bool, RouteError> {
+    let (stable, canary) = (format!("{model}-stable"), format!("{model}-canary"));
     let resource = ApiResource::from_gvk_with_plural(&router.gvk(), router.plural());
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
     // The patch is recorded under the operator's field manager, so
@@ -371,6 +508,21 @@ pub async fn apply(
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PatchParams::default()
     };
+    let send = |ops: Vec<Value>, dry_run: bool| {
+        let api = api.clone();
+        let params = PatchParams {
+            dry_run,
+            ..params.clone()
+        };
+        async move {
+            let patch = serde_json::from_value(Value::Array(ops)).map_err(RouteError::Serialize)?;
+            let object = api
+                .patch(router.name(), &params, &Patch::Json::<()>(patch))
+                .await?;
+            serde_json::to_value(&object).map_err(RouteError::Serialize)
+        }
+    };
+    let mut wrote = false;
     for _ in 0..PATCH_ATTEMPTS {
         let Some(object) = api.get_opt(router.name()).await? else {
             return Err(RouteError::NotFound {
@@ -379,19 +531,49 @@ pub async fn apply(
                 name: router.name().to_string(),
             });
         };
-        let object = serde_json::to_value(&object).map_err(RouteError::Serialize)?;
-        let ops = weight_patch(router, &object, stable, canary, canary_weight)?;
-        if ops.is_empty() {
-            return Ok(false);
+        let mut object = serde_json::to_value(&object).map_err(RouteError::Serialize)?;
+        // The weights first and on their own: a header rule the API server
+        // refuses must never hold back the weights (an abort drops them to
+        // 0 at once).
+        let ops = weight_patch(router, &object, &stable, &canary, canary_weight)?;
+        if !ops.is_empty() {
+            match send(ops, false).await {
+                Ok(patched) => {
+                    object = patched;
+                    wrote = true;
+                }
+                Err(RouteError::Kube(e)) if is_failed_test(&e) => continue,
+                Err(e) => return Err(e),
+            }
         }
-        let patch = serde_json::from_value(Value::Array(ops)).map_err(RouteError::Serialize)?;
-        match api
-            .patch(router.name(), &params, &Patch::Json::<()>(patch))
-            .await
-        {
+        let HeaderPatch { ops, inserts } = header_patch(router, &object, model, header)?;
+        if ops.is_empty() {
+            return Ok(wrote);
+        }
+        // A CRD that does not know rule names (HTTPRoute before Gateway API
+        // v1.4's standard channel) would drop the name silently, and the
+        // operator would add a rule it can never find again at every
+        // reconcile: try first.
+        if inserts {
+            match send(ops.clone(), true).await {
+                Ok(tried) if !header::has_header_rule(router, &tried, model) => {
+                    return Err(RouteError::Shape(format!(
+                        "{} {}: the API server dropped the name of the header route's rule ({}): the installed {} CRD is too old to name rules (Gateway API: v1.4 or later; v1.2 or later in the experimental channel); upgrade it, or remove the setHeaderRoute steps",
+                        router.kind(),
+                        router.name(),
+                        header_rule_name(model),
+                        router.kind()
+                    )));
+                }
+                Ok(_) => {}
+                Err(RouteError::Kube(e)) if is_failed_test(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        match send(ops, false).await {
             Ok(_) => return Ok(true),
-            Err(e) if is_failed_test(&e) => continue,
-            Err(e) => return Err(e.into()),
+            Err(RouteError::Kube(e)) if is_failed_test(&e) => continue,
+            Err(e) => return Err(e),
         }
     }
     Err(RouteError::Contended {

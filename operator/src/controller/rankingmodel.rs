@@ -408,9 +408,9 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
             &ctx.client,
             ns,
             router.as_ref(),
-            &format!("{}-stable", mref.name),
-            &format!("{}-canary", mref.name),
+            &mref.name,
             decision.canary_weight,
+            decision.header_route.as_deref(),
         )
         .await
         .map(|wrote| {

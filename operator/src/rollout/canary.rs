@@ -154,6 +154,8 @@ fn step_kind(step: &RolloutStep) -> &'static str {
         "shadow"
     } else if step.interleave.is_some() {
         "interleave"
+    } else if step.set_header_route.is_some() {
+        "setHeaderRoute"
     } else {
         "empty"
     }
@@ -181,6 +183,13 @@ fn describe_step(step: &RolloutStep) -> String {
             il.sample.unwrap_or(compare::DEFAULT_SAMPLE),
             il.until.summary()
         )
+    } else if let Some(h) = &step.set_header_route {
+        let matches: Vec<String> = h.match_.iter().map(|m| m.summary()).collect();
+        if matches.is_empty() {
+            "setHeaderRoute (removed)".into()
+        } else {
+            format!("setHeaderRoute {}", matches.join(", "))
+        }
     } else {
         "empty step".into()
     }
@@ -546,6 +555,15 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
                     c.paused_at = Some(time(now));
                 }
             }
+        } else if let Some(h) = &step.set_header_route {
+            // As setWeight moves traffic only to Ready pods, the header
+            // route waits for a Ready canary pod (it is in force once this
+            // step is done; header_route_pods keeps one for it).
+            let ready = h.match_.is_empty() || b.observed(&target).is_some_and(|d| d.ready > 0);
+            if !ready {
+                break;
+            }
+            complete_step(b, &mut c, steps, "done");
         } else {
             complete_step(b, &mut c, steps, "done");
         }
@@ -576,6 +594,7 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
     } else {
         canary_replicas(pending_weight, stable_size, full, by_replicas)
     };
+    let replicas = replicas.max(header_route_pods(spec, &c));
     // Canary pods not Ready within the progress deadline (counted from the
     // start of the step that scaled them): abort.
     let observed = b.observed(&target).cloned();
@@ -639,6 +658,16 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
         retire_now(b);
     }
     b.status.canary = Some(c);
+}
+
+/// One canary pod for a header route, whatever the weight: while its step
+/// waits for it and as long as the route is in force.
+fn header_route_pods(spec: &RankingModelSpec, c: &CanaryRevision) -> i32 {
+    let pending = steps(spec)
+        .get(c.step_index as usize)
+        .and_then(|s| s.set_header_route.as_ref())
+        .is_some_and(|h| !h.match_.is_empty());
+    i32::from(pending || super::header_route(spec, Some(c)).is_some())
 }
 
 /// Deletes the warm previous revisions now (replica-ratio canaries select

@@ -26,6 +26,8 @@ mod tests;
 mod tests_canary;
 #[cfg(test)]
 mod tests_compare;
+#[cfg(test)]
+mod tests_header;
 
 pub use canary::{ActiveAnalysis, active_analysis, canary_replicas};
 pub use conditions::set_condition;
@@ -437,15 +439,20 @@ pub fn decide(
     }
 }
 
-/// The header route in force for a live canary: the last `setHeaderRoute`
-/// step at or before its current step (a step that is reached is in force
-/// at once, like `setWeight`); an empty match list removes it.
+/// The header route in force for a live canary: the last completed
+/// `setHeaderRoute` step (done once the canary has a Ready pod, as a
+/// `setWeight` is done once its pods are Ready); an empty match list
+/// removes it.
 pub fn header_route(
     spec: &RankingModelSpec,
     canary: Option<&CanaryRevision>,
 ) -> Option<Vec<HeaderMatch>> {
     let canary = canary.filter(|c| c.aborted_at.is_none() && c.strategy.is_none())?;
-    spec.rollout.as_ref()?.header_route_at(canary.step_index)
+    // The steps before the current one are done: a header step is done
+    // once the canary has a Ready pod (canary.rs), like a setWeight.
+    spec.rollout
+        .as_ref()?
+        .header_route_at(canary.step_index.saturating_sub(1))
 }
 
 /// `FeaturesReady` follows the gate; without dependencies it is absent.

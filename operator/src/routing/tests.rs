@@ -8,9 +8,10 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// The JSON Patch semantics the API server applies, for the two operations
-/// [`weight_patch`] emits: `test` (deep equality) and `add` (object member,
-/// or `-` to append to an array). `Err` when a test fails.
+/// The JSON Patch semantics the API server applies, for the operations
+/// [`weight_patch`] and [`header_patch`] emit: `test` (deep equality),
+/// `add` (object member, or an array index / `-` to insert or append),
+/// `replace` and `remove`. `Err` when a test fails.
 pub(super) fn apply_ops(object: &Value, ops: &[Value]) -> Result<Value, String> {
     let mut out = object.clone();
     for op in ops {
@@ -27,10 +28,24 @@ pub(super) fn apply_ops(object: &Value, ops: &[Value]) -> Result<Value, String> 
                 let target = out.pointer_mut(parent).unwrap();
                 match target {
                     Value::Array(items) if last == "-" => items.push(value),
+                    Value::Array(items) => items.insert(last.parse().unwrap(), value),
                     Value::Object(fields) => {
                         fields.insert(last.to_string(), value);
                     }
                     other => panic!("add {path} into {other}"),
+                }
+            }
+            "replace" => *out.pointer_mut(path).unwrap() = value,
+            "remove" => {
+                let (parent, last) = path.rsplit_once('/').unwrap();
+                match out.pointer_mut(parent).unwrap() {
+                    Value::Array(items) => {
+                        items.remove(last.parse().unwrap());
+                    }
+                    Value::Object(fields) => {
+                        fields.remove(last);
+                    }
+                    other => panic!("remove {path} from {other}"),
                 }
             }
             other => panic!("unexpected op {other}"),
@@ -42,7 +57,7 @@ pub(super) fn apply_ops(object: &Value, ops: &[Value]) -> Result<Value, String> 
 /// A user's HTTPRoute, as it sits in Git: the model's rule has matches, a
 /// filter and a second backend of its own; a second rule serves another
 /// Service; a third reaches the canary alone by a header.
-fn http_route() -> Value {
+pub(super) fn http_route() -> Value {
     json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -68,7 +83,7 @@ fn http_route() -> Value {
     })
 }
 
-fn gateway() -> GatewayApi {
+pub(super) fn gateway() -> GatewayApi {
     GatewayApi { route: "r".into() }
 }
 
@@ -246,7 +261,7 @@ fn backend_ref() -> impl Strategy<Value = Value> {
         })
 }
 
-fn rule() -> impl Strategy<Value = Value> {
+pub(super) fn rule() -> impl Strategy<Value = Value> {
     (
         prop::collection::vec(backend_ref(), 0..4),
         prop::option::of(Just(json!([{"path": {"type": "Exact", "value": "/x"}}]))),

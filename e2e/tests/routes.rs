@@ -5,6 +5,12 @@
 //! user's other rules, matches, filters and backends stay exactly as applied,
 //! an edit of another rule mid-canary survives, and the weights are recorded
 //! under the operator's field manager.
+//!
+//! Header routes (`setHeaderRoute`): the operator's one named rule appears
+//! on the real HTTPRoute (accepted by the Gateway API CRD's own validation)
+//! and the VirtualService when the step is done, follows a later step in
+//! place (also after an operator restart), and is gone at promotion or
+//! abort, leaving the user's route exactly as applied.
 
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,7 +21,7 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
-use mlctl_e2e::operator::setup;
+use mlctl_e2e::operator::{setup, start_operator};
 use mlctl_e2e::{TestNamespace, apply_yaml, require_e2e, wait_for};
 use serde_json::{Value, json};
 
@@ -23,6 +29,19 @@ const LONG: Duration = Duration::from_secs(120);
 
 /// A two-replica model on kwok pods whose canary pauses at 20% and 60%.
 fn routed_model(version: &str, traffic_routing: &str) -> String {
+    model_with_steps(
+        version,
+        "      - setWeight: 20
+      - pause: {}
+      - setWeight: 60
+      - pause: {}
+",
+        traffic_routing,
+    )
+}
+
+/// A two-replica model on kwok pods with these `steps` (YAML list items).
+fn model_with_steps(version: &str, steps: &str, traffic_routing: &str) -> String {
     format!(
         r#"apiVersion: mlctl.io/v1alpha1
 kind: RankingModel
@@ -38,11 +57,7 @@ spec:
   replicas: 2
   rollout:
     steps:
-      - setWeight: 20
-      - pause: {{}}
-      - setWeight: 60
-      - pause: {{}}
-    trafficRouting:
+{steps}    trafficRouting:
 {traffic_routing}"#
     )
 }
@@ -344,6 +359,17 @@ async fn install_virtual_service_crd(client: &Client) {
         LONG,
     )
     .await;
+    // Established is not yet served: another test may have just created
+    // it, and discovery can lag the condition by a moment. Ask (≤ 30 s).
+    let gvk = kube::api::GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = kube::discovery::pinned_kind(client, &gvk).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "VirtualService never served: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -372,5 +398,168 @@ async fn a_virtualservice_keeps_its_routes_and_options_through_a_canary() {
         spec["http"][1]["route"][0].get("weight").is_none(),
         "{spec}"
     );
+    ns.finish().await;
+}
+
+/// Paused at `step` (the index of the current step) with the canary at `weight`.
+fn paused_at(step: i32, weight: i32) -> impl Fn(Option<&RankingModel>) -> bool {
+    move |m| {
+        m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+            s.phase == Some(Phase::Paused)
+                && s.canary
+                    .as_ref()
+                    .is_some_and(|c| c.step_index == step && c.weight == weight)
+        })
+    }
+}
+
+/// The rules of `spec` (under `key`) named `mlctl-ranker-header`.
+fn header_rules(spec: &Value, key: &str) -> Vec<Value> {
+    spec[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == "mlctl-ranker-header")
+        .cloned()
+        .collect()
+}
+
+/// `spec` without the operator's header rule (under `key`).
+fn without_header_rule(spec: &Value, key: &str) -> Value {
+    let mut out = spec.clone();
+    out[key]
+        .as_array_mut()
+        .unwrap()
+        .retain(|r| r["name"] != "mlctl-ranker-header");
+    out
+}
+
+#[tokio::test]
+async fn a_header_route_on_an_httproute_lives_from_its_step_to_promotion() {
+    require_e2e!();
+    let (_client, ns, mut operator, kubeconfig) = setup("routes-header-gw").await;
+    let (route, user_spec) = user_route(&ns, HTTP_ROUTE, GATEWAY).await;
+    let steps = r#"      - setHeaderRoute:
+          match: [{name: x-ranker, exact: canary}]
+      - pause: {}
+      - setWeight: 40
+      - setHeaderRoute:
+          match: [{name: x-ranker, regex: "canary|beta"}, {name: x-team, exact: search}]
+      - pause: {}
+"#;
+    let routing = "      gatewayAPI:\n        httpRoute: ranker\n";
+    apply_yaml(
+        ns.client(),
+        ns.name(),
+        &model_with_steps("v1", steps, routing),
+    )
+    .await;
+    let models: Api<RankingModel> = ns.api();
+    wait_for(&models, "ranker", at("v1", None), LONG).await;
+    route.assert_only_weights(&user_spec, 0, [100, 0]).await;
+    assert!(header_rules(&route.spec().await, "rules").is_empty());
+
+    // The step is done once the canary's pod is Ready; the weight stays 0.
+    set_version(&models, "v2").await;
+    wait_for(&models, "ranker", paused_at(1, 0), LONG).await;
+    let spec = route.spec().await;
+    let ours = header_rules(&spec, "rules");
+    assert_eq!(ours.len(), 1, "{spec}");
+    assert_eq!(
+        ours[0]["matches"],
+        json!([{"path": {"type": "PathPrefix", "value": "/rank"},
+                "headers": [{"type": "Exact", "name": "x-ranker", "value": "canary"}]}]),
+        "the stable rule's match plus the header"
+    );
+    assert_eq!(ours[0]["filters"], user_spec["rules"][0]["filters"]);
+    let backends = ours[0]["backendRefs"].as_array().unwrap();
+    assert_eq!(backends.len(), 1, "{spec}");
+    assert_eq!(backends[0]["name"], "ranker-canary");
+    assert_ne!(backends[0]["weight"], 0, "{spec}");
+    assert_eq!(
+        route
+            .shape
+            .without_model_weights(&without_header_rule(&spec, "rules")),
+        route.shape.without_model_weights(&user_spec),
+        "the user's rules are untouched"
+    );
+    assert_eq!(route.shape.weights(&spec, 0), [100, 0]);
+    route.assert_written_by_the_operator().await;
+
+    // A new operator finds its rule by name: the next header step replaces
+    // it in place.
+    operator.kill();
+    let restarted = start_operator(&ns, &kubeconfig, "b");
+    let mut ns = ns;
+    ns.dump_log_on_failure(restarted.log.clone());
+    promote(&models, "t1").await;
+    wait_for(&models, "ranker", paused_at(4, 40), LONG).await;
+    let spec = route.spec().await;
+    let ours = header_rules(&spec, "rules");
+    assert_eq!(ours.len(), 1, "{spec}");
+    assert_eq!(
+        ours[0]["matches"][0]["headers"],
+        json!([{"type": "RegularExpression", "name": "x-ranker", "value": "canary|beta"},
+               {"type": "Exact", "name": "x-team", "value": "search"}])
+    );
+    assert_eq!(route.shape.weights(&spec, 0), [60, 40]);
+
+    // Promoted: the route is the user's again, weights back at 100/0.
+    promote(&models, "t2").await;
+    wait_for(&models, "ranker", at("v2", None), LONG).await;
+    route.assert_only_weights(&user_spec, 0, [100, 0]).await;
+    ns.finish().await;
+}
+
+#[tokio::test]
+async fn an_abort_removes_the_header_route_from_a_virtualservice() {
+    require_e2e!();
+    let (client, ns, _operator, _) = setup("routes-header-istio").await;
+    install_virtual_service_crd(&client).await;
+    let (route, user_spec) = user_route(&ns, VIRTUAL_SERVICE, ISTIO).await;
+    let steps = "      - setHeaderRoute:\n          match: [{name: X-Ranker, exact: canary}]\n      - pause: {}\n      - setWeight: 50\n";
+    let routing = "      istio:\n        virtualService:\n          name: ranker\n          routes: [primary]\n";
+    apply_yaml(
+        ns.client(),
+        ns.name(),
+        &model_with_steps("v1", steps, routing),
+    )
+    .await;
+    let models: Api<RankingModel> = ns.api();
+    wait_for(&models, "ranker", at("v1", None), LONG).await;
+
+    set_version(&models, "v2").await;
+    wait_for(&models, "ranker", paused_at(1, 0), LONG).await;
+    let spec = route.spec().await;
+    // First, where Istio looks first; lower-case, as Istio wants.
+    assert_eq!(spec["http"][0]["name"], "mlctl-ranker-header", "{spec}");
+    assert_eq!(
+        spec["http"][0]["match"],
+        json!([{"uri": {"prefix": "/rank"}, "headers": {"x-ranker": {"exact": "canary"}}}])
+    );
+    assert_eq!(
+        spec["http"][0]["route"],
+        json!([{"destination": {"host": "ranker-canary", "port": {"number": 80}},
+                "headers": {"request": {"set": {"x-track": "main"}}}}])
+    );
+    assert_eq!(without_header_rule(&spec, "http"), user_spec);
+
+    let patch = json!({"metadata": {"annotations": {"mlctl.io/abort": "t"}}});
+    models
+        .patch("ranker", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for(
+        &models,
+        "ranker",
+        |m: Option<&RankingModel>| {
+            m.and_then(|m| m.status.as_ref())
+                .and_then(|s| s.canary.as_ref())
+                .is_some_and(|c| c.aborted_at.is_some())
+        },
+        LONG,
+    )
+    .await;
+    assert_eq!(route.spec().await, user_spec, "exactly the user's again");
     ns.finish().await;
 }

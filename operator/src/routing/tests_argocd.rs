@@ -17,8 +17,10 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
+use mlctl_crds::rankingmodel::HeaderMatch;
+
 use super::tests::apply_ops;
-use super::{GatewayApi, Istio, TrafficRouter, weight_patch};
+use super::{GatewayApi, Istio, TrafficRouter, header_patch, weight_patch};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/argocd")
@@ -131,6 +133,78 @@ fn check(router: &dyn TrafficRouter, file: &str, edit: impl Fn(&mut Value)) {
     assert!(
         !same_after_ignoring(&git, &edited, &exprs),
         "{file}: the expressions hide more than the model's weights"
+    );
+}
+
+/// A canary at 10% with header routes that come, change and go (the
+/// operator's own patches, on the Git object): the Application sees no
+/// drift at any point, and an edit of the user's rule during the header
+/// route is still drift.
+fn check_header_route(router: &dyn TrafficRouter, file: &str, edit: impl Fn(&mut Value)) {
+    let git = yaml(&examples().join("routes").join(file));
+    let exprs = ignored(router.kind());
+    let header = |exact: Option<&str>, regex: Option<&str>| HeaderMatch {
+        name: "x-ranker".into(),
+        exact: exact.map(str::to_string),
+        regex: regex.map(str::to_string),
+    };
+    let ops = weight_patch(
+        router,
+        &git,
+        "product-ranker-stable",
+        "product-ranker-canary",
+        10,
+    )
+    .unwrap();
+    let mut live = apply_ops(&git, &ops).unwrap();
+    for step in [
+        Some(vec![header(Some("canary"), None)]),
+        Some(vec![header(None, Some("canary|beta"))]),
+        None,
+    ] {
+        let p = header_patch(router, &live, "product-ranker", step.as_deref()).unwrap();
+        assert!(!p.ops.is_empty(), "{file}: {step:?} changes the route");
+        live = apply_ops(&live, &p.ops).unwrap();
+        assert!(
+            same_after_ignoring(&git, &live, &exprs),
+            "{file}: with header route {step:?} Argo CD would see drift:\ngit:  {git}\nlive: {live}"
+        );
+        if step.is_some() {
+            let mut edited = live.clone();
+            edit(&mut edited);
+            assert!(
+                !same_after_ignoring(&git, &edited, &exprs),
+                "{file}: the expressions hide more than the operator's header rule"
+            );
+        }
+    }
+}
+
+#[test]
+fn argocd_ignores_the_header_rule_the_operator_adds() {
+    if !jq_available() {
+        return;
+    }
+    // The header rule sits last on the HTTPRoute and first on the
+    // VirtualService: the user's rules are found at their index + 1 there.
+    check_header_route(
+        &GatewayApi {
+            route: "product-ranker".into(),
+        },
+        "httproute.yaml",
+        |r| {
+            r["spec"]["rules"][0]["matches"][0]["path"]["value"] = json!("/rank2");
+        },
+    );
+    check_header_route(
+        &Istio {
+            name: "product-ranker".into(),
+            routes: vec!["primary".into()],
+        },
+        "virtualservice.yaml",
+        |vs| {
+            vs["spec"]["http"][1]["retries"]["attempts"] = json!(5);
+        },
     );
 }
 

@@ -22,7 +22,7 @@ use kube::{Api, Client};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
 use mlctl_e2e::operator::{setup, start_operator};
-use mlctl_e2e::{TestNamespace, apply_yaml, require_e2e, wait_for};
+use mlctl_e2e::{TestNamespace, apply_yaml, phase_is, require_e2e, wait_for};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -82,7 +82,12 @@ fn at(stable: &'static str, weight: Option<i32>) -> impl Fn(Option<&RankingModel
 
 /// Requests the next step as `mlctl promote` does (the requestedAt annotation).
 async fn promote(models: &Api<RankingModel>, at: &str) {
-    let patch = json!({"metadata": {"annotations": {"mlctl.io/promote": at}}});
+    request(models, "mlctl.io/promote", at).await;
+}
+
+/// Annotates the model with a request (`mlctl.io/promote`, `mlctl.io/abort`).
+async fn request(models: &Api<RankingModel>, key: &str, at: &str) {
+    let patch = json!({"metadata": {"annotations": {key: at}}});
     models
         .patch("ranker", &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -434,6 +439,31 @@ fn without_header_rule(spec: &Value, key: &str) -> Value {
     out
 }
 
+/// Model v1 with `steps` routed by `routing`, Healthy with the route as
+/// the user applied it; then v2, paused after its first step (a header
+/// route) at weight 0.
+async fn header_rollout(
+    ns: &TestNamespace,
+    route: &Route,
+    user_spec: &Value,
+    steps: &str,
+    routing: &str,
+) -> Api<RankingModel> {
+    apply_yaml(
+        ns.client(),
+        ns.name(),
+        &model_with_steps("v1", steps, routing),
+    )
+    .await;
+    let models: Api<RankingModel> = ns.api();
+    wait_for(&models, "ranker", at("v1", None), LONG).await;
+    assert_eq!(&route.spec().await, user_spec, "no header rule yet");
+    // The step is done once the canary's pod is Ready; the weight stays 0.
+    set_version(&models, "v2").await;
+    wait_for(&models, "ranker", paused_at(1, 0), LONG).await;
+    models
+}
+
 #[tokio::test]
 async fn a_header_route_on_an_httproute_lives_from_its_step_to_promotion() {
     require_e2e!();
@@ -448,20 +478,7 @@ async fn a_header_route_on_an_httproute_lives_from_its_step_to_promotion() {
       - pause: {}
 "#;
     let routing = "      gatewayAPI:\n        httpRoute: ranker\n";
-    apply_yaml(
-        ns.client(),
-        ns.name(),
-        &model_with_steps("v1", steps, routing),
-    )
-    .await;
-    let models: Api<RankingModel> = ns.api();
-    wait_for(&models, "ranker", at("v1", None), LONG).await;
-    route.assert_only_weights(&user_spec, 0, [100, 0]).await;
-    assert!(header_rules(&route.spec().await, "rules").is_empty());
-
-    // The step is done once the canary's pod is Ready; the weight stays 0.
-    set_version(&models, "v2").await;
-    wait_for(&models, "ranker", paused_at(1, 0), LONG).await;
+    let models = header_rollout(&ns, &route, &user_spec, steps, routing).await;
     let spec = route.spec().await;
     let ours = header_rules(&spec, "rules");
     assert_eq!(ours.len(), 1, "{spec}");
@@ -519,17 +536,7 @@ async fn an_abort_removes_the_header_route_from_a_virtualservice() {
     let (route, user_spec) = user_route(&ns, VIRTUAL_SERVICE, ISTIO).await;
     let steps = "      - setHeaderRoute:\n          match: [{name: X-Ranker, exact: canary}]\n      - pause: {}\n      - setWeight: 50\n";
     let routing = "      istio:\n        virtualService:\n          name: ranker\n          routes: [primary]\n";
-    apply_yaml(
-        ns.client(),
-        ns.name(),
-        &model_with_steps("v1", steps, routing),
-    )
-    .await;
-    let models: Api<RankingModel> = ns.api();
-    wait_for(&models, "ranker", at("v1", None), LONG).await;
-
-    set_version(&models, "v2").await;
-    wait_for(&models, "ranker", paused_at(1, 0), LONG).await;
+    let models = header_rollout(&ns, &route, &user_spec, steps, routing).await;
     let spec = route.spec().await;
     // First, where Istio looks first; lower-case, as Istio wants.
     assert_eq!(spec["http"][0]["name"], "mlctl-ranker-header", "{spec}");
@@ -544,22 +551,8 @@ async fn an_abort_removes_the_header_route_from_a_virtualservice() {
     );
     assert_eq!(without_header_rule(&spec, "http"), user_spec);
 
-    let patch = json!({"metadata": {"annotations": {"mlctl.io/abort": "t"}}});
-    models
-        .patch("ranker", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    wait_for(
-        &models,
-        "ranker",
-        |m: Option<&RankingModel>| {
-            m.and_then(|m| m.status.as_ref())
-                .and_then(|s| s.canary.as_ref())
-                .is_some_and(|c| c.aborted_at.is_some())
-        },
-        LONG,
-    )
-    .await;
+    request(&models, "mlctl.io/abort", "t").await;
+    wait_for(&models, "ranker", phase_is(Phase::Degraded), LONG).await;
     assert_eq!(route.spec().await, user_spec, "exactly the user's again");
     ns.finish().await;
 }

@@ -314,45 +314,59 @@ impl TrafficRouter for GatewayApi {
                 json!({"type": kind, "name": h.name, "value": value})
             })
             .collect();
-        let mut matches: Vec<Value> = Vec::new();
-        for split in splits {
-            let source = split
-                .rule_value
-                .get("matches")
+        let all = json!({"path": {"type": "PathPrefix", "value": "/"}});
+        let matches = narrowed_matches(splits, ("matches", all), |m| {
+            let mut tested: Vec<Value> = m
+                .get("headers")
                 .and_then(Value::as_array)
-                .filter(|m| !m.is_empty())
                 .cloned()
-                .unwrap_or_else(|| vec![json!({"path": {"type": "PathPrefix", "value": "/"}})]);
-            for mut m in source {
-                let mut tested: Vec<Value> = m
-                    .get("headers")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                for c in &conditions {
-                    let same_name = |t: &Value| {
-                        t["name"]
-                            .as_str()
-                            .zip(c["name"].as_str())
-                            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
-                    };
-                    if !tested.iter().any(same_name) {
-                        tested.push(c.clone());
-                    }
-                }
-                if let Some(fields) = m.as_object_mut() {
-                    fields.insert("headers".into(), Value::Array(tested));
-                }
-                if !matches.contains(&m) {
-                    matches.push(m);
+                .unwrap_or_default();
+            for c in &conditions {
+                let same_name = |t: &Value| {
+                    t["name"]
+                        .as_str()
+                        .zip(c["name"].as_str())
+                        .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+                };
+                if !tested.iter().any(same_name) {
+                    tested.push(c.clone());
                 }
             }
-        }
+            m.insert("headers".into(), Value::Array(tested));
+        });
         header_rule_from(splits, name, ("matches", matches), "backendRefs")
     }
     fn header_rule_first(&self) -> bool {
         false
     }
+}
+
+/// Every match (under `key`) of the splits' rules, `all` for a rule without
+/// any, each narrowed by `narrow`; without repeats.
+fn narrowed_matches(
+    splits: &[Split],
+    (key, all): (&str, Value),
+    narrow: impl Fn(&mut serde_json::Map<String, Value>),
+) -> Vec<Value> {
+    let mut matches: Vec<Value> = Vec::new();
+    for split in splits {
+        let source = split
+            .rule_value
+            .get(key)
+            .and_then(Value::as_array)
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .unwrap_or_else(|| vec![all.clone()]);
+        for mut m in source {
+            if let Some(fields) = m.as_object_mut() {
+                narrow(fields);
+            }
+            if !matches.contains(&m) {
+                matches.push(m);
+            }
+        }
+    }
+    matches
 }
 
 /// The first split's rule renamed `name`, with `(key, matches)` and, as its
@@ -448,32 +462,16 @@ impl TrafficRouter for Istio {
     /// are the first stable route's. It goes first: Istio takes the first
     /// route that matches.
     fn header_rule(&self, splits: &[Split], name: &str, headers: &[HeaderMatch]) -> Value {
-        let mut matches: Vec<Value> = Vec::new();
-        for split in splits {
-            let source = split
-                .rule_value
-                .get("match")
-                .and_then(Value::as_array)
-                .filter(|m| !m.is_empty())
-                .cloned()
-                .unwrap_or_else(|| vec![json!({})]);
-            for mut m in source {
-                let Some(fields) = m.as_object_mut() else {
-                    continue;
-                };
-                let tested = fields.entry("headers").or_insert_with(|| json!({}));
-                if let Some(tested) = tested.as_object_mut() {
-                    for h in headers {
-                        let (exact, value) = header::condition(h);
-                        let how = if exact { "exact" } else { "regex" };
-                        tested.insert(h.name.to_ascii_lowercase(), json!({how: value}));
-                    }
-                }
-                if !matches.contains(&m) {
-                    matches.push(m);
+        let matches = narrowed_matches(splits, ("match", json!({})), |m| {
+            let tested = m.entry("headers").or_insert_with(|| json!({}));
+            if let Some(tested) = tested.as_object_mut() {
+                for h in headers {
+                    let (exact, value) = header::condition(h);
+                    let how = if exact { "exact" } else { "regex" };
+                    tested.insert(h.name.to_ascii_lowercase(), json!({how: value}));
                 }
             }
-        }
+        });
         header_rule_from(splits, name, ("match", matches), "route")
     }
     fn header_rule_first(&self) -> bool {

@@ -21,6 +21,7 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
+use mlctl_e2e::audit::{Audit, describe};
 use mlctl_e2e::operator::{setup, start_operator};
 use mlctl_e2e::{TestNamespace, apply_yaml, phase_is, require_e2e, wait_for};
 use serde_json::{Value, json};
@@ -502,6 +503,31 @@ async fn a_header_route_on_an_httproute_lives_from_its_step_to_promotion() {
     );
     assert_eq!(route.shape.weights(&spec, 0), [100, 0]);
     route.assert_written_by_the_operator().await;
+
+    // As stored (with the API server's defaults) the rule is what the
+    // operator wants: a later reconcile -- one that answers a request that
+    // does not apply, so its end shows in the status -- sends the route no
+    // request at all (the audit log counts no-op patches too).
+    let audit = Audit::open();
+    let mark = audit.mark();
+    request(&models, "mlctl.io/retry", "noop").await;
+    wait_for(
+        &models,
+        "ranker",
+        |m: Option<&RankingModel>| {
+            m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+                s.handled_requests.get("mlctl.io/retry").map(String::as_str) == Some("noop")
+            })
+        },
+        LONG,
+    )
+    .await;
+    let writes: Vec<_> = audit
+        .operator_writes(mark, ns.name(), "")
+        .into_iter()
+        .filter(|w| w.resource() == "httproutes")
+        .collect();
+    assert!(writes.is_empty(), "{}", describe(&writes));
 
     // A new operator finds its rule by name: the next header step replaces
     // it in place.

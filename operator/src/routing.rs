@@ -315,7 +315,7 @@ impl TrafficRouter for GatewayApi {
             })
             .collect();
         let all = json!({"path": {"type": "PathPrefix", "value": "/"}});
-        let matches = narrowed_matches(splits, ("matches", all), |m| {
+        let matches = header::narrowed_matches(splits, ("matches", all), |m| {
             let mut tested: Vec<Value> = m
                 .get("headers")
                 .and_then(Value::as_array)
@@ -334,59 +334,11 @@ impl TrafficRouter for GatewayApi {
             }
             m.insert("headers".into(), Value::Array(tested));
         });
-        header_rule_from(splits, name, ("matches", matches), "backendRefs")
+        header::header_rule_from(splits, name, ("matches", matches), "backendRefs")
     }
     fn header_rule_first(&self) -> bool {
         false
     }
-}
-
-/// Every match (under `key`) of the splits' rules, `all` for a rule without
-/// any, each narrowed by `narrow`; without repeats.
-fn narrowed_matches(
-    splits: &[Split],
-    (key, all): (&str, Value),
-    narrow: impl Fn(&mut serde_json::Map<String, Value>),
-) -> Vec<Value> {
-    let mut matches: Vec<Value> = Vec::new();
-    for split in splits {
-        let source = split
-            .rule_value
-            .get(key)
-            .and_then(Value::as_array)
-            .filter(|m| !m.is_empty())
-            .cloned()
-            .unwrap_or_else(|| vec![all.clone()]);
-        for mut m in source {
-            if let Some(fields) = m.as_object_mut() {
-                narrow(fields);
-            }
-            if !matches.contains(&m) {
-                matches.push(m);
-            }
-        }
-    }
-    matches
-}
-
-/// The first split's rule renamed `name`, with `(key, matches)` and, as its
-/// only backend (under `backends`), the split's canary backend.
-fn header_rule_from(
-    splits: &[Split],
-    name: &str,
-    (key, matches): (&str, Vec<Value>),
-    backends: &str,
-) -> Value {
-    let Some(first) = splits.first() else {
-        return Value::Null;
-    };
-    let mut rule = first.rule_value.clone();
-    if let Some(fields) = rule.as_object_mut() {
-        fields.insert("name".into(), json!(name));
-        fields.insert(key.into(), Value::Array(matches));
-        fields.insert(backends.into(), json!([first.new_canary]));
-    }
-    rule
 }
 
 /// Istio `VirtualService` (`networking.istio.io/v1`): in the named HTTP
@@ -462,7 +414,7 @@ impl TrafficRouter for Istio {
     /// are the first stable route's. It goes first: Istio takes the first
     /// route that matches.
     fn header_rule(&self, splits: &[Split], name: &str, headers: &[HeaderMatch]) -> Value {
-        let matches = narrowed_matches(splits, ("match", json!({})), |m| {
+        let matches = header::narrowed_matches(splits, ("match", json!({})), |m| {
             let tested = m.entry("headers").or_insert_with(|| json!({}));
             if let Some(tested) = tested.as_object_mut() {
                 for h in headers {
@@ -472,7 +424,7 @@ impl TrafficRouter for Istio {
                 }
             }
         });
-        header_rule_from(splits, name, ("match", matches), "route")
+        header::header_rule_from(splits, name, ("match", matches), "route")
     }
     fn header_rule_first(&self) -> bool {
         true

@@ -10,7 +10,7 @@
 use mlctl_crds::rankingmodel::HeaderMatch;
 use serde_json::{Value, json};
 
-use super::{RouteError, TrafficRouter};
+use super::{RouteError, Split, TrafficRouter};
 
 /// The name of the rule the operator manages for `model`'s header route.
 pub fn header_rule_name(model: &str) -> String {
@@ -158,4 +158,52 @@ pub(super) fn has_header_rule(router: &dyn TrafficRouter, object: &Value, model:
                 .iter()
                 .any(|r| r.get("name").and_then(Value::as_str) == Some(name.as_str()))
         })
+}
+
+/// Every match (under `key`) of the splits' rules, `all` for a rule without
+/// any, each narrowed by `narrow`; without repeats.
+pub(super) fn narrowed_matches(
+    splits: &[Split],
+    (key, all): (&str, Value),
+    narrow: impl Fn(&mut serde_json::Map<String, Value>),
+) -> Vec<Value> {
+    let mut matches: Vec<Value> = Vec::new();
+    for split in splits {
+        let source = split
+            .rule_value
+            .get(key)
+            .and_then(Value::as_array)
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .unwrap_or_else(|| vec![all.clone()]);
+        for mut m in source {
+            if let Some(fields) = m.as_object_mut() {
+                narrow(fields);
+            }
+            if !matches.contains(&m) {
+                matches.push(m);
+            }
+        }
+    }
+    matches
+}
+
+/// The first split's rule renamed `name`, with `(key, matches)` and, as its
+/// only backend (under `backends`), the split's canary backend.
+pub(super) fn header_rule_from(
+    splits: &[Split],
+    name: &str,
+    (key, matches): (&str, Vec<Value>),
+    backends: &str,
+) -> Value {
+    let Some(first) = splits.first() else {
+        return Value::Null;
+    };
+    let mut rule = first.rule_value.clone();
+    if let Some(fields) = rule.as_object_mut() {
+        fields.insert("name".into(), json!(name));
+        fields.insert(key.into(), Value::Array(matches));
+        fields.insert(backends.into(), json!([first.new_canary]));
+    }
+    rule
 }

@@ -382,15 +382,16 @@ pub struct Rollout {
 }
 
 impl Rollout {
-    /// The header route in force at step `step_index` of a canary: the last
-    /// `setHeaderRoute` step at or before it (a reached step is in force at
-    /// once, like `setWeight`); None when there is none or the last one has
-    /// an empty match list (which removes the route).
+    /// The header route in force while a canary is at step `step_index`:
+    /// the last `setHeaderRoute` step among the completed ones (those before
+    /// `step_index`; a header step completes once the canary has a Ready
+    /// pod, as a `setWeight` does); None when there is none or the last one
+    /// has an empty match list (which removes the route).
     pub fn header_route_at(&self, step_index: i32) -> Option<Vec<HeaderMatch>> {
-        let upto = usize::try_from(step_index).ok()?;
+        let done = usize::try_from(step_index).ok()?;
         self.steps
             .iter()
-            .take(upto.saturating_add(1))
+            .take(done)
             .filter_map(|s| s.set_header_route.as_ref())
             .next_back()
             .map(|h| h.match_.clone())

@@ -450,9 +450,7 @@ pub fn header_route(
     let canary = canary.filter(|c| c.aborted_at.is_none() && c.strategy.is_none())?;
     // The steps before the current one are done: a header step is done
     // once the canary has a Ready pod (canary.rs), like a setWeight.
-    spec.rollout
-        .as_ref()?
-        .header_route_at(canary.step_index.saturating_sub(1))
+    spec.rollout.as_ref()?.header_route_at(canary.step_index)
 }
 
 /// `FeaturesReady` follows the gate; without dependencies it is absent.

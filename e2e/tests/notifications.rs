@@ -11,12 +11,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher;
 use mlctl_crds::rankingmodel::Phase;
 use mlctl_crds::{FeaturePipeline, RankingModel};
 use mlctl_e2e::operator::setup;
-use mlctl_e2e::{apply_yaml, require_e2e, wait_for};
+use mlctl_e2e::{apply_yaml, require_e2e, wait_for, wait_for_list};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -336,7 +338,7 @@ async fn a_canary_notifies_its_milestones_in_order_through_webhook_failures() {
 #[tokio::test]
 async fn a_pipeline_going_stale_notifies_only_the_reasons_it_lists() {
     require_e2e!();
-    let (client, ns, _operator, _) = setup("notify-stale").await;
+    let (client, ns, operator, _) = setup("notify-stale").await;
     let hook = Webhook::start(vec![503]).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -374,6 +376,10 @@ spec:
         headers:
           - name: X-Mlctl-Token
             valueFrom: {{secretKeyRef: {{name: hook, key: token}}}}
+    - name: broken
+      events: [Stale]
+      webhook:
+        urlFrom: {{secretKeyRef: {{name: hook, key: nope}}}}
 "#,
         port = hook.port
     );
@@ -409,6 +415,47 @@ spec:
         "{text}"
     );
     assert!(text.contains("more than maxStaleness 20s"), "{text}");
+
+    // A subscription whose Secret lacks the key fails at once, saying which
+    // field to fix, on the pipeline itself; the other one was unaffected.
+    let events: Api<Event> = ns.api();
+    let failed = |list: &[Event]| {
+        list.iter()
+            .find(|e| e.reason.as_deref() == Some("NotificationFailed"))
+            .cloned()
+    };
+    let list = wait_for_list(
+        &events,
+        watcher::Config::default(),
+        |l: &[Event]| failed(l).is_some(),
+        LONG,
+    )
+    .await;
+    let event = failed(&list).unwrap();
+    let note = event.note.unwrap_or_default();
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        event.regarding.and_then(|r| r.name).as_deref(),
+        Some("clicks")
+    );
+    assert!(
+        note.contains("\"broken\" of Stale was not delivered: webhook.urlFrom.secretKeyRef: Secret \"hook\" has no key \"nope\""),
+        "{note}"
+    );
+    let metrics = operator
+        .wait_for_metrics(
+            |m| m.contains("mlctl_notifications_total{outcome=\"failed\"} 1"),
+            LONG,
+        )
+        .await;
+    assert!(
+        metrics.contains("mlctl_notifications_total{outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mlctl_notifications_total{outcome=\"sent\"} 1"),
+        "{metrics}"
+    );
     drop(hook);
     ns.finish().await;
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 pub use payload::{Kind, Subject};
 pub use retry::{Attempt, Policy};
@@ -265,7 +265,16 @@ async fn run_lane(inner: Arc<Inner>, lane: Lane) {
         let Some(queued) = next else {
             return;
         };
-        deliver(&inner, &lane, queued).await;
+        // Every line logged about this notification names it; never the URL.
+        let span = tracing::info_span!(
+            "notification",
+            subscription = %queued.subscription,
+            kind = queued.kind.as_str(),
+            namespace = %lane.0,
+            name = %lane.1,
+            reason = %queued.reason,
+        );
+        deliver(&inner, queued).instrument(span).await;
         if inner.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             inner.idle.notify_waiters();
         }
@@ -273,7 +282,7 @@ async fn run_lane(inner: Arc<Inner>, lane: Lane) {
 }
 
 /// Attempts until sent, a permanent failure, or the retry limits.
-async fn deliver(inner: &Inner, lane: &Lane, q: Queued) {
+async fn deliver(inner: &Inner, q: Queued) {
     let started = Instant::now();
     let mut failed = 0;
     loop {
@@ -286,14 +295,7 @@ async fn deliver(inner: &Inner, lane: &Lane, q: Queued) {
         let why = match attempt {
             Attempt::Sent => {
                 inner.metrics.notification("sent");
-                debug!(
-                    subscription = %q.subscription,
-                    namespace = %lane.0,
-                    name = %lane.1,
-                    reason = %q.reason,
-                    attempts = failed + 1,
-                    "notification sent"
-                );
+                debug!(attempts = failed + 1, "notification sent");
                 return;
             }
             Attempt::Permanent(why) => why,
@@ -307,15 +309,7 @@ async fn deliver(inner: &Inner, lane: &Lane, q: Queued) {
                 {
                     Some(delay) => {
                         inner.metrics.notification_retry();
-                        info!(
-                            subscription = %q.subscription,
-                            namespace = %lane.0,
-                            name = %lane.1,
-                            reason = %q.reason,
-                            error = %why,
-                            retry_in = ?delay,
-                            "notification not delivered; retrying"
-                        );
+                        info!(error = %why, retry_in = ?delay, "notification not delivered; retrying");
                         tokio::time::sleep(delay).await;
                         continue;
                     }
@@ -324,15 +318,7 @@ async fn deliver(inner: &Inner, lane: &Lane, q: Queued) {
             }
         };
         inner.metrics.notification("failed");
-        warn!(
-            subscription = %q.subscription,
-            kind = q.kind.as_str(),
-            namespace = %lane.0,
-            name = %lane.1,
-            reason = %q.reason,
-            error = %why,
-            "notification failed"
-        );
+        warn!(error = %why, "notification failed");
         if let Some(recorder) = &inner.recorder {
             let t = Transition {
                 warning: true,

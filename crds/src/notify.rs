@@ -13,8 +13,9 @@ use crate::http::{HttpHeader, SecretKeyRef, TIMEOUT_RULE, TlsConfig};
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
-    /// Name of the subscription, unique within the object (it labels the
-    /// operator's `mlctl_notifications_total` metric and its log lines).
+    /// Name of the subscription, unique within the object (it names the
+    /// subscription in the operator's log lines and in each notification's
+    /// `mlctl.subscription`).
     #[schemars(length(min = 1, max = 63))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("notifications[].name must be lower-case letters, digits and '-' (e.g. slack-ranking)"))]
     pub name: String,
@@ -24,7 +25,9 @@ pub struct Notification {
     /// promoted, rolled back; for a FeaturePipeline stale, fresh again, runs
     /// failing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    // Each item's maxLength bounds the CEL rule's estimated cost: without
+    // it the API server refuses the CRD (cost budget exceeded 80x).
+    #[schemars(length(max = 64), inner(length(min = 1, max = 128)))]
     #[x_kube(validation = Rule::new("self.all(r, r.matches('^[A-Z][A-Za-z0-9]*$'))").message("notifications[].events are Event reasons in CamelCase, e.g. Promoted or RolloutAborted (see docs/notifications.md)"))]
     pub events: Vec<String>,
     /// Where to POST.

@@ -112,6 +112,30 @@ pub struct Config {
     /// Analysis requests at once, all hosts together.
     #[arg(long, env = "MLCTL_ANALYSIS_CONCURRENCY", default_value_t = 64)]
     pub analysis_concurrency: u16,
+    /// Where notification webhooks may be, in the syntax of
+    /// `--analysis-allow` (default: the same list). Slack needs
+    /// `hooks.slack.com` (docs/notifications.md).
+    #[arg(long, env = "MLCTL_NOTIFICATION_ALLOW", value_delimiter = ',')]
+    pub notification_allow: Option<Vec<crate::analysis::guard::AllowEntry>>,
+    /// Attempts at one notification, the first included (connection errors,
+    /// timeouts, 429 and 5xx are retried with exponential backoff).
+    #[arg(long, env = "MLCTL_NOTIFICATION_ATTEMPTS", default_value_t = 6,
+          value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub notification_attempts: u32,
+    /// No retry of a notification starts later than this after its first
+    /// attempt, e.g. `5m`.
+    #[arg(
+        long,
+        env = "MLCTL_NOTIFICATION_RETRY_WINDOW",
+        default_value = "5m",
+        value_parser = parse_timeout
+    )]
+    pub notification_retry_window: std::time::Duration,
+    /// Notification requests in flight at once (a slow webhook holds one;
+    /// one waiting to retry holds none).
+    #[arg(long, env = "MLCTL_NOTIFICATION_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub notification_concurrency: u16,
 }
 
 /// An instance id must be a valid label value.
@@ -217,6 +241,41 @@ mod tests {
         assert!(
             Config::try_parse_from(["mlctl-operator", "--analysis-allow=10.0.0.0/99"]).is_err()
         );
+    }
+
+    #[test]
+    fn notification_flags_default_to_the_analysis_allow_list() {
+        use crate::analysis::guard::AllowEntry;
+        let c = Config::parse_from(["mlctl-operator", "--analysis-allow=127.0.0.1/32"]);
+        assert_eq!(c.notification_allow, None);
+        let settings = crate::notify::Settings::from(&c);
+        assert_eq!(settings.retry.attempts, 6);
+        assert_eq!(settings.retry.window, Duration::from_secs(300));
+        assert_eq!(settings.concurrency, 8);
+        assert_eq!(
+            crate::notify::allow_entries(&c),
+            vec!["127.0.0.1/32".parse::<AllowEntry>().expect("valid")]
+        );
+        let c = Config::parse_from([
+            "mlctl-operator",
+            "--notification-allow=hooks.slack.com,in-cluster",
+            "--notification-attempts=3",
+            "--notification-retry-window=30s",
+        ]);
+        assert_eq!(crate::notify::allow_entries(&c).len(), 2);
+        let settings = crate::notify::Settings::from(&c);
+        assert_eq!(settings.retry.attempts, 3);
+        assert_eq!(settings.retry.window, Duration::from_secs(30));
+        for bad in [
+            "--notification-attempts=0",
+            "--notification-concurrency=0",
+            "--notification-allow=http://x",
+        ] {
+            assert!(
+                Config::try_parse_from(["mlctl-operator", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod diagnose;
 pub mod error;
 pub mod features;
 pub mod leader;
+pub mod notify;
 pub mod pipeline;
 pub mod render;
 pub mod rollout;
@@ -38,6 +39,9 @@ use crate::telemetry::{Health, Metrics};
 const CRDS_MISSING: &str = "the mlctl CRDs are not installed (rankingmodels.mlctl.io or \
      featurepipelines.mlctl.io is unknown to the API server); install them with \
      `kubectl apply -f crds/yaml/` or the Helm chart charts/mlctl-operator";
+
+/// How long a stopping operator waits for queued notifications.
+const NOTIFY_DRAIN: Duration = Duration::from_secs(5);
 
 /// How often a process started before its CRDs looks for them again.
 const CRD_POLL: Duration = Duration::from_secs(5);
@@ -253,18 +257,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         child_watches.push(watches);
     }
 
+    let reporter = Reporter {
+        controller: "mlctl-operator".into(),
+        instance: Some(config.identity()),
+    };
+    // One notifier for every controller: one queue, one limit on requests
+    // in flight (notify/).
+    let notifier = notify::from_config(
+        &config,
+        client.clone(),
+        metrics.clone(),
+        Recorder::new(client.clone(), reporter.clone()),
+    );
     let ctx = Arc::new(rankingmodel::Context::new(
         client.clone(),
         render::RenderConfig {
             storage_initializer_image: config.storage_initializer_image.clone(),
         },
-        Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "mlctl-operator".into(),
-                instance: Some(config.identity()),
-            },
-        ),
+        Recorder::new(client.clone(), reporter.clone()).with_notifier(notifier.clone()),
         metrics.clone(),
         &analysis::Settings::from(&config),
         checked,
@@ -335,13 +345,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let task = tokio::spawn(controller::featurepipeline::run(
             Arc::new(controller::featurepipeline::Context::new(
                 client.clone(),
-                Recorder::new(
-                    client.clone(),
-                    Reporter {
-                        controller: "mlctl-operator".into(),
-                        instance: Some(config.identity()),
-                    },
-                ),
+                Recorder::new(client.clone(), reporter.clone()).with_notifier(notifier.clone()),
                 metrics.clone(),
             )),
             scope.clone(),
@@ -374,11 +378,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     );
                 }
             }
+            notifier.drain(NOTIFY_DRAIN).await;
             metrics.set_leader(false);
             elector.release().await;
         }
         None => {
             all.await;
+            notifier.drain(NOTIFY_DRAIN).await;
         }
     }
     info!("stopped");

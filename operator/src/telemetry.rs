@@ -52,6 +52,8 @@ pub struct Metrics {
     rollout_duration: Family<OutcomeLabels, Histogram>,
     step_duration: Family<StepLabels, Histogram>,
     measurements: Family<OutcomeLabels, Counter>,
+    notifications: Family<OutcomeLabels, Counter>,
+    notification_retries: Counter,
     leader: Gauge,
     pipelines: PipelineMetrics,
 }
@@ -122,6 +124,20 @@ impl Metrics {
             "Analysis measurements by outcome (Successful, Failed, Inconclusive, Error)",
             measurements.clone(),
         );
+        // By outcome only: a label per object or subscription would grow
+        // with the number of models.
+        let notifications = Family::<OutcomeLabels, Counter>::default();
+        let notification_retries = Counter::default();
+        registry.register(
+            "notifications",
+            "Webhook notifications by outcome (sent, failed, dropped)",
+            notifications.clone(),
+        );
+        registry.register(
+            "notification_retries",
+            "Webhook notification attempts that failed and were retried",
+            notification_retries.clone(),
+        );
         registry.register(
             "leader",
             "1 when this process holds the leader lease",
@@ -137,6 +153,8 @@ impl Metrics {
             rollout_duration,
             step_duration,
             measurements,
+            notifications,
+            notification_retries,
             leader,
             pipelines,
         }
@@ -205,6 +223,20 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// Counts a notification by outcome (`sent`, `failed`, `dropped`).
+    pub fn notification(&self, outcome: &str) {
+        self.notifications
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a notification attempt that will be retried.
+    pub fn notification_retry(&self) {
+        self.notification_retries.inc();
     }
 
     /// Records leadership.

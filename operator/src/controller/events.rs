@@ -28,6 +28,8 @@ const QUEUE: usize = 4096;
 pub struct Recorder {
     tx: mpsc::Sender<(Event, ObjectReference)>,
     dropped: Arc<AtomicU64>,
+    /// Sends the transitions to the objects' webhooks too (crate::notify).
+    notifier: Option<crate::notify::Notifier>,
 }
 
 impl Recorder {
@@ -51,6 +53,27 @@ impl Recorder {
         Recorder {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            notifier: None,
+        }
+    }
+
+    /// This recorder, also queueing notifications with `notifier`.
+    #[must_use]
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// Queues `t` for the webhooks of `subject` (None: it has none); never
+    /// waits.
+    pub fn notify(
+        &self,
+        subject: Option<&crate::notify::Subject>,
+        reference: &ObjectReference,
+        t: &crate::rollout::Transition,
+    ) {
+        if let (Some(notifier), Some(subject)) = (&self.notifier, subject) {
+            notifier.notify(subject, reference, t);
         }
     }
 

@@ -364,10 +364,12 @@ async fn reconcile_inner(p: &FeaturePipeline, ctx: &Context) -> Result<Action> {
         .await?;
     }
     let reference = p.object_ref(&());
+    let notify = crate::notify::Subject::pipeline(p);
     for t in &decision.events {
         publish(&ctx.recorder, &reference, t).await;
+        ctx.recorder.notify(notify.as_ref(), &reference, t);
     }
-    count_outcomes(ctx, &pref, &runs, &reference).await;
+    count_outcomes(ctx, &pref, &runs, &reference, notify.as_ref()).await;
     ctx.metrics.set_pipeline_freshness(
         &pref.namespace,
         &pref.name,
@@ -531,6 +533,7 @@ async fn count_outcomes(
     pref: &PipelineRef,
     runs: &[ObservedRun],
     reference: &ObjectReference,
+    notify: Option<&crate::notify::Subject>,
 ) {
     let mut fresh = Vec::new();
     if let Ok(mut counted) = ctx.counted.lock() {
@@ -565,6 +568,7 @@ async fn count_outcomes(
             message: format!("run {} ({}) {outcome}", r.name, r.trigger.as_str()),
         };
         publish(&ctx.recorder, reference, &t).await;
+        ctx.recorder.notify(notify, reference, &t);
     }
 }
 

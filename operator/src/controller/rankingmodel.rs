@@ -449,8 +449,11 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
     for (step, secs) in &decision.steps_completed {
         ctx.metrics.step_duration(step, *secs);
     }
+    let notify = crate::notify::Subject::model(model, &decision.status);
     for t in &decision.events {
         publish(&ctx.recorder, &model.object_ref(&()), t).await;
+        ctx.recorder
+            .notify(notify.as_ref(), &model.object_ref(&()), t);
     }
     if let Err(e) = routed {
         let transition = Transition {
@@ -459,6 +462,8 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
             message: e.to_string(),
         };
         publish(&ctx.recorder, &model.object_ref(&()), &transition).await;
+        ctx.recorder
+            .notify(notify.as_ref(), &model.object_ref(&()), &transition);
         return Err(Error::Routing(e.to_string()));
     }
     Ok(Action::requeue(

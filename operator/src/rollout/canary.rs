@@ -5,7 +5,7 @@
 use k8s_openapi::jiff::SignedDuration;
 use mlctl_crds::RankingModelSpec;
 use mlctl_crds::rankingmodel::{
-    AnalysisMetric, CanaryRevision, MetricStatus, RankingModelStatus, RolloutStep,
+    AnalysisMetric, CanaryRevision, MetricStatus, RankingModelStatus, RolloutStep, StableRevision,
 };
 
 use super::compare::{self, Flow};
@@ -27,14 +27,14 @@ pub struct ActiveAnalysis<'a> {
 
 /// How traffic is split while a canary runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Routing {
+pub(super) enum Routing {
     /// `<model>` selects the pods of both revisions; weights follow replicas.
     ReplicaRatio,
     /// A router (Gateway API, Istio) sets the weights.
     Router,
 }
 
-fn routing(spec: &RankingModelSpec) -> Routing {
+pub(super) fn routing(spec: &RankingModelSpec) -> Routing {
     match spec
         .rollout
         .as_ref()
@@ -50,7 +50,10 @@ fn steps(spec: &RankingModelSpec) -> &[RolloutStep] {
 }
 
 /// The metric named by an analysis step: a template, or a background metric.
-fn find_metric<'a>(spec: &'a RankingModelSpec, name: &str) -> Option<&'a AnalysisMetric> {
+pub(super) fn find_metric<'a>(
+    spec: &'a RankingModelSpec,
+    name: &str,
+) -> Option<&'a AnalysisMetric> {
     let analysis = spec.rollout.as_ref()?.analysis.as_ref()?;
     analysis
         .templates
@@ -100,6 +103,9 @@ pub fn active_analysis<'a>(
         || c.pause_reason.as_deref() == Some(pause::INCONCLUSIVE)
     {
         return Vec::new();
+    }
+    if super::bluegreen::is_blue_green(c) {
+        return super::bluegreen::active_analysis(spec, c, status);
     }
     let mut active = Vec::new();
     if (c.weight > 0 || compare::running(spec, c))
@@ -195,20 +201,9 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
     let steps = steps(spec);
     let n_steps = steps.len();
     let by_replicas = routing(spec) == Routing::ReplicaRatio;
-    let abort_delay = spec
-        .rollout
-        .as_ref()
-        .and_then(|r| r.abort_scale_down_delay_seconds)
-        .map_or(DEFAULT_ABORT_SCALE_DOWN_DELAY, i64::from);
+    let abort_delay = abort_delay(spec);
     let autoscaled = spec.autoscaling.is_some();
-    let stable = b.status.stable.clone().unwrap_or_default();
-    let min = super::desired_replicas(spec);
-    let stable_size = b.observed(&stable.revision).map_or(min, |d| d.desired);
-    let full = if autoscaled {
-        stable_size.max(min)
-    } else {
-        min
-    };
+    let (stable, stable_size, full) = sizes(b);
     let requests = b.ctx.requests.clone();
 
     // A new revision starts a canary from step 0; an intermediate one is
@@ -237,65 +232,33 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
     let Some(mut c) = b.status.canary.clone() else {
         return;
     };
-
-    // Requests.
-    if let Some(v) = &requests.rollback {
-        b.handled.push((requests::ROLLBACK, v.clone()));
-        if starting {
-            c.step_index = n_steps as i32;
-            c.step_started_at = Some(time(now));
-            b.push_history(
-                &stable.version,
-                &stable.uri,
-                None,
-                &stable.revision,
-                "RolledBack",
-            );
-            b.outcomes.push(Outcome {
-                outcome: "rolled_back",
-                seconds: None,
-            });
-            b.event(
-                false,
-                "RollingBack",
-                format!(
-                    "rolling back from {} to {}: canary steps skipped, it takes all traffic once available",
-                    stable.version, spec.model.version
-                ),
-            );
-        }
-    }
-    if let Some(v) = &requests.abort
-        && c.aborted_at.is_none()
-    {
-        b.handled.push((requests::ABORT, v.clone()));
-        abort(
-            b,
-            &mut c,
-            "RolloutAborted",
-            format!("aborted by request ({}={v})", requests::ABORT),
-            abort_delay,
-        );
-    }
-    if let Some(v) = &requests.retry
-        && c.aborted_at.is_some()
-    {
-        b.handled.push((requests::RETRY, v.clone()));
+    if super::bluegreen::is_blue_green(&c) && c.aborted_at.is_none() {
+        // The spec dropped blue-green mid-rollout: traffic goes back to
+        // stable and the canary starts at its first step.
         c = CanaryRevision {
             version: c.version.clone(),
             uri: c.uri.clone(),
             revision: c.revision.clone(),
             step_started_at: Some(time(now)),
-            started_at: Some(time(now)),
+            started_at: c.started_at.clone(),
             ..CanaryRevision::default()
         };
-        b.status.analysis = None;
         b.event(
             false,
-            "Retrying",
-            format!("canary {} restarts from step 1 by request", c.version),
+            "CanaryStarted",
+            format!(
+                "version {} continues as a canary ({n_steps} step(s)): spec.rollout.blueGreen was removed",
+                c.version
+            ),
         );
     }
+
+    // Requests.
+    if rollback_request(b, starting, &stable) {
+        c.step_index = n_steps as i32;
+        c.step_started_at = Some(time(now));
+    }
+    abort_or_retry(b, &mut c, abort_delay);
     if c.aborted_at.is_none() {
         if let Some(v) = &requests.promote_full {
             b.handled.push((requests::PROMOTE_FULL, v.clone()));
@@ -334,43 +297,12 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
     }
 
     if c.aborted_at.is_some() {
-        // Traffic is on stable; the canary's pods go at scaleDownAt.
-        if let Some(at) = c.scale_down_at.clone()
-            && now < at.0
-        {
-            b.wake_at(at.0);
-        }
-        b.relabel
-            .push((deployment_name(b.ctx.name, &stable.revision), Track::Stable));
-        b.status.canary = Some(c);
+        keep_aborted(b, c, &stable);
         return;
     }
 
     // Features: a canary does not advance while they are not ready.
-    match features_block(b, false) {
-        Some(why) if c.pause_reason.is_none() => {
-            b.event(
-                true,
-                "FeaturesNotReady",
-                format!("canary {} waits at weight {}%: {why}", c.version, c.weight),
-            );
-            c.pause_reason = Some(pause::FEATURES.into());
-            c.paused_at = Some(time(now));
-        }
-        Some(_) => {}
-        None if c.pause_reason.as_deref() == Some(pause::FEATURES) => {
-            b.event(
-                false,
-                "FeaturesReady",
-                format!("canary {} resumes: its features are ready", c.version),
-            );
-            c.pause_reason = None;
-            c.paused_at = None;
-            // The wait does not count against the progress deadline.
-            c.step_started_at = Some(time(now));
-        }
-        None => {}
-    }
+    hold_for_features(b, &mut c);
 
     // Analysis verdicts: a failure aborts, an inconclusive result pauses.
     if let Some((failed, message)) = analysis_verdict(spec, &b.status, &c) {
@@ -641,6 +573,145 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
     b.status.canary = Some(c);
 }
 
+/// The stable revision, its current size, and the full size of the new
+/// revision (the autoscaled stable's current size, at least its minimum).
+pub(super) fn sizes(b: &Builder<'_>) -> (StableRevision, i32, i32) {
+    let stable = b.status.stable.clone().unwrap_or_default();
+    let min = super::desired_replicas(b.spec);
+    let stable_size = b.observed(&stable.revision).map_or(min, |d| d.desired);
+    let full = if b.spec.autoscaling.is_some() {
+        stable_size.max(min)
+    } else {
+        min
+    };
+    (stable, stable_size, full)
+}
+
+/// `abortScaleDownDelaySeconds`, defaulted.
+pub(super) fn abort_delay(spec: &RankingModelSpec) -> i64 {
+    spec.rollout
+        .as_ref()
+        .and_then(|r| r.abort_scale_down_delay_seconds)
+        .map_or(DEFAULT_ABORT_SCALE_DOWN_DELAY, i64::from)
+}
+
+/// A rollback request. When it is what started this rollout the rollback is
+/// recorded and the caller skips the strategy's steps and analyses (returns
+/// true); otherwise it is only answered.
+pub(super) fn rollback_request(
+    b: &mut Builder<'_>,
+    starting: bool,
+    stable: &StableRevision,
+) -> bool {
+    let Some(v) = b.ctx.requests.rollback.clone() else {
+        return false;
+    };
+    b.handled.push((requests::ROLLBACK, v));
+    if !starting {
+        return false;
+    }
+    b.push_history(
+        &stable.version,
+        &stable.uri,
+        None,
+        &stable.revision,
+        "RolledBack",
+    );
+    b.outcomes.push(Outcome {
+        outcome: "rolled_back",
+        seconds: None,
+    });
+    b.event(
+        false,
+        "RollingBack",
+        format!(
+            "rolling back from {} to {}: canary steps skipped, it takes all traffic once available",
+            stable.version, b.spec.model.version
+        ),
+    );
+    true
+}
+
+/// Abort (any time before the end) and retry (after an abort) requests.
+pub(super) fn abort_or_retry(b: &mut Builder<'_>, c: &mut CanaryRevision, abort_delay: i64) {
+    let now = b.now;
+    if let Some(v) = b.ctx.requests.abort.clone()
+        && c.aborted_at.is_none()
+    {
+        b.handled.push((requests::ABORT, v.clone()));
+        abort(
+            b,
+            c,
+            "RolloutAborted",
+            format!("aborted by request ({}={v})", requests::ABORT),
+            abort_delay,
+        );
+    }
+    if let Some(v) = b.ctx.requests.retry.clone()
+        && c.aborted_at.is_some()
+    {
+        b.handled.push((requests::RETRY, v));
+        *c = CanaryRevision {
+            version: c.version.clone(),
+            uri: c.uri.clone(),
+            revision: c.revision.clone(),
+            step_started_at: Some(time(now)),
+            started_at: Some(time(now)),
+            strategy: c.strategy.clone(),
+            ..CanaryRevision::default()
+        };
+        b.status.analysis = None;
+        b.event(
+            false,
+            "Retrying",
+            format!("canary {} restarts from step 1 by request", c.version),
+        );
+    }
+}
+
+/// An aborted rollout: traffic is on stable; the new revision's pods go at
+/// `scaleDownAt`.
+pub(super) fn keep_aborted(b: &mut Builder<'_>, c: CanaryRevision, stable: &StableRevision) {
+    if let Some(at) = c.scale_down_at.clone()
+        && b.now < at.0
+    {
+        b.wake_at(at.0);
+    }
+    b.relabel
+        .push((deployment_name(b.ctx.name, &stable.revision), Track::Stable));
+    b.status.canary = Some(c);
+}
+
+/// Features not ready hold the rollout where it is (pause reason
+/// `FeaturesNotReady`); it resumes by itself once they are.
+pub(super) fn hold_for_features(b: &mut Builder<'_>, c: &mut CanaryRevision) {
+    let now = b.now;
+    match features_block(b, false) {
+        Some(why) if c.pause_reason.is_none() => {
+            b.event(
+                true,
+                "FeaturesNotReady",
+                format!("canary {} waits at weight {}%: {why}", c.version, c.weight),
+            );
+            c.pause_reason = Some(pause::FEATURES.into());
+            c.paused_at = Some(time(now));
+        }
+        Some(_) => {}
+        None if c.pause_reason.as_deref() == Some(pause::FEATURES) => {
+            b.event(
+                false,
+                "FeaturesReady",
+                format!("canary {} resumes: its features are ready", c.version),
+            );
+            c.pause_reason = None;
+            c.paused_at = None;
+            // The wait does not count against the progress deadline.
+            c.step_started_at = Some(time(now));
+        }
+        None => {}
+    }
+}
+
 /// Deletes the warm previous revisions now (replica-ratio canaries select
 /// every pod of the model).
 fn retire_now(b: &mut Builder<'_>) {
@@ -677,7 +748,7 @@ fn complete_step(b: &mut Builder<'_>, c: &mut CanaryRevision, steps: &[RolloutSt
 
 /// All traffic back to stable at once; the canary's pods stay until
 /// `abortScaleDownDelaySeconds` have passed.
-fn abort(
+pub(super) fn abort(
     b: &mut Builder<'_>,
     c: &mut CanaryRevision,
     reason: &'static str,
@@ -728,7 +799,9 @@ fn analysis_verdict(
         .get(c.step_index as usize)
         .and_then(|s| s.analysis.as_ref())
         .map(|_| c.step_index);
-    let relevant = |m: &&MetricStatus| m.step.is_none() || (m.step.is_some() && m.step == current);
+    let relevant = |m: &&MetricStatus| {
+        m.stage.is_none() && (m.step.is_none() || (m.step.is_some() && m.step == current))
+    };
     let describe = |m: &MetricStatus| {
         m.message
             .clone()

@@ -410,9 +410,10 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
     b.status.canary = Some(c);
 }
 
-/// `promote` (a paused rollout goes on; before the preview is ready, it is
-/// promoted as soon as it passes its pre-promotion analysis) and
-/// `promote-full` (no more analysis: switch and finish once Available).
+/// `promote` acts on a paused rollout (PreviewReady: switch now;
+/// Inconclusive: accept the evidence); before that it is answered as
+/// ignored, as Argo Rollouts' promote only resumes a pause. `promote-full`
+/// skips all remaining analysis: switch and finish once Available.
 fn promote_requests(b: &mut Builder<'_>, c: &mut CanaryRevision) {
     if let Some(v) = b.ctx.requests.promote_full.clone() {
         b.handled.push((requests::PROMOTE_FULL, v));

@@ -16,9 +16,9 @@ use mlctl_crds::rankingmodel::{
 };
 use mlctl_crds::requests;
 
-use super::canary::{
-    ActiveAnalysis, abort, abort_delay, abort_or_retry, find_metric, hold_for_features,
-    keep_aborted, rollback_request, sizes,
+use super::canary::{ActiveAnalysis, find_metric};
+use super::control::{
+    abort, abort_delay, abort_or_retry, hold_for_features, keep_aborted, rollback_request, sizes,
 };
 use super::{Builder, make_stable, pause, seconds_since, start_pending, time};
 use crate::analysis::{POST_PROMOTION_STEP, PRE_PROMOTION_STEP};
@@ -399,11 +399,17 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
 
     b.canary_weight = c.weight;
     b.switched = c.switched_at.is_some();
+    // Switched and autoscaled: the autoscaler sizes the new revision now
+    // (it serves all traffic); the operator no longer resizes it.
+    let size = match preview.as_ref() {
+        Some(d) if b.switched && spec.autoscaling.is_some() => d.desired,
+        _ => full,
+    };
     b.apply.push(RevisionPlan {
         revision: target,
         track: Track::Canary,
         replicas: (spec.autoscaling.is_none()).then_some(full),
-        initial_replicas: Some(full),
+        initial_replicas: Some(size),
     });
     b.relabel
         .push((deployment_name(b.ctx.name, &stable.revision), Track::Stable));

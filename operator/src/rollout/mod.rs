@@ -24,6 +24,7 @@ pub mod bluegreen;
 mod canary;
 pub mod compare;
 mod conditions;
+mod control;
 mod requests;
 #[cfg(test)]
 mod tests;
@@ -427,10 +428,16 @@ pub fn decide(
     summarize(spec, &mut b.status, ctx, &serving, progress_deadline);
     let replicas = desired_replicas(spec);
     Decision {
-        autoscaler_target: spec
-            .autoscaling
-            .is_some()
-            .then(|| deployment_name(ctx.name, &serving)),
+        // After a blue-green switch the autoscaler follows the traffic: the
+        // previous revision keeps the size it had, to switch back to.
+        autoscaler_target: spec.autoscaling.is_some().then(|| {
+            let scaled = if services.switched {
+                &services.canary
+            } else {
+                &serving
+            };
+            deployment_name(ctx.name, scaled)
+        }),
         disruption_budget: (replicas > 1).then(|| serving.clone()),
         canary_weight: if active_canary.is_some() {
             b.canary_weight

@@ -33,35 +33,37 @@ fn analysed(pre: &[&str], post: &[&str]) -> BlueGreen {
     }
 }
 
-/// Records a stage metric's verdict as the analysis would.
-fn set_stage_metric(sim: &mut Sim, name: &str, stage: &str, phase: &str) {
+/// Records a metric's verdict as the analysis would: a stage's
+/// (`PrePromotion`, `PostPromotion`) or, with None, a background one.
+fn set_metric(sim: &mut Sim, name: &str, stage: Option<&str>, phase: &str) {
     let a = sim
         .status
         .analysis
         .get_or_insert_with(AnalysisStatus::default);
     a.metrics
-        .retain(|m| !(m.name == name && m.stage.as_deref() == Some(stage)));
+        .retain(|m| !(m.name == name && m.step.is_none() && m.stage.as_deref() == stage));
     a.metrics.push(MetricStatus {
         name: name.into(),
-        stage: Some(stage.into()),
+        stage: stage.map(str::to_string),
         phase: phase.into(),
         message: Some(format!("metric {name}: {phase}")),
         ..MetricStatus::default()
     });
 }
 
-fn set_background(sim: &mut Sim, name: &str, phase: &str) {
-    let a = sim
-        .status
-        .analysis
-        .get_or_insert_with(AnalysisStatus::default);
-    a.metrics.retain(|m| !(m.name == name && m.step.is_none()));
-    a.metrics.push(MetricStatus {
-        name: name.into(),
-        phase: phase.into(),
-        message: Some(format!("metric {name}: {phase}")),
-        ..MetricStatus::default()
-    });
+fn set_stage_metric(sim: &mut Sim, name: &str, stage: &str, phase: &str) {
+    set_metric(sim, name, Some(stage), phase);
+}
+
+/// v1 healthy, then v2 (both with `bg`) started at t=100 next to it: the
+/// sim, v2's spec, and the stable and a ready full-size preview.
+fn started(bg: BlueGreen) -> (Sim, RankingModelSpec, [ObservedDeployment; 2]) {
+    let v1 = bg_spec("v1", bg.clone());
+    let v2 = bg_spec("v2", bg);
+    let mut sim = Sim::healthy(&v1);
+    let both = [dep(&v1, 4, 4, "stable"), dep(&v2, 4, 4, "canary")];
+    sim.step(&v2, &both[..1], at(100));
+    (sim, v2, both)
 }
 
 #[test]
@@ -183,11 +185,7 @@ fn manual_promotion_pauses_a_ready_preview_until_promoted() {
         auto_promotion_enabled: Some(false),
         ..BlueGreen::default()
     };
-    let v1 = bg_spec("v1", bg.clone());
-    let v2 = bg_spec("v2", bg);
-    let mut sim = Sim::healthy(&v1);
-    let both = [dep(&v1, 4, 4, "stable"), dep(&v2, 4, 4, "canary")];
-    sim.step(&v2, &both[..1], at(100));
+    let (mut sim, v2, both) = started(bg);
     // An early promote is answered, not kept: nothing is paused yet.
     sim.requests.promote = Some("early".into());
     let d = sim.step(&v2, &both[..1], at(101));
@@ -231,11 +229,7 @@ fn auto_promotion_waits_its_seconds_after_the_preview_is_ready() {
         auto_promotion_seconds: Some(30),
         ..BlueGreen::default()
     };
-    let v1 = bg_spec("v1", bg.clone());
-    let v2 = bg_spec("v2", bg);
-    let mut sim = Sim::healthy(&v1);
-    let both = [dep(&v1, 4, 4, "stable"), dep(&v2, 4, 4, "canary")];
-    sim.step(&v2, &both[..1], at(100));
+    let (mut sim, v2, both) = started(bg);
     let d = sim.step(&v2, &both, at(110));
     assert_eq!(reasons(&d), vec!["PreviewReady"]);
     assert_eq!(sim.canary().step_index, stage::PROMOTION);
@@ -349,7 +343,7 @@ fn background_analysis_runs_from_the_ready_preview_and_its_failure_aborts() {
     let active = active_analysis(&v2, &sim.status);
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].metrics[0].name, "errors");
-    set_background(&mut sim, "errors", "Failed");
+    set_metric(&mut sim, "errors", None, "Failed");
     let d = sim.step(&v2, &both, at(120));
     assert_eq!(reasons(&d), vec!["AnalysisFailed"]);
     assert!(sim.canary().aborted_at.is_some());
@@ -478,4 +472,36 @@ fn stage_metrics_are_keyed_by_stage_not_step() {
     assert_eq!(statuses.len(), 3);
     assert_eq!(statuses[1].stage.as_deref(), Some("PostPromotion"));
     assert_eq!(statuses[2].stage, None);
+}
+
+#[test]
+fn after_the_switch_the_autoscaler_follows_the_traffic() {
+    let autoscaled = |version: &str| {
+        let mut s = bg_spec(version, analysed(&[], &["ndcg"]));
+        s.replicas = None;
+        s.autoscaling = Some(mlctl_crds::rankingmodel::Autoscaling {
+            min_replicas: Some(2),
+            max_replicas: 10,
+            ..Default::default()
+        });
+        s
+    };
+    let (v1, v2) = (autoscaled("v1"), autoscaled("v2"));
+    let mut sim = Sim::healthy(&v1);
+    // The stable was scaled out to 6 by its autoscaler: the preview matches.
+    let stable = dep(&v1, 6, 6, "stable");
+    let d = sim.step(&v2, std::slice::from_ref(&stable), at(100));
+    assert_eq!(d.apply[0].initial_replicas, Some(6));
+    assert_eq!(d.autoscaler_target, Some(stable.name.clone()));
+    let d = sim.step(&v2, &[stable.clone(), dep(&v2, 6, 6, "canary")], at(110));
+    assert!(d.services.switched);
+    let preview = deployment_name("r", &revision_of(&v2));
+    assert_eq!(d.autoscaler_target, Some(preview.clone()));
+    // The autoscaler now sizes the new revision; the operator leaves it.
+    let d = sim.step(&v2, &[stable.clone(), dep(&v2, 4, 4, "canary")], at(111));
+    assert_eq!(d.apply[0].initial_replicas, Some(4));
+    // A failed post-promotion analysis hands the autoscaler back.
+    set_stage_metric(&mut sim, "ndcg", "PostPromotion", "Failed");
+    let d = sim.step(&v2, &[stable.clone(), dep(&v2, 4, 4, "canary")], at(112));
+    assert_eq!(d.autoscaler_target, Some(stable.name.clone()));
 }

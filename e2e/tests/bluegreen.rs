@@ -2,8 +2,9 @@
 //! the preview at full size behind `<model>-preview` with no user traffic,
 //! pre- and post-promotion analysis over a web metric the test serves on
 //! 127.0.0.1, manual promotion by the `mlctl.io/promote` request, the switch
-//! of `<model>` (replica ratio) and of a Gateway API HTTPRoute's weights, and
-//! a failed post-promotion analysis switching back.
+//! of `<model>` (replica ratio) and of a Gateway API HTTPRoute's weights, a
+//! failed post-promotion analysis switching back, and an operator killed
+//! after the switch resuming without repeating anything.
 
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,7 +20,7 @@ use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
-use mlctl_e2e::operator::setup;
+use mlctl_e2e::operator::{setup, start_operator};
 use mlctl_e2e::{
     TestNamespace, apply_yaml, events_with_reason, require_e2e, wait_for, wait_for_deletion,
 };
@@ -459,6 +460,79 @@ spec:
     assert_eq!(weights(&r), expect(100, 0));
     wait_selects(&ns, "ranker", &v1).await;
     assert!(!event_messages(&ns, "AnalysisFailed").await.is_empty());
+    drop(server);
+    ns.finish().await;
+}
+
+#[tokio::test]
+async fn a_killed_operator_resumes_a_switched_rollout_without_repeating_it() {
+    require_e2e!();
+    let (_client, mut ns, mut operator, kubeconfig) = setup("bluegreen-crash").await;
+    let server = ValueServer::start(0.5).await;
+    let blue_green = "      prePromotionAnalysis: {metrics: [ndcg]}\n      postPromotionAnalysis: {metrics: [ndcg-late]}";
+    apply_yaml(
+        ns.client(),
+        ns.name(),
+        &model("v1", &server.url, blue_green, &late_metric(&server.url)),
+    )
+    .await;
+    let models: Api<RankingModel> = ns.api();
+    wait_for(&models, "ranker", stable_is("v1"), LONG).await;
+    set_version(&models, "v2").await;
+    // Killed after the automatic switch, while the post-promotion analysis
+    // waits out its initial delay.
+    let before = wait_for(
+        &models,
+        "ranker",
+        |m: Option<&RankingModel>| {
+            status(m)
+                .and_then(|s| s.canary.as_ref())
+                .is_some_and(|c| c.switched_at.is_some())
+        },
+        LONG,
+    )
+    .await;
+    // Events follow the status write: the killed process has published
+    // the switch before it dies.
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    mlctl_e2e::wait_for_list(
+        &events,
+        kube::runtime::watcher::Config::default(),
+        |list: &[k8s_openapi::api::events::v1::Event]| {
+            list.iter()
+                .any(|e| e.reason.as_deref() == Some("TrafficSwitched"))
+        },
+        LONG,
+    )
+    .await;
+    operator.kill();
+    let c = before.status.unwrap().canary.unwrap();
+    assert_eq!(c.weight, 100);
+
+    let restarted = start_operator(&ns, &kubeconfig, "b");
+    ns.dump_log_on_failure(restarted.log.clone());
+    let m = wait_for(&models, "ranker", stable_is("v2"), LONG).await;
+    let s = m.status.unwrap();
+    assert_eq!(s.history[0].outcome, "Promoted");
+    // The new process finished what was left: the post-promotion analysis
+    // and the promotion, not the pre-promotion analysis or the switch.
+    let want = |m: &str| {
+        m.contains("mlctl_rollout_step_duration_seconds_count{step=\"postPromotionAnalysis\"} 1")
+            && m.contains("mlctl_rollout_outcomes_total{outcome=\"promoted\"} 1")
+    };
+    let metrics = restarted.wait_for_metrics(want, LONG).await;
+    assert!(want(&metrics), "{metrics}");
+    assert!(
+        !metrics.contains("step=\"prePromotionAnalysis\""),
+        "the pre-promotion analysis was repeated: {metrics}"
+    );
+    let switched = events_with_reason(&ns.api(), "TrafficSwitched").await;
+    assert_eq!(switched.len(), 1, "{switched:?}");
+    assert!(
+        switched[0].series.is_none() && switched[0].count.unwrap_or(1) == 1,
+        "switched twice: {switched:?}"
+    );
+    drop(restarted);
     drop(server);
     ns.finish().await;
 }

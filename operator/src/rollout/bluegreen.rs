@@ -83,7 +83,6 @@ fn stage_name(at_stage: i32) -> &'static str {
 pub(super) fn active_analysis<'a>(
     spec: &'a RankingModelSpec,
     c: &CanaryRevision,
-    _status: &RankingModelStatus,
 ) -> Vec<ActiveAnalysis<'a>> {
     let mut active = Vec::new();
     if c.preview_ready_at.is_none() {
@@ -551,6 +550,7 @@ fn finish(b: &mut Builder<'_>, c: CanaryRevision, scale_down_delay: i64, full: i
 /// Phase, Progressing (status, reason, message) and the summary of a live
 /// blue-green rollout.
 pub(super) fn summary(
+    spec: &RankingModelSpec,
     model: &str,
     c: &CanaryRevision,
     stable: &StableRevision,
@@ -563,9 +563,16 @@ pub(super) fn summary(
         stage::PRE_PROMOTION => {
             format!("preview ready at full size behind {preview}; prePromotionAnalysis running")
         }
-        stage::PROMOTION => format!(
-            "preview ready at full size behind {preview}; switching traffic (autoPromotionSeconds)"
-        ),
+        stage::PROMOTION => {
+            let wait = i64::from(settings(spec).auto_promotion_seconds.unwrap_or(0).max(0));
+            match &c.preview_ready_at {
+                Some(ready) => format!(
+                    "preview ready at full size behind {preview}; all traffic switches at {} (autoPromotionSeconds={wait})",
+                    ready.0 + SignedDuration::from_secs(wait)
+                ),
+                None => format!("preview ready at full size behind {preview}"),
+            }
+        }
         stage::POST_PROMOTION => format!(
             "all traffic on {} since the switch; postPromotionAnalysis running, {} kept at full size",
             c.version, stable.version

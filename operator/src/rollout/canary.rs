@@ -105,7 +105,7 @@ pub fn active_analysis<'a>(
         return Vec::new();
     }
     if super::bluegreen::is_blue_green(c) {
-        return super::bluegreen::active_analysis(spec, c, status);
+        return super::bluegreen::active_analysis(spec, c);
     }
     let mut active = Vec::new();
     if (c.weight > 0 || compare::running(spec, c))

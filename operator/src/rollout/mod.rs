@@ -881,7 +881,7 @@ fn summarize(
             let preview =
                 find(&c.revision).map_or((0, desired_replicas(spec)), |d| (d.ready, d.desired));
             let stable = status.stable.clone().unwrap_or_default();
-            bluegreen::summary(ctx.name, c, &stable, preview)
+            bluegreen::summary(spec, ctx.name, c, &stable, preview)
         }
         (Some(c), _) => {
             let step = if (c.step_index as usize) < steps {

@@ -235,6 +235,11 @@ fn auto_promotion_waits_its_seconds_after_the_preview_is_ready() {
     assert_eq!(sim.canary().step_index, stage::PROMOTION);
     assert_eq!(d.requeue_after, Some(Duration::from_secs(31)));
     assert_eq!(sim.status.phase, Some(Phase::Progressing));
+    let message = sim.status.message.clone().unwrap();
+    assert!(
+        message.contains("all traffic switches at 2027-01-15T08:02:20Z (autoPromotionSeconds=30)"),
+        "{message}"
+    );
     let d = sim.step(&v2, &both, at(139));
     assert!(d.events.is_empty() && d.canary_weight == 0);
     let d = sim.step(&v2, &both, at(140));

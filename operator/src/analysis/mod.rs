@@ -454,6 +454,31 @@ pub fn record(
     outcome
 }
 
+/// Blue-green pre- and post-promotion analyses are measured like analysis
+/// steps, under these reserved step numbers; their MetricStatus carries
+/// `stage` (`PrePromotion`, `PostPromotion`) instead of `step`.
+pub const PRE_PROMOTION_STEP: i32 = -1;
+/// See [`PRE_PROMOTION_STEP`].
+pub const POST_PROMOTION_STEP: i32 = -2;
+
+/// The blue-green stage a reserved step number stands for.
+pub fn stage_of(step: Option<i32>) -> Option<&'static str> {
+    match step {
+        Some(PRE_PROMOTION_STEP) => Some("PrePromotion"),
+        Some(POST_PROMOTION_STEP) => Some("PostPromotion"),
+        _ => None,
+    }
+}
+
+/// Whether `s` records metric `name` of analysis `step`.
+fn is_status_of(s: &MetricStatus, name: &str, step: Option<i32>) -> bool {
+    s.name == name
+        && match stage_of(step) {
+            Some(stage) => s.step.is_none() && s.stage.as_deref() == Some(stage),
+            None => s.step == step && s.stage.is_none(),
+        }
+}
+
 /// Pure. The metrics of one analysis (`step`, None for background) whose
 /// measurement is due at `now`, each with the time it fell due. Creates a
 /// metric's MetricStatus in `statuses` when missing (matched by (name,
@@ -469,13 +494,14 @@ pub fn due<'a>(
     for metric in metrics {
         let index = match statuses
             .iter()
-            .position(|s| s.name == metric.name && s.step == step)
+            .position(|s| is_status_of(s, &metric.name, step))
         {
             Some(index) => index,
             None => {
                 statuses.push(MetricStatus {
                     name: metric.name.clone(),
-                    step,
+                    step: step.filter(|_| stage_of(step).is_none()),
+                    stage: stage_of(step).map(str::to_string),
                     phase: Verdict::Running.as_str().into(),
                     started_at: Some(Time(now)),
                     ..MetricStatus::default()
@@ -505,7 +531,7 @@ pub fn record_in(
 ) -> Option<Outcome> {
     let status = statuses
         .iter_mut()
-        .find(|s| s.name == metric.name && s.step == step)?;
+        .find(|s| is_status_of(s, &metric.name, step))?;
     Some(record(metric, status, step.is_none(), result, at))
 }
 
@@ -523,7 +549,7 @@ pub fn next_wake(
         .filter_map(|metric| {
             let status = statuses
                 .iter()
-                .find(|s| s.name == metric.name && s.step == step)?;
+                .find(|s| is_status_of(s, &metric.name, step))?;
             next_due(metric, status, step.is_none()).filter(|at| !in_flight(&metric.name, *at))
         })
         .min()

@@ -322,7 +322,16 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
 
     // Services.
     let observed_services = owned(&kids.services, ns, &mref.name, &uid);
-    for svc in render::services(&mref, &decision.services) {
+    let desired_services = render::services(&mref, &decision.services);
+    // `<model>-preview` exists only while the model is blue-green.
+    let preview = render::preview_service_name(&mref.name);
+    if !desired_services.iter().any(|s| s.name_any() == preview)
+        && let Some(stale) = observed_services.iter().find(|s| s.name_any() == preview)
+    {
+        info!(service = %preview, "deleting: the model is no longer blue-green");
+        delete_child(&services, stale, &ctx.checked).await?;
+    }
+    for svc in desired_services {
         let name = svc.name_any();
         let existing = match observed_services.iter().find(|s| s.name_any() == name) {
             Some(s) => Some(s.clone()),

@@ -115,9 +115,22 @@ pub struct ServiceTargets {
     /// `<model>` selects the pods of every serving revision (a replica-ratio
     /// canary takes traffic in proportion to its Ready pods).
     pub split: bool,
+    /// `<model>` selects only the canary revision: a blue-green rollout has
+    /// switched all traffic to it (the previous revision stays behind
+    /// `<model>-stable` until the switch is final).
+    pub switched: bool,
+    /// Revision behind `<model>-preview`; None: no preview Service (only
+    /// blue-green models have one).
+    pub preview: Option<String>,
 }
 
-/// The Services `<model>`, `<model>-stable` and `<model>-canary`.
+/// Name of the blue-green preview Service of a model.
+pub fn preview_service_name(model: &str) -> String {
+    format!("{model}-preview")
+}
+
+/// The Services `<model>`, `<model>-stable` and `<model>-canary`, and
+/// `<model>-preview` for a blue-green model.
 pub fn services(model: &ModelRef, targets: &ServiceTargets) -> Vec<Service> {
     let make = |name: String, revision: Option<&str>| -> Service {
         let mut labels = model_labels(&model.name);
@@ -142,14 +155,20 @@ pub fn services(model: &ModelRef, targets: &ServiceTargets) -> Vec<Service> {
             status: None,
         }
     };
-    vec![
-        make(
-            model.name.clone(),
-            (!targets.split).then_some(targets.stable.as_str()),
-        ),
+    let main = if targets.switched {
+        Some(targets.canary.as_str())
+    } else {
+        (!targets.split).then_some(targets.stable.as_str())
+    };
+    let mut out = vec![
+        make(model.name.clone(), main),
         make(format!("{}-stable", model.name), Some(&targets.stable)),
         make(format!("{}-canary", model.name), Some(&targets.canary)),
-    ]
+    ];
+    if let Some(preview) = &targets.preview {
+        out.push(make(preview_service_name(&model.name), Some(preview)));
+    }
+    out
 }
 
 /// The HorizontalPodAutoscaler of the stable Deployment.

@@ -215,6 +215,8 @@ fn services_select_by_revision() {
             stable: "s1".into(),
             canary: "c1".into(),
             split: false,
+            switched: false,
+            preview: None,
         },
     );
     let names: Vec<_> = s.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
@@ -229,6 +231,8 @@ fn services_select_by_revision() {
             stable: "s1".into(),
             canary: "c1".into(),
             split: true,
+            switched: false,
+            preview: None,
         },
     );
     let main = split[0].spec.as_ref().unwrap().selector.clone().unwrap();
@@ -245,6 +249,38 @@ fn services_select_by_revision() {
     assert!(
         s.iter()
             .all(|s| s.metadata.owner_references.as_ref().unwrap()[0].controller == Some(true))
+    );
+}
+
+#[test]
+fn a_blue_green_model_has_a_preview_service_and_switches_main_at_once() {
+    let targets = |switched: bool| ServiceTargets {
+        stable: "s1".into(),
+        canary: "c1".into(),
+        split: false,
+        switched,
+        preview: Some("c1".into()),
+    };
+    let before = services(&model(), &targets(false));
+    let names: Vec<_> = before
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["ranker", "ranker-stable", "ranker-canary", "ranker-preview"]
+    );
+    let sel = |s: &[Service], i: usize| {
+        s[i].spec.as_ref().unwrap().selector.clone().unwrap()[REVISION_LABEL].clone()
+    };
+    assert_eq!(sel(&before, 0), "s1", "no user traffic on the preview");
+    assert_eq!(sel(&before, 3), "c1");
+    let after = services(&model(), &targets(true));
+    assert_eq!(sel(&after, 0), "c1", "<model> switched to the new revision");
+    assert_eq!(
+        sel(&after, 1),
+        "s1",
+        "the previous revision stays reachable"
     );
 }
 

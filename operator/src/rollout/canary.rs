@@ -9,10 +9,10 @@ use mlctl_crds::rankingmodel::{
 };
 
 use super::compare::{self, Flow};
-use super::{
-    Builder, DEFAULT_ABORT_SCALE_DOWN_DELAY, Outcome, features_block, make_stable, pause,
-    seconds_since, start_pending, time,
+use super::control::{
+    abort, abort_delay, abort_or_retry, hold_for_features, keep_aborted, rollback_request, sizes,
 };
+use super::{Builder, make_stable, pause, seconds_since, start_pending, time};
 use crate::render::{RevisionPlan, Track, deployment_name};
 use mlctl_crds::requests;
 
@@ -27,14 +27,14 @@ pub struct ActiveAnalysis<'a> {
 
 /// How traffic is split while a canary runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Routing {
+pub(super) enum Routing {
     /// `<model>` selects the pods of both revisions; weights follow replicas.
     ReplicaRatio,
     /// A router (Gateway API, Istio) sets the weights.
     Router,
 }
 
-fn routing(spec: &RankingModelSpec) -> Routing {
+pub(super) fn routing(spec: &RankingModelSpec) -> Routing {
     match spec
         .rollout
         .as_ref()
@@ -50,7 +50,10 @@ fn steps(spec: &RankingModelSpec) -> &[RolloutStep] {
 }
 
 /// The metric named by an analysis step: a template, or a background metric.
-fn find_metric<'a>(spec: &'a RankingModelSpec, name: &str) -> Option<&'a AnalysisMetric> {
+pub(super) fn find_metric<'a>(
+    spec: &'a RankingModelSpec,
+    name: &str,
+) -> Option<&'a AnalysisMetric> {
     let analysis = spec.rollout.as_ref()?.analysis.as_ref()?;
     analysis
         .templates
@@ -100,6 +103,9 @@ pub fn active_analysis<'a>(
         || c.pause_reason.as_deref() == Some(pause::INCONCLUSIVE)
     {
         return Vec::new();
+    }
+    if super::bluegreen::is_blue_green(c) {
+        return super::bluegreen::active_analysis(spec, c);
     }
     let mut active = Vec::new();
     if (c.weight > 0 || compare::running(spec, c))
@@ -204,20 +210,9 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
     let steps = steps(spec);
     let n_steps = steps.len();
     let by_replicas = routing(spec) == Routing::ReplicaRatio;
-    let abort_delay = spec
-        .rollout
-        .as_ref()
-        .and_then(|r| r.abort_scale_down_delay_seconds)
-        .map_or(DEFAULT_ABORT_SCALE_DOWN_DELAY, i64::from);
+    let abort_delay = abort_delay(spec);
     let autoscaled = spec.autoscaling.is_some();
-    let stable = b.status.stable.clone().unwrap_or_default();
-    let min = super::desired_replicas(spec);
-    let stable_size = b.observed(&stable.revision).map_or(min, |d| d.desired);
-    let full = if autoscaled {
-        stable_size.max(min)
-    } else {
-        min
-    };
+    let (stable, stable_size, full) = sizes(b);
     let requests = b.ctx.requests.clone();
 
     // A new revision starts a canary from step 0; an intermediate one is
@@ -246,65 +241,33 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
     let Some(mut c) = b.status.canary.clone() else {
         return;
     };
-
-    // Requests.
-    if let Some(v) = &requests.rollback {
-        b.handled.push((requests::ROLLBACK, v.clone()));
-        if starting {
-            c.step_index = n_steps as i32;
-            c.step_started_at = Some(time(now));
-            b.push_history(
-                &stable.version,
-                &stable.uri,
-                None,
-                &stable.revision,
-                "RolledBack",
-            );
-            b.outcomes.push(Outcome {
-                outcome: "rolled_back",
-                seconds: None,
-            });
-            b.event(
-                false,
-                "RollingBack",
-                format!(
-                    "rolling back from {} to {}: canary steps skipped, it takes all traffic once available",
-                    stable.version, spec.model.version
-                ),
-            );
-        }
-    }
-    if let Some(v) = &requests.abort
-        && c.aborted_at.is_none()
-    {
-        b.handled.push((requests::ABORT, v.clone()));
-        abort(
-            b,
-            &mut c,
-            "RolloutAborted",
-            format!("aborted by request ({}={v})", requests::ABORT),
-            abort_delay,
-        );
-    }
-    if let Some(v) = &requests.retry
-        && c.aborted_at.is_some()
-    {
-        b.handled.push((requests::RETRY, v.clone()));
+    if super::bluegreen::is_blue_green(&c) && c.aborted_at.is_none() {
+        // The spec dropped blue-green mid-rollout: traffic goes back to
+        // stable and the canary starts at its first step.
         c = CanaryRevision {
             version: c.version.clone(),
             uri: c.uri.clone(),
             revision: c.revision.clone(),
             step_started_at: Some(time(now)),
-            started_at: Some(time(now)),
+            started_at: c.started_at.clone(),
             ..CanaryRevision::default()
         };
-        b.status.analysis = None;
         b.event(
             false,
-            "Retrying",
-            format!("canary {} restarts from step 1 by request", c.version),
+            "CanaryStarted",
+            format!(
+                "version {} continues as a canary ({n_steps} step(s)): spec.rollout.blueGreen was removed",
+                c.version
+            ),
         );
     }
+
+    // Requests.
+    if rollback_request(b, starting, &stable) {
+        c.step_index = n_steps as i32;
+        c.step_started_at = Some(time(now));
+    }
+    abort_or_retry(b, &mut c, abort_delay);
     if c.aborted_at.is_none() {
         if let Some(v) = &requests.promote_full {
             b.handled.push((requests::PROMOTE_FULL, v.clone()));
@@ -343,43 +306,12 @@ pub(super) fn run(b: &mut Builder<'_>, scale_down_delay: i64, progress_deadline:
     }
 
     if c.aborted_at.is_some() {
-        // Traffic is on stable; the canary's pods go at scaleDownAt.
-        if let Some(at) = c.scale_down_at.clone()
-            && now < at.0
-        {
-            b.wake_at(at.0);
-        }
-        b.relabel
-            .push((deployment_name(b.ctx.name, &stable.revision), Track::Stable));
-        b.status.canary = Some(c);
+        keep_aborted(b, c, &stable);
         return;
     }
 
     // Features: a canary does not advance while they are not ready.
-    match features_block(b, false) {
-        Some(why) if c.pause_reason.is_none() => {
-            b.event(
-                true,
-                "FeaturesNotReady",
-                format!("canary {} waits at weight {}%: {why}", c.version, c.weight),
-            );
-            c.pause_reason = Some(pause::FEATURES.into());
-            c.paused_at = Some(time(now));
-        }
-        Some(_) => {}
-        None if c.pause_reason.as_deref() == Some(pause::FEATURES) => {
-            b.event(
-                false,
-                "FeaturesReady",
-                format!("canary {} resumes: its features are ready", c.version),
-            );
-            c.pause_reason = None;
-            c.paused_at = None;
-            // The wait does not count against the progress deadline.
-            c.step_started_at = Some(time(now));
-        }
-        None => {}
-    }
+    hold_for_features(b, &mut c);
 
     // Analysis verdicts: a failure aborts, an inconclusive result pauses.
     if let Some((failed, message)) = analysis_verdict(spec, &b.status, &c) {
@@ -704,47 +636,6 @@ fn complete_step(b: &mut Builder<'_>, c: &mut CanaryRevision, steps: &[RolloutSt
     c.step_started_at = Some(time(b.now));
 }
 
-/// All traffic back to stable at once; the canary's pods stay until
-/// `abortScaleDownDelaySeconds` have passed.
-fn abort(
-    b: &mut Builder<'_>,
-    c: &mut CanaryRevision,
-    reason: &'static str,
-    why: String,
-    abort_delay: i64,
-) {
-    let now = b.now;
-    let stable = b
-        .status
-        .stable
-        .as_ref()
-        .map_or(String::new(), |s| s.version.clone());
-    compare::end(c, c.step_index, now);
-    c.aborted_at = Some(time(now));
-    c.abort_reason = Some(why.clone());
-    c.scale_down_at = Some(time(now + SignedDuration::from_secs(abort_delay)));
-    c.weight = 0;
-    c.pause_reason = None;
-    c.paused_at = None;
-    b.push_history(&c.version, &c.uri, None, &c.revision, "Aborted");
-    if let Some(h) = b.status.history.first_mut() {
-        h.comparisons = c.comparisons.clone();
-    }
-    b.outcomes.push(Outcome {
-        outcome: "aborted",
-        seconds: seconds_since(now, c.started_at.as_ref()),
-    });
-    b.event(
-        true,
-        reason,
-        format!(
-            "canary {} aborted: {why}; all traffic is back on stable {stable}",
-            c.version
-        ),
-    );
-    b.wake_at(now + SignedDuration::from_secs(abort_delay));
-}
-
 /// The verdict of the running analyses: Some((true, why)) on a failure or
 /// error, Some((false, why)) when inconclusive.
 fn analysis_verdict(
@@ -757,7 +648,9 @@ fn analysis_verdict(
         .get(c.step_index as usize)
         .and_then(|s| s.analysis.as_ref())
         .map(|_| c.step_index);
-    let relevant = |m: &&MetricStatus| m.step.is_none() || (m.step.is_some() && m.step == current);
+    let relevant = |m: &&MetricStatus| {
+        m.stage.is_none() && (m.step.is_none() || (m.step.is_some() && m.step == current))
+    };
     let describe = |m: &MetricStatus| {
         m.message
             .clone()

@@ -13,15 +13,23 @@
 //!   analysis, then scales to full size and becomes stable; without steps it
 //!   replaces the stable one once Available. A failed analysis, a progress
 //!   deadline or an abort request sends all traffic back to stable at once.
+//! - With `spec.rollout.blueGreen` the new revision is a blue-green preview
+//!   instead ([`bluegreen`]): full size behind `<model>-preview`, no user
+//!   traffic until promoted, then all traffic at once; a failed
+//!   post-promotion analysis switches back.
 //! - A previous stable revision stays warm for `scaleDownDelaySeconds` (a
 //!   rollback to it needs no new pods) and is then deleted.
 
+pub mod bluegreen;
 mod canary;
 pub mod compare;
 mod conditions;
+mod control;
 mod requests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bluegreen;
 #[cfg(test)]
 mod tests_canary;
 #[cfg(test)]
@@ -214,6 +222,8 @@ struct Builder<'a> {
     requeue: Option<Duration>,
     /// `<model>` selects every serving pod (replica-ratio traffic split).
     split: bool,
+    /// `<model>` selects only the new revision (a blue-green switch).
+    switched: bool,
     canary_weight: i32,
     peer: Option<compare::PeerPlan>,
     /// Requests acted on or answered in this decision.
@@ -294,6 +304,7 @@ pub fn decide(
         steps_completed: Vec::new(),
         requeue: None,
         split: false,
+        switched: false,
         canary_weight: 0,
         peer: None,
         handled: Vec::new(),
@@ -321,6 +332,9 @@ pub fn decide(
     match stable_revision.as_deref() {
         None => first_deployment(&mut b, progress_deadline),
         Some(stable) if stable == target => back_on_stable(&mut b),
+        Some(_) if rollout.is_some_and(|r| r.blue_green.is_some()) => {
+            bluegreen::run(&mut b, scale_down_delay, progress_deadline)
+        }
         Some(_) => canary::run(&mut b, scale_down_delay, progress_deadline),
     }
 
@@ -408,15 +422,24 @@ pub fn decide(
         stable: serving.clone(),
         canary: active_canary.clone().unwrap_or_else(|| serving.clone()),
         split: b.split && active_canary.is_some(),
+        switched: b.switched && active_canary.is_some(),
+        preview: bluegreen::has_preview(spec, b.status.canary.as_ref())
+            .then(|| active_canary.clone().unwrap_or_else(|| serving.clone())),
     };
 
     summarize(spec, &mut b.status, ctx, &serving, progress_deadline);
     let replicas = desired_replicas(spec);
     Decision {
-        autoscaler_target: spec
-            .autoscaling
-            .is_some()
-            .then(|| deployment_name(ctx.name, &serving)),
+        // After a blue-green switch the autoscaler follows the traffic: the
+        // previous revision keeps the size it had, to switch back to.
+        autoscaler_target: spec.autoscaling.is_some().then(|| {
+            let scaled = if services.switched {
+                &services.canary
+            } else {
+                &serving
+            };
+            deployment_name(ctx.name, scaled)
+        }),
         disruption_budget: (replicas > 1).then(|| serving.clone()),
         canary_weight: if active_canary.is_some() {
             b.canary_weight
@@ -850,6 +873,12 @@ fn summarize(
                     format!("deploying {}: {ready}/{want} ready", c.version),
                 )
             }
+        }
+        (Some(c), _) if bluegreen::is_blue_green(c) => {
+            let preview =
+                find(&c.revision).map_or((0, desired_replicas(spec)), |d| (d.ready, d.desired));
+            let stable = status.stable.clone().unwrap_or_default();
+            bluegreen::summary(spec, ctx.name, c, &stable, preview)
         }
         (Some(c), _) => {
             let step = if (c.step_index as usize) < steps {

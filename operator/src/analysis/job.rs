@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::{Api, Client};
+use mlctl_crds::common::PodPlacement;
 use mlctl_crds::rankingmodel::JobProvider;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
@@ -22,7 +23,9 @@ use tracing::{debug, info, warn};
 use super::Vars;
 use super::provider::substitute;
 use super::worker::ModelKey;
-use crate::render::{MODEL_LABEL, restricted_container_context, restricted_pod_context};
+use crate::render::{
+    MODEL_LABEL, placed_pod_spec, restricted_container_context, restricted_pod_context,
+};
 
 /// This release's `mlctl` CLI image, the default `job.image`.
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/mlctl/mlctl:", env!("CARGO_PKG_VERSION"));
@@ -65,6 +68,9 @@ pub struct JobMeasurement {
     /// The metric has no conditions: the Job's success is the verdict and
     /// the value recorded is 1 or 0.
     pub verdict_by_outcome: bool,
+    /// The model's `spec.runtime` placement: the Job runs where the model
+    /// runs (a dedicated, tainted node pool; the registry's pull secrets).
+    pub placement: PodPlacement,
 }
 
 /// The deterministic name of the Job of `m` for `model`'s current canary:
@@ -247,12 +253,21 @@ pub fn render(model: &ModelKey, vars: &Vars, m: &JobMeasurement) -> Job {
                         ..Container::default()
                     }],
                     volumes,
-                    ..PodSpec::default()
+                    ..job_placement(&m.placement)
                 }),
             },
             ..JobSpec::default()
         }),
         status: None,
+    }
+}
+
+/// The model's placement without its spread constraints: they select the
+/// serving pods, which a Job's pod is not one of.
+fn job_placement(placement: &PodPlacement) -> PodSpec {
+    PodSpec {
+        topology_spread_constraints: None,
+        ..placed_pod_spec(placement)
     }
 }
 

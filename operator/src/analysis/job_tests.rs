@@ -36,6 +36,7 @@ fn measurement(ordinal: i32) -> JobMeasurement {
             ..JobProvider::default()
         },
         verdict_by_outcome: false,
+        placement: PodPlacement::default(),
     }
 }
 
@@ -303,7 +304,7 @@ fn with_conditions_the_value_is_judged_like_any_other() {
 #[test]
 fn the_task_counts_the_measurements_already_taken() {
     let metric = job_metric(None);
-    let first = Task::for_metric(&metric, Some(1), &[]);
+    let first = Task::for_metric(&metric, Some(1), &[], &PodPlacement::default());
     let Task::Job(m) = first else {
         panic!("a job metric makes a Job task")
     };
@@ -328,6 +329,7 @@ fn the_task_counts_the_measurements_already_taken() {
         &job_metric(Some("result > 0")),
         Some(1),
         &[other_step, taken],
+        &PodPlacement::default(),
     ) else {
         panic!("a job metric makes a Job task")
     };
@@ -336,5 +338,24 @@ fn the_task_counts_the_measurements_already_taken() {
         provider: super::super::provider::tests::web("http://x", "$.v"),
         ..job_metric(Some("result > 0"))
     };
-    assert!(matches!(Task::for_metric(&web, None, &[]), Task::Metric(_)));
+    assert!(matches!(
+        Task::for_metric(&web, None, &[], &PodPlacement::default()),
+        Task::Metric(_)
+    ));
+}
+
+#[test]
+fn the_job_runs_where_the_model_runs_but_ignores_its_spread_constraints() {
+    let mut m = measurement(0);
+    m.placement = crate::render::sample_placement();
+    let job = render(&model(), &vars(), &m);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let placed = crate::render::placed_pod_spec(&m.placement);
+    assert_eq!(pod.node_selector, placed.node_selector);
+    assert_eq!(pod.tolerations, placed.tolerations);
+    assert_eq!(pod.affinity, placed.affinity);
+    assert_eq!(pod.image_pull_secrets, placed.image_pull_secrets);
+    assert_eq!(pod.priority_class_name, placed.priority_class_name);
+    assert!(placed.topology_spread_constraints.is_some());
+    assert_eq!(pod.topology_spread_constraints, None);
 }

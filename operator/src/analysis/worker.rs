@@ -19,6 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use mlctl_crds::RankingModel;
+use mlctl_crds::common::PodPlacement;
 use mlctl_crds::rankingmodel::{
     AnalysisMetric, InterleavePrometheus, MetricProvider, MetricStatus, RankingModelStatus,
 };
@@ -81,10 +82,12 @@ pub enum Task {
 impl Task {
     /// The task of `metric`'s next measurement in analysis `step`, whose
     /// status (if any) is among `statuses`.
+    /// Job metrics run with the model's `placement`.
     pub fn for_metric(
         metric: &AnalysisMetric,
         step: Option<i32>,
         statuses: &[MetricStatus],
+        placement: &PodPlacement,
     ) -> Task {
         let Some(provider) = &metric.provider.job else {
             return Task::Metric(metric.provider.clone());
@@ -105,6 +108,7 @@ impl Task {
             provider: provider.clone(),
             verdict_by_outcome: metric.success_condition.is_none()
                 && metric.failure_condition.is_none(),
+            placement: placement.clone(),
         })
     }
 

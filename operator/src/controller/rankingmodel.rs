@@ -645,7 +645,12 @@ fn measure(
                     step: a.step,
                     due_at,
                 },
-                task: analysis::worker::Task::for_metric(metric, a.step, &statuses),
+                task: analysis::worker::Task::for_metric(
+                    metric,
+                    a.step,
+                    &statuses,
+                    &model.spec.runtime.placement,
+                ),
             });
         }
     }

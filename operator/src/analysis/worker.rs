@@ -66,6 +66,8 @@ pub enum Subject {
 
 /// The request behind a measurement.
 #[derive(Debug, Clone)]
+// A handful per model at a time, moved once: boxing the provider saves nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Task {
     /// A metric's provider.
     Metric(MetricProvider),
@@ -76,7 +78,7 @@ pub enum Task {
     },
     /// A Job provider's measurement: a Kubernetes Job, polled to its end
     /// (minutes), outside the request bounds.
-    Job(JobMeasurement),
+    Job(Box<JobMeasurement>),
 }
 
 impl Task {
@@ -101,7 +103,7 @@ impl Task {
                     .saturating_add(s.inconclusive)
                     .saturating_add(s.errors)
             });
-        Task::Job(JobMeasurement {
+        Task::Job(Box::new(JobMeasurement {
             metric: metric.name.clone(),
             step,
             ordinal,
@@ -109,7 +111,7 @@ impl Task {
             verdict_by_outcome: metric.success_condition.is_none()
                 && metric.failure_condition.is_none(),
             placement: placement.clone(),
-        })
+        }))
     }
 
     /// Address used for the per-host bound: `host:port` of the URL.
@@ -183,7 +185,7 @@ enum Entry {
         id: u64,
         abort: AbortHandle,
         /// The Job it waits on, deleted when the measurement is dropped.
-        job: Option<JobMeasurement>,
+        job: Option<Box<JobMeasurement>>,
     },
     Done {
         reading: Reading,

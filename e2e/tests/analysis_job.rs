@@ -173,18 +173,19 @@ async fn an_analysis_step_runs_a_job_and_its_success_promotes() {
     ns.finish().await;
 }
 
-#[tokio::test]
-async fn a_job_that_fails_aborts_and_a_restarted_operator_adopts_the_running_job() {
-    require_e2e!();
-    let (client, mut ns, mut operator, kubeconfig) = setup("aj-fail").await;
-    // Its ServiceAccount does not exist: the Job controller can create no
-    // pod, and the Job fails at its deadline.
-    let job = "{serviceAccountName: missing, activeDeadlineSeconds: 12}";
-    apply_yaml(&client, ns.name(), &model("v1", job, "")).await;
+/// A model whose v2 canary waits on an analysis Job that can start no pod
+/// (its ServiceAccount does not exist) and fails after `deadline` seconds;
+/// returns once that Job exists.
+async fn canary_with_a_stuck_job(
+    client: &kube::Client,
+    ns: &mlctl_e2e::TestNamespace,
+    deadline: u32,
+) -> (Api<RankingModel>, Api<Job>, Job) {
+    let job = format!("{{serviceAccountName: missing, activeDeadlineSeconds: {deadline}}}");
+    apply_yaml(client, ns.name(), &model("v1", &job, "")).await;
     let models: Api<RankingModel> = ns.api();
     wait_for(&models, "ranker", stable_is("v1"), LONG).await;
     set_version(&models, "ranker", "v2").await;
-
     let jobs: Api<Job> = ns.api();
     let list = wait_for_list(
         &jobs,
@@ -193,8 +194,18 @@ async fn a_job_that_fails_aborts_and_a_restarted_operator_adopts_the_running_job
         LONG,
     )
     .await;
-    let name = list[0].metadata.name.clone().unwrap();
-    let created = list[0].metadata.uid.clone();
+    (models, jobs, list[0].clone())
+}
+
+#[tokio::test]
+async fn a_job_that_fails_aborts_and_a_restarted_operator_adopts_the_running_job() {
+    require_e2e!();
+    let (client, mut ns, mut operator, kubeconfig) = setup("aj-fail").await;
+    // Its ServiceAccount does not exist: the Job controller can create no
+    // pod, and the Job fails at its deadline.
+    let (models, jobs, first) = canary_with_a_stuck_job(&client, &ns, 12).await;
+    let name = first.metadata.name.clone().unwrap();
+    let created = first.metadata.uid.clone();
     // The operator dies while the Job runs; its successor must keep
     // waiting on that Job, not start a second one.
     operator.kill();
@@ -247,20 +258,8 @@ async fn a_job_that_fails_aborts_and_a_restarted_operator_adopts_the_running_job
 async fn the_running_job_of_an_aborted_rollout_is_deleted() {
     require_e2e!();
     let (client, ns, _operator, _) = setup("aj-abort").await;
-    let job = "{serviceAccountName: missing, activeDeadlineSeconds: 300}";
-    apply_yaml(&client, ns.name(), &model("v1", job, "")).await;
-    let models: Api<RankingModel> = ns.api();
-    wait_for(&models, "ranker", stable_is("v1"), LONG).await;
-    set_version(&models, "ranker", "v2").await;
-    let jobs: Api<Job> = ns.api();
-    let list = wait_for_list(
-        &jobs,
-        kube::runtime::watcher::Config::default().labels("mlctl.io/model=ranker"),
-        |list: &[Job]| !list.is_empty(),
-        LONG,
-    )
-    .await;
-    let name = list[0].metadata.name.clone().unwrap();
+    let (models, jobs, first) = canary_with_a_stuck_job(&client, &ns, 300).await;
+    let name = first.metadata.name.clone().unwrap();
     let out = Command::new(kubectl())
         .args([
             "-n",

@@ -63,6 +63,9 @@ fn examples_are_valid_and_typed() {
                 "FeaturePipeline" => {
                     serde_json::from_value::<FeaturePipeline>(value).unwrap();
                 }
+                "AnalysisTemplate" => {
+                    serde_json::from_value::<mlctl_crds::AnalysisTemplate>(value).unwrap();
+                }
                 other => panic!("{}: unexpected kind {other}", path.display()),
             }
             in_file += 1;

@@ -8,8 +8,10 @@
 pub mod client;
 pub mod expr;
 pub mod guard;
+pub mod job;
 pub mod provider;
 pub mod secrets;
+pub mod templates;
 pub mod worker;
 
 use std::time::Duration;
@@ -314,6 +316,15 @@ fn classify(metric: &AnalysisMetric, result: Result<Option<f64>, String>) -> Cla
                 with(Outcome::Failed, broke("failureCondition", f))
             } else {
                 with(Outcome::Successful, None)
+            }
+        }
+        // A Job metric without conditions: the Job's success is the verdict
+        // (the value is then 1 or 0, see job::reading).
+        (None, None) if metric.provider.job.is_some() => {
+            if v == 1.0 {
+                with(Outcome::Successful, None)
+            } else {
+                with(Outcome::Failed, Some("the Job failed".into()))
             }
         }
         (None, None) => with(

@@ -101,7 +101,7 @@ impl Prober {
         match (&provider.prometheus, &provider.web) {
             (Some(p), None) => self.prometheus(p, vars).await,
             (None, Some(w)) => self.web(w, vars).await,
-            _ => Err("the metric's provider must set exactly one of prometheus or web".into()),
+            _ => Err("the metric's provider must set exactly one of prometheus, web or job".into()),
         }
     }
 

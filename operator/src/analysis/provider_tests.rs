@@ -359,7 +359,7 @@ async fn web_errors() {
         .measure(&MetricProvider::default(), &vars())
         .await
         .unwrap_err();
-    assert!(e.contains("exactly one of prometheus or web"), "{e}");
+    assert!(e.contains("exactly one of prometheus, web or job"), "{e}");
 }
 
 #[test]

@@ -19,11 +19,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use mlctl_crds::RankingModel;
-use mlctl_crds::rankingmodel::{InterleavePrometheus, MetricProvider, RankingModelStatus};
+use mlctl_crds::common::PodPlacement;
+use mlctl_crds::rankingmodel::{
+    AnalysisMetric, InterleavePrometheus, MetricProvider, MetricStatus, RankingModelStatus,
+};
 use reqwest::Url;
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::AbortHandle;
 
+use super::job::{self, JobMeasurement};
 use super::{Prober, Settings, Vars, provider};
 
 /// Finished results no reconcile asked for in this long are dropped (a
@@ -62,6 +66,8 @@ pub enum Subject {
 
 /// The request behind a measurement.
 #[derive(Debug, Clone)]
+// A handful per model at a time, moved once: boxing the provider saves nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Task {
     /// A metric's provider.
     Metric(MetricProvider),
@@ -70,9 +76,44 @@ pub enum Task {
         prometheus: InterleavePrometheus,
         query: String,
     },
+    /// A Job provider's measurement: a Kubernetes Job, polled to its end
+    /// (minutes), outside the request bounds.
+    Job(Box<JobMeasurement>),
 }
 
 impl Task {
+    /// The task of `metric`'s next measurement in analysis `step`, whose
+    /// status (if any) is among `statuses`.
+    /// Job metrics run with the model's `placement`.
+    pub fn for_metric(
+        metric: &AnalysisMetric,
+        step: Option<i32>,
+        statuses: &[MetricStatus],
+        placement: &PodPlacement,
+    ) -> Task {
+        let Some(provider) = &metric.provider.job else {
+            return Task::Metric(metric.provider.clone());
+        };
+        let ordinal = statuses
+            .iter()
+            .find(|s| s.name == metric.name && s.step == step)
+            .map_or(0, |s| {
+                s.successful
+                    .saturating_add(s.failed)
+                    .saturating_add(s.inconclusive)
+                    .saturating_add(s.errors)
+            });
+        Task::Job(Box::new(JobMeasurement {
+            metric: metric.name.clone(),
+            step,
+            ordinal,
+            provider: provider.clone(),
+            verdict_by_outcome: metric.success_condition.is_none()
+                && metric.failure_condition.is_none(),
+            placement: placement.clone(),
+        }))
+    }
+
     /// Address used for the per-host bound: `host:port` of the URL.
     fn host(&self, vars: &Vars) -> String {
         let url = match self {
@@ -82,6 +123,7 @@ impl Task {
                 (None, None) => String::new(),
             },
             Task::Interleave { prometheus, .. } => prometheus.address.clone(),
+            Task::Job(_) => String::new(),
         };
         Url::parse(&url)
             .ok()
@@ -96,6 +138,7 @@ impl Task {
             Task::Interleave { prometheus, query } => {
                 serde_json::to_string(&(prometheus, query.as_str()))
             }
+            Task::Job(m) => serde_json::to_string(&(&m.provider, m.verdict_by_outcome)),
         };
         let mut hasher = DefaultHasher::new();
         text.unwrap_or_default().hash(&mut hasher);
@@ -138,8 +181,28 @@ pub struct Polled {
 }
 
 enum Entry {
-    Running { id: u64, abort: AbortHandle },
-    Done { reading: Reading, at: Timestamp },
+    Running {
+        id: u64,
+        abort: AbortHandle,
+        /// The Job it waits on, deleted when the measurement is dropped.
+        job: Option<Box<JobMeasurement>>,
+    },
+    Done {
+        reading: Reading,
+        at: Timestamp,
+    },
+}
+
+impl Entry {
+    /// Stops a running measurement; its Job, if any, is deleted.
+    fn stop(&self, model: &ModelKey, jobs: Option<&job::Runner>) {
+        if let Entry::Running { abort, job, .. } = self {
+            abort.abort();
+            if let (Some(m), Some(runner)) = (job, jobs) {
+                runner.abandon(model, m);
+            }
+        }
+    }
 }
 
 type JobKey = (Subject, u64);
@@ -151,11 +214,9 @@ struct ModelJobs {
 }
 
 impl ModelJobs {
-    fn abort_all(&self) {
+    fn abort_all(&self, jobs: Option<&job::Runner>) {
         for entry in self.jobs.values() {
-            if let Entry::Running { abort, .. } = entry {
-                abort.abort();
-            }
+            entry.stop(&self.key, jobs);
         }
     }
 }
@@ -170,6 +231,8 @@ struct Shared {
     next_id: AtomicU64,
     swept: Mutex<Instant>,
     recheck: Duration,
+    /// Runs the Job provider's measurements (None: Job metrics are errors).
+    jobs: Option<job::Runner>,
 }
 
 /// The measurement worker (one per operator, shared by the controllers).
@@ -202,8 +265,19 @@ impl Worker {
                 next_id: AtomicU64::new(0),
                 swept: Mutex::new(Instant::now()),
                 recheck: settings.timeout_max + Duration::from_secs(5),
+                jobs: None,
             }),
         }
+    }
+
+    /// The worker, taking Job provider measurements with `runner`. Call
+    /// right after [`Worker::new`], before the worker is cloned.
+    #[must_use]
+    pub fn with_jobs(mut self, runner: job::Runner) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.jobs = Some(runner);
+        }
+        self
     }
 
     /// The prober the worker measures with.
@@ -250,7 +324,7 @@ impl Worker {
         let id = (model.namespace.clone(), model.name.clone());
         if jobs.is_empty() {
             if let Some(old) = models.remove(&id) {
-                old.abort_all();
+                old.abort_all(self.shared.jobs.as_ref());
             }
             return polled;
         }
@@ -260,7 +334,7 @@ impl Worker {
             asked: Instant::now(),
         });
         if entry.key != *model {
-            entry.abort_all();
+            entry.abort_all(self.shared.jobs.as_ref());
             entry.key = model.clone();
             entry.jobs.clear();
         }
@@ -269,10 +343,12 @@ impl Worker {
             .into_iter()
             .map(|j| ((j.subject, j.task.fingerprint()), j.task))
             .collect();
-        entry.jobs.retain(|key, e| {
-            let keep = wanted.iter().any(|(k, _)| k == key);
-            if let (false, Entry::Running { abort, .. }) = (keep, &*e) {
-                abort.abort();
+        let jobs = self.shared.jobs.as_ref();
+        let key = entry.key.clone();
+        entry.jobs.retain(|k, e| {
+            let keep = wanted.iter().any(|(w, _)| w == k);
+            if !keep {
+                e.stop(&key, jobs);
             }
             keep
         });
@@ -301,7 +377,7 @@ impl Worker {
         if let Ok(mut models) = self.shared.models.lock()
             && let Some(old) = models.remove(&(namespace.to_string(), name.to_string()))
         {
-            old.abort_all();
+            old.abort_all(self.shared.jobs.as_ref());
         }
     }
 
@@ -319,10 +395,27 @@ impl Worker {
 
     fn start(&self, model: &ModelKey, vars: &Vars, key: JobKey, task: Task) -> Entry {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let host = self.host_permits(task.host(vars));
         let shared = self.shared.clone();
         let model = model.clone();
         let vars = vars.clone();
+        if let Task::Job(m) = task {
+            // Not bounded by the request permits: a Job takes minutes of
+            // (cheap) polling and would starve the HTTP measurements.
+            let job = Some(m.clone());
+            let handle = tokio::spawn(async move {
+                let result = match &shared.jobs {
+                    Some(runner) => runner.measure(&model, &vars, &m).await,
+                    None => Err("the operator runs no Job measurements here".into()),
+                };
+                shared.finish(&model, key, id, Reading::Value(result), Timestamp::now());
+            });
+            return Entry::Running {
+                id,
+                abort: handle.abort_handle(),
+                job,
+            };
+        }
+        let host = self.host_permits(task.host(&vars));
         let handle = tokio::spawn(async move {
             // The host's permit first: requests queued behind a black-holed
             // host must not hold the permits the other hosts need.
@@ -336,12 +429,14 @@ impl Worker {
                         .prometheus_by_label(prometheus, query, "winner", &vars)
                         .await,
                 ),
+                Task::Job(_) => Reading::Value(Err("a Job task runs apart".into())),
             };
             shared.finish(&model, key, id, reading, Timestamp::now());
         });
         Entry::Running {
             id,
             abort: handle.abort_handle(),
+            job: None,
         }
     }
 

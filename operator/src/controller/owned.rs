@@ -1,7 +1,7 @@
 //! What the RankingModel controller owns, indexed by model: the watches of
 //! its child kinds (each both a trigger of the controller and the index a
 //! reconcile reads), and the FeaturePipelines models read their feature
-//! gates from.
+//! gates from, and the AnalysisTemplates they reference.
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DeserializeGuard;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
-use mlctl_crds::{FeaturePipeline, RankingModel};
+use mlctl_crds::{AnalysisTemplate, FeaturePipeline, RankingModel};
 
 use super::children::Checked;
 use super::index::{self, Index};
@@ -35,6 +35,8 @@ pub struct ModelChildren {
     pub config_maps: Index<ConfigMap>,
     /// The scope's FeaturePipelines, for feature gates.
     pub pipelines: Index<DeserializeGuard<FeaturePipeline>>,
+    /// The scope's AnalysisTemplates, for `templateRefs`.
+    pub templates: Index<DeserializeGuard<AnalysisTemplate>>,
 }
 
 impl ModelChildren {
@@ -47,6 +49,7 @@ impl ModelChildren {
         self.budgets.ready().await;
         self.config_maps.ready().await;
         self.pipelines.ready().await;
+        self.templates.ready().await;
     }
 }
 
@@ -61,6 +64,7 @@ pub struct ChildWatches {
     budgets: Watch<PodDisruptionBudget>,
     config_maps: Watch<ConfigMap>,
     pipelines: Watch<DeserializeGuard<FeaturePipeline>>,
+    templates: Watch<DeserializeGuard<AnalysisTemplate>>,
 }
 
 /// A Deployment's conditions (long messages) are never read: availability
@@ -131,6 +135,14 @@ pub fn model_children(
         index::keep,
     )
     .boxed();
+    let templates = Index::by_name();
+    let templates_watch = index::watch(
+        api(client, scope),
+        watcher::Config::default().any_semantic(),
+        templates.clone(),
+        index::keep,
+    )
+    .boxed();
     (
         ModelChildren {
             deployments,
@@ -139,6 +151,7 @@ pub fn model_children(
             budgets,
             config_maps,
             pipelines,
+            templates,
         },
         ChildWatches {
             deployments: d,
@@ -147,6 +160,7 @@ pub fn model_children(
             budgets: p,
             config_maps: c,
             pipelines: pipelines_watch,
+            templates: templates_watch,
         },
     )
 }
@@ -165,6 +179,7 @@ impl ChildWatches {
             .owns_stream(self.autoscalers)
             .owns_stream(self.budgets)
             .owns_stream(self.config_maps);
-        crate::features::watch_pipelines(controller, self.pipelines)
+        let controller = crate::features::watch_pipelines(controller, self.pipelines);
+        crate::analysis::templates::watch_templates(controller, self.templates)
     }
 }

@@ -71,7 +71,8 @@ impl Context {
     ) -> Self {
         let secrets = Arc::new(analysis::secrets::KubeSource::new(client.clone()));
         Context {
-            analysis: analysis::Worker::new(analysis.prober(secrets), analysis),
+            analysis: analysis::Worker::new(analysis.prober(secrets), analysis)
+                .with_jobs(analysis::job::Runner::new(client.clone())),
             client,
             render,
             recorder,
@@ -233,6 +234,22 @@ async fn reconcile_inner(model: &RankingModel, ctx: &Context) -> Result<Action> 
         .collect();
     let current = model.status().cloned().unwrap_or_default();
     let now = now_seconds();
+    // The referenced AnalysisTemplates folded into the spec the rollout
+    // decides from; an unresolvable reference holds everything until fixed.
+    let resolved;
+    let model = match analysis::templates::effective(&model.spec, |name| {
+        analysis::templates::found(kids.templates.get(ns, name).as_deref())
+    }) {
+        Ok(std::borrow::Cow::Borrowed(_)) => model,
+        Ok(std::borrow::Cow::Owned(spec)) => {
+            resolved = RankingModel {
+                spec,
+                ..model.clone()
+            };
+            &resolved
+        }
+        Err(problems) => return hold_for_templates(model, &mref, ctx, &problems).await,
+    };
 
     // Analysis first: its measurements are evidence the decision reads.
     let mut evidence = current.clone();
@@ -642,7 +659,12 @@ fn measure(
                     step: a.step,
                     due_at,
                 },
-                task: analysis::worker::Task::Metric(metric.provider.clone()),
+                task: analysis::worker::Task::for_metric(
+                    metric,
+                    a.step,
+                    &statuses,
+                    &model.spec.runtime.placement,
+                ),
             });
         }
     }
@@ -861,6 +883,51 @@ async fn write_status(
 ) -> Result<()> {
     let api: Api<RankingModel> = Api::namespaced(client.clone(), &mref.namespace);
     super::write_status(&api, &mref.name, "RankingModel", resource_version, status).await
+}
+
+/// Holds a model whose AnalysisTemplates cannot be resolved: nothing is
+/// applied, `AnalysisHealthy` is False naming the template or metric and
+/// the fix, with a Warning Event when that changes. A template's watch
+/// reconciles the model again when it is created or fixed.
+async fn hold_for_templates(
+    model: &RankingModel,
+    mref: &ModelRef,
+    ctx: &Context,
+    problems: &[analysis::templates::Problem],
+) -> Result<Action> {
+    let (reason, message) = analysis::templates::summary(problems);
+    let mut status = model.status().cloned().unwrap_or_default();
+    let before = status.clone();
+    set_condition(
+        &mut status.conditions,
+        "AnalysisHealthy",
+        "False",
+        reason,
+        &message,
+        model.metadata.generation,
+        now_seconds(),
+    );
+    if status != before {
+        warn!(%reason, %message, "rollout held: analysis templates");
+        write_status(
+            &ctx.client,
+            mref,
+            model.metadata.resource_version.as_deref(),
+            &status,
+        )
+        .await?;
+        publish(
+            &ctx.recorder,
+            &model.object_ref(&()),
+            &Transition {
+                warning: true,
+                reason,
+                message,
+            },
+        )
+        .await;
+    }
+    Ok(Action::requeue(super::resync_after(&mref.owner.uid)))
 }
 
 /// Marks the model as not Ready because of its spec, once (no churn).

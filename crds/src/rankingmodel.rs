@@ -1056,7 +1056,9 @@ pub struct CanaryRevision {
     pub revision: String,
     /// Percent of traffic currently sent to the canary.
     pub weight: i32,
-    /// Index of the current step in `spec.rollout.steps`.
+    /// Index of the current step in `spec.rollout.steps`. Blue-green: the
+    /// stage (0 preview starting, 1 pre-promotion analysis, 2 promotion,
+    /// 3 switched / post-promotion analysis, 4-5 promoted by request).
     pub step_index: i32,
     /// When the current step started.
     #[serde(default, skip_serializing_if = "Option::is_none")]

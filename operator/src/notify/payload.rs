@@ -14,6 +14,10 @@ pub const MODEL_MILESTONES: &[&str] = &[
     // Started: a canary, or a revision deployed without canary steps.
     "CanaryStarted",
     "Deploying",
+    // Blue-green: started, preview ready at full size, traffic switched.
+    "BlueGreenStarted",
+    "PreviewReady",
+    "TrafficSwitched",
     "StepCompleted",
     // Paused: an indefinite pause step, or an inconclusive verdict.
     "Paused",

@@ -164,7 +164,11 @@ fn default_values_render_cluster_wide_least_privilege_rbac() {
         .collect();
     assert_eq!(
         crds,
-        ["featurepipelines.mlctl.io", "rankingmodels.mlctl.io"],
+        [
+            "analysistemplates.mlctl.io",
+            "featurepipelines.mlctl.io",
+            "rankingmodels.mlctl.io"
+        ],
         "{crds:?}"
     );
     let role = objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap();

@@ -17,15 +17,17 @@ use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use mlctl_crds::rankingmodel::Phase;
 use mlctl_crds::{FeaturePipeline, RankingModel};
 use mlctl_e2e::audit::{Audit, describe};
 use mlctl_e2e::operator::setup;
 use mlctl_e2e::scene::record_figures;
+
 use mlctl_e2e::{
     DEFAULT_TIMEOUT, apply_yaml, events_with_reason, example, kubectl, phase_is, require_e2e,
-    stable_deployment, wait_for,
+    stable_deployment, wait_for, wait_for_list,
 };
 
 const LONG: Duration = Duration::from_secs(120);
@@ -382,6 +384,19 @@ async fn a_lost_status_is_rebuilt_without_touching_what_serves() {
     };
     let pods_before = uids(pods.list(&ListParams::default()).await.expect("pods").items);
     assert_eq!(pods_before.len(), 3);
+    // Healthy says the Deployment is Available; the EndpointSlice controller
+    // may publish the last pods' endpoints a moment later (seen under load).
+    // Start from all three ready, so that a drop afterwards is the operator's.
+    let slices: Api<EndpointSlice> = ns.api();
+    let ready_endpoints = |list: &[EndpointSlice]| {
+        list.iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+            .count()
+    };
+    let by_service =
+        || watcher::Config::default().labels("kubernetes.io/service-name=search-ranker");
+    wait_for_list(&slices, by_service(), |l| ready_endpoints(l) == 3, LONG).await;
     let audit = Audit::open();
     let mark = audit.mark();
 
@@ -430,16 +445,13 @@ async fn a_lost_status_is_rebuilt_without_touching_what_serves() {
         uids(pods.list(&ListParams::default()).await.expect("pods").items),
         pods_before
     );
-    let slices: Api<EndpointSlice> = ns.api();
-    let ready: usize = slices
-        .list(&ListParams::default().labels("kubernetes.io/service-name=search-ranker"))
-        .await
-        .expect("slices")
-        .items
-        .iter()
-        .flat_map(|s| s.endpoints.iter())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-        .count();
+    let ready = ready_endpoints(
+        &slices
+            .list(&ListParams::default().labels("kubernetes.io/service-name=search-ranker"))
+            .await
+            .expect("slices")
+            .items,
+    );
     assert_eq!(ready, 3, "the model Service lost endpoints");
     record_figures(&format!(
         "lost status rebuilt in {:.1}s with {} operator writes (status, events)",

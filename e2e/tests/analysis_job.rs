@@ -294,8 +294,8 @@ esac
 # The e2e node has no cluster DNS: the canary Service's address comes from
 # the environment Kubernetes gives every pod (MLCTL_CANARY_URL elsewhere).
 len=$(($(wc -c < $d/request.json)))
-# A new Service answers once kube-proxy has its rules: a few tries.
-for try in $(seq 60); do
+# A new Service answers once kube-proxy has its rules: retry (at most ~180 s, inside the Job's 240 s deadline; a loaded CI machine once needed more than 120 s).
+for try in $(seq 45); do
   body=$( { printf 'POST /v1/models/%s:rank HTTP/1.0\r\nHost: canary\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n' "$MLCTL_MODEL" "$len"; cat $d/request.json; } | nc -w 3 "$RANKER_CANARY_SERVICE_HOST" 80)
   case "$body" in *"\"$MLCTL_CANARY_VERSION\""*) break ;; esac
   echo "try $try: $(echo "$body" | head -c 300)" >&2
@@ -423,7 +423,7 @@ spec:
             image: {busybox}
             command: [sh, /etc/mlctl/analysis/eval.sh]
             configMap: eval
-            activeDeadlineSeconds: 120
+            activeDeadlineSeconds: 240
         successCondition: result >= 1
 "#,
             placement = node::placement_yaml(4),
@@ -439,7 +439,7 @@ spec:
         &models,
         "ranker",
         |m: Option<&RankingModel>| stable_is("v2")(m) || aborted(m),
-        Duration::from_secs(240),
+        Duration::from_secs(420),
     )
     .await;
     let took = started.elapsed();
@@ -484,7 +484,7 @@ spec:
         .await
         .unwrap();
     apply_yaml(&client, ns.name(), &model("v3")).await;
-    let m = wait_for(&models, "ranker", aborted, Duration::from_secs(240)).await;
+    let m = wait_for(&models, "ranker", aborted, Duration::from_secs(420)).await;
     let status = m.status.unwrap();
     assert_eq!(status.stable.as_ref().unwrap().version, "v2");
     let metric = status

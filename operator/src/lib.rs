@@ -310,6 +310,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let controller = watches
             .attach(Controller::for_stream(trigger, store.clone()))
             .reconcile_on(ctx.analysis.landed())
+            .trigger_backoff(controller::index::PerWatchBackoff)
             .with_config(runtime_controller::Config::default().concurrency(config.concurrency));
         let gauge = metrics.clone();
         tokio::spawn(async move {

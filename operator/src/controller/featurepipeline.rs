@@ -619,6 +619,7 @@ pub async fn run(
             scope.as_deref(),
         )
         .reconcile_on(spark)
+        .trigger_backoff(super::index::PerWatchBackoff)
         .with_config(runtime_controller::Config::default().concurrency(concurrency));
     let gauge = ctx.metrics.clone();
     let counter = tokio::spawn(async move {

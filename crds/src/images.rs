@@ -12,6 +12,13 @@ pub const RANKER_REPOSITORY: &str = "ghcr.io/mlctl/mlctl-ranker";
 pub const DEFAULT_RANKER_IMAGE: &str =
     concat!("ghcr.io/mlctl/mlctl-ranker:", env!("CARGO_PKG_VERSION"));
 
+/// Repository of the `mlctl` CLI image.
+pub const CLI_REPOSITORY: &str = "ghcr.io/mlctl/mlctl";
+
+/// `mlctl` CLI image of this release: what an analysis `job` provider runs
+/// when it names no image (e.g. `mlctl eval` as the measurement).
+pub const DEFAULT_CLI_IMAGE: &str = concat!("ghcr.io/mlctl/mlctl:", env!("CARGO_PKG_VERSION"));
+
 /// The storage initializer runs the same image with this argument.
 pub const STORAGE_INITIALIZER_ARGS: &[&str] = &["fetch"];
 
@@ -24,6 +31,10 @@ mod tests {
         assert_eq!(
             DEFAULT_RANKER_IMAGE,
             format!("{RANKER_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            DEFAULT_CLI_IMAGE,
+            format!("{CLI_REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
         );
     }
 }

@@ -29,6 +29,43 @@ pub struct Tls {
     pub insecure_skip_verify: bool,
 }
 
+impl Tls {
+    /// The `tlsConfig` at `field` (e.g. `webhook.tlsConfig`), its CA bundle
+    /// read from the Secret or ConfigMap it names in namespace `ns`.
+    pub async fn read(
+        source: &dyn super::secrets::Source,
+        ns: &str,
+        config: Option<&mlctl_crds::http::TlsConfig>,
+        field: &str,
+    ) -> Result<Tls, String> {
+        use super::secrets;
+        let Some(config) = config else {
+            return Ok(Tls::default());
+        };
+        let ca_pem = match &config.ca {
+            None => None,
+            Some(ca) => Some(match (&ca.secret, &ca.config_map) {
+                (Some(r), _) => {
+                    secrets::secret(source, ns, r, &format!("{field}.ca.secret")).await?
+                }
+                (None, Some(r)) => {
+                    let field = format!("{field}.ca.configMap");
+                    let kind = secrets::Kind::ConfigMap;
+                    secrets::value(source, kind, ns, &r.name, &r.key, &field).await?
+                }
+                (None, None) => {
+                    return Err(format!("{field}.ca sets neither secret nor configMap"));
+                }
+            }),
+        };
+        Ok(Tls {
+            ca_pem,
+            server_name: config.server_name.clone(),
+            insecure_skip_verify: config.insecure_skip_verify,
+        })
+    }
+}
+
 /// The clients, by TLS setting.
 pub struct Clients {
     resolver: Arc<Resolver>,

@@ -28,7 +28,7 @@ use crate::render::{
 };
 
 /// This release's `mlctl` CLI image, the default `job.image`.
-pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/mlctl/mlctl:", env!("CARGO_PKG_VERSION"));
+pub const DEFAULT_IMAGE: &str = mlctl_crds::images::DEFAULT_CLI_IMAGE;
 /// Where `job.configMap` is mounted, read-only.
 pub const CONFIG_MOUNT_PATH: &str = "/etc/mlctl/analysis";
 /// `job.activeDeadlineSeconds` when not set.

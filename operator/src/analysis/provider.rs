@@ -120,31 +120,7 @@ impl Prober {
         config: Option<&TlsConfig>,
         field: &str,
     ) -> Result<Tls, String> {
-        let Some(config) = config else {
-            return Ok(Tls::default());
-        };
-        let source = self.inner.secrets.as_ref();
-        let ca_pem = match &config.ca {
-            None => None,
-            Some(ca) => Some(match (&ca.secret, &ca.config_map) {
-                (Some(r), _) => {
-                    secrets::secret(source, namespace, r, &format!("{field}.ca.secret")).await?
-                }
-                (None, Some(r)) => {
-                    let field = format!("{field}.ca.configMap");
-                    let kind = secrets::Kind::ConfigMap;
-                    secrets::value(source, kind, namespace, &r.name, &r.key, &field).await?
-                }
-                (None, None) => {
-                    return Err(format!("{field}.ca sets neither secret nor configMap"));
-                }
-            }),
-        };
-        Ok(Tls {
-            ca_pem,
-            server_name: config.server_name.clone(),
-            insecure_skip_verify: config.insecure_skip_verify,
-        })
+        Tls::read(self.inner.secrets.as_ref(), namespace, config, field).await
     }
 
     async fn send(&self, request: Request) -> Result<(reqwest::StatusCode, Vec<u8>), String> {

@@ -896,76 +896,83 @@ async fn hold_for_templates(
     problems: &[analysis::templates::Problem],
 ) -> Result<Action> {
     let (reason, message) = analysis::templates::summary(problems);
-    let mut status = model.status().cloned().unwrap_or_default();
-    let before = status.clone();
-    set_condition(
-        &mut status.conditions,
+    if hold(
+        model,
+        ctx,
         "AnalysisHealthy",
-        "False",
         reason,
-        &message,
-        model.metadata.generation,
-        now_seconds(),
-    );
-    if status != before {
+        message.clone(),
+        |_| {},
+    )
+    .await?
+    {
         warn!(%reason, %message, "rollout held: analysis templates");
-        write_status(
-            &ctx.client,
-            mref,
-            model.metadata.resource_version.as_deref(),
-            &status,
-        )
-        .await?;
-        publish(
-            &ctx.recorder,
-            &model.object_ref(&()),
-            &Transition {
-                warning: true,
-                reason,
-                message,
-            },
-        )
-        .await;
     }
     Ok(Action::requeue(super::resync_after(&mref.owner.uid)))
 }
 
 /// Marks the model as not Ready because of its spec, once (no churn).
 async fn report_invalid(model: &RankingModel, ctx: &Context, message: &str) -> Result<()> {
+    hold(
+        model,
+        ctx,
+        "Ready",
+        "InvalidSpec",
+        message.to_string(),
+        |status| {
+            status.observed_generation = model.metadata.generation;
+            status.phase = Some(mlctl_crds::rankingmodel::Phase::Degraded);
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// A model the operator does not act on: condition `type_` False with
+/// `reason` and `message` (and whatever `also` sets), written with a
+/// Warning Event only when the status changes. Returns whether it wrote.
+async fn hold(
+    model: &RankingModel,
+    ctx: &Context,
+    type_: &str,
+    reason: &'static str,
+    message: String,
+    also: impl FnOnce(&mut RankingModelStatus),
+) -> Result<bool> {
     let Some(mref) = ModelRef::from_model(model) else {
-        return Ok(());
+        return Ok(false);
     };
     let mut status = model.status().cloned().unwrap_or_default();
     let before = status.clone();
     set_condition(
         &mut status.conditions,
-        "Ready",
+        type_,
         "False",
-        "InvalidSpec",
-        message,
+        reason,
+        &message,
         model.metadata.generation,
         now_seconds(),
     );
-    status.observed_generation = model.metadata.generation;
-    status.phase = Some(mlctl_crds::rankingmodel::Phase::Degraded);
-    if status != before {
-        write_status(
-            &ctx.client,
-            &mref,
-            model.metadata.resource_version.as_deref(),
-            &status,
-        )
-        .await?;
-        publish(
-            &ctx.recorder,
-            &model.object_ref(&()),
-            &Transition {
-                warning: true,
-                reason: "InvalidSpec",
-                message: message.to_string(),
-            },
-        )
-        .await;
+    also(&mut status);
+    if status == before {
+        return Ok(false);
     }
-    Ok(())
+    write_status(
+        &ctx.client,
+        &mref,
+        model.metadata.resource_version.as_deref(),
+        &status,
+    )
+    .await?;
+    publish(
+        &ctx.recorder,
+        &model.object_ref(&()),
+        &Transition {
+            warning: true,
+            reason,
+            message,
+        },
+    )
+    .await;
+    Ok(true)
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use mlctl_crds::common::parse_duration;
-use mlctl_crds::http::TlsConfig;
 use mlctl_crds::notify::Webhook;
 use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -114,7 +113,7 @@ impl HttpTransport {
             Some(t) => parse_duration(t).map_err(|e| format!("webhook.timeout: {e}"))?,
         }
         .min(TIMEOUT_MAX);
-        let tls = tls(source, ns, w.tls_config.as_ref()).await?;
+        let tls = Tls::read(source, ns, w.tls_config.as_ref(), "webhook.tlsConfig").await?;
         Ok(Prepared {
             url,
             headers,
@@ -180,30 +179,4 @@ fn describe(e: reqwest::Error, timeout: Duration) -> String {
     } else {
         format!("{what}: {}", causes.join(": "))
     }
-}
-
-/// The `tlsConfig` with its CA bundle read (the same reads the analysis
-/// prober makes; a copy of its few lines keeps analysis/ untouched).
-async fn tls(source: &dyn Source, ns: &str, config: Option<&TlsConfig>) -> Result<Tls, String> {
-    let Some(config) = config else {
-        return Ok(Tls::default());
-    };
-    let field = "webhook.tlsConfig.ca";
-    let ca_pem = match &config.ca {
-        None => None,
-        Some(ca) => Some(match (&ca.secret, &ca.config_map) {
-            (Some(r), _) => secrets::secret(source, ns, r, &format!("{field}.secret")).await?,
-            (None, Some(r)) => {
-                let kind = secrets::Kind::ConfigMap;
-                let field = format!("{field}.configMap");
-                secrets::value(source, kind, ns, &r.name, &r.key, &field).await?
-            }
-            (None, None) => return Err(format!("{field} sets neither secret nor configMap")),
-        }),
-    };
-    Ok(Tls {
-        ca_pem,
-        server_name: config.server_name.clone(),
-        insecure_skip_verify: config.insecure_skip_verify,
-    })
 }

@@ -1,16 +1,17 @@
 //! What a failed test prints: every object in its namespace (found through
 //! discovery, so custom resources are included), the namespace's Events in time
-//! order, and the tail of each control-plane component's log.
+//! order, the logs of the containers that really ran (pods on the real node;
+//! kwok's pods have none), and the tail of each control-plane component's log.
 
 use std::{
     io::{Read, Seek, SeekFrom},
     path::Path,
 };
 
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::{
     Api, Client,
-    api::{DynamicObject, ListParams},
+    api::{DynamicObject, ListParams, LogParams},
     discovery::{Discovery, Scope, verbs},
 };
 
@@ -27,6 +28,7 @@ pub async fn dump_on_failure(client: &Client, namespace: &str) {
     eprintln!("\n======== e2e failure dump: namespace {namespace} ========");
     print_objects(client, namespace).await;
     print_events(client, namespace).await;
+    print_container_logs(client, namespace, 200).await;
     print_component_logs(40);
     eprintln!("======== end of dump ({namespace}) ========\n");
 }
@@ -98,6 +100,56 @@ async fn print_events(client: &Client, namespace: &str) {
             event.involved_object.name.as_deref().unwrap_or(""),
             event.message.as_deref().unwrap_or("").trim_end(),
         );
+    }
+}
+
+/// Prints the last `lines` lines of each container of the namespace's pods
+/// that ran on a real node (the operator under fault tests, rankers), and of
+/// its previous instance when it restarted.
+async fn print_container_logs(client: &Client, namespace: &str, lines: i64) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let Ok(list) = pods.list(&ListParams::default()).await else {
+        return;
+    };
+    for pod in list.items {
+        let on_real_node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.starts_with("kwok-"));
+        if !on_real_node {
+            continue;
+        }
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default();
+        for c in statuses {
+            let runs: &[bool] = if c.restart_count > 0 {
+                &[true, false]
+            } else {
+                &[false]
+            };
+            for &previous in runs {
+                let params = LogParams {
+                    container: Some(c.name.clone()),
+                    tail_lines: Some(lines),
+                    previous,
+                    ..LogParams::default()
+                };
+                let which = if previous { " (previous)" } else { "" };
+                match pods.logs(&name, &params).await {
+                    Ok(text) => eprintln!(
+                        "---- last {lines} log lines of {name}/{}{which}\n{}",
+                        c.name,
+                        text.trim_end()
+                    ),
+                    Err(e) => eprintln!("(logs of {name}/{}{which}: {e})", c.name),
+                }
+            }
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub mod operator;
 pub mod scene;
 pub mod traffic;
 mod wait;
+pub mod web;
 
 use std::{
     path::{Path, PathBuf},
@@ -222,6 +223,20 @@ pub async fn events_with_reason(
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some(reason))
         .collect()
+}
+
+/// Waits until the Events in the Api's namespace with this `reason` satisfy
+/// `predicate`, and returns them. The operator publishes Events from a queue
+/// off the reconcile path, so an Event lands shortly after the status write
+/// it follows: a test that has just seen the status waits for the Event.
+pub async fn wait_for_events(
+    events: &Api<k8s_openapi::api::core::v1::Event>,
+    reason: &str,
+    predicate: impl Fn(&[k8s_openapi::api::core::v1::Event]) -> bool,
+    timeout: std::time::Duration,
+) -> Vec<k8s_openapi::api::core::v1::Event> {
+    let config = kube::runtime::watcher::Config::default().fields(&format!("reason={reason}"));
+    wait_for_list(events, config, predicate, timeout).await
 }
 
 /// The run directory of the local cluster (`MLCTL_E2E_CLUSTER_DIR`, exported by

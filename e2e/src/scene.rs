@@ -17,8 +17,8 @@ use crate::node::{self, NODE_IP, NodeProcess};
 use crate::operator::target_dir;
 use crate::traffic::TrafficRun;
 use crate::{
-    TestNamespace, apply_yaml, client, events_with_reason, install_crds, wait_for_deletion,
-    workspace_root,
+    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, install_crds, wait_for_deletion,
+    wait_for_events, workspace_root,
 };
 
 /// How long a scene waits for the Service to answer, pods to go.
@@ -258,8 +258,10 @@ impl Scene {
             .expect("status.canary.abortReason")
     }
 
+    /// The messages of the Events with `reason`, once there is one (Events
+    /// are queued after the status write they follow).
     pub async fn warning_events(&self, reason: &str) -> Vec<String> {
-        events_with_reason(&self.ns.api(), reason)
+        wait_for_events(&self.ns.api(), reason, |l| !l.is_empty(), DEFAULT_TIMEOUT)
             .await
             .into_iter()
             .filter_map(|e| e.message)

@@ -7,8 +7,6 @@
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,37 +16,10 @@ use kube::api::{DeleteParams, ListParams};
 use mlctl_crds::rankingmodel::Phase;
 use mlctl_crds::{AnalysisTemplate, RankingModel};
 use mlctl_e2e::operator::setup;
+use mlctl_e2e::web::ValueServer;
 use mlctl_e2e::{apply_yaml, require_e2e, set_version, wait_for, wait_for_list};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const LONG: Duration = Duration::from_secs(120);
-
-/// A metrics endpoint on 127.0.0.1 answering `{"value": 0.45}`, counting
-/// requests; stopped when the handle is aborted.
-async fn ndcg_server() -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = socket.read(&mut buf).await;
-                let body = "{\"value\": 0.45}";
-                let _ = socket
-                    .write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes())
-                    .await;
-            });
-        }
-    });
-    (format!("http://{addr}/ndcg"), seen, task)
-}
 
 fn template(name: &str, url: &str) -> String {
     format!(
@@ -120,7 +91,8 @@ fn decided_from_latest(m: &RankingModel, type_: &str) -> bool {
 async fn a_step_runs_a_templates_metric_and_a_missing_template_holds_until_created() {
     require_e2e!();
     let (client, ns, _operator, _) = setup("at-templates").await;
-    let (url, seen, server) = ndcg_server().await;
+    let server = ValueServer::start(0.45).await;
+    let url = server.url.clone();
     apply_yaml(&client, ns.name(), &template("shared", &url)).await;
     apply_yaml(&client, ns.name(), &model("ranker", "v1", "shared")).await;
     let models: Api<RankingModel> = ns.api();
@@ -142,10 +114,7 @@ async fn a_step_runs_a_templates_metric_and_a_missing_template_holds_until_creat
         metric.measurements.last().unwrap().value.as_deref(),
         Some("0.45")
     );
-    assert!(
-        seen.load(Ordering::SeqCst) >= 2,
-        "the test server was asked"
-    );
+    assert!(server.hits() >= 2, "the test server was asked");
     assert_eq!(status.history[0].outcome, "Promoted");
 
     // The template disappears: the next rollout is held, and says why.
@@ -202,17 +171,17 @@ async fn a_step_runs_a_templates_metric_and_a_missing_template_holds_until_creat
     assert!(v3.items.is_empty(), "no canary Deployment while held");
 
     // Creating the template resumes the rollout: v3 runs the step and wins.
-    let before = seen.load(Ordering::SeqCst);
+    let before = server.hits();
     apply_yaml(&client, ns.name(), &template("shared", &url)).await;
     let m = wait_for(&models, "ranker", stable_is("v3"), LONG).await;
-    assert!(seen.load(Ordering::SeqCst) >= before + 2);
+    assert!(server.hits() >= before + 2);
     let (state, reason, _) = analysis_healthy(&m).unwrap_or_default();
     assert_ne!(
         (state.as_str(), reason.as_str()),
         ("False", "AnalysisTemplateNotFound"),
         "the hold is lifted"
     );
-    server.abort();
+    drop(server);
     ns.finish().await;
 }
 
@@ -220,7 +189,8 @@ async fn a_step_runs_a_templates_metric_and_a_missing_template_holds_until_creat
 async fn a_metric_defined_in_the_model_and_its_template_is_reported_until_fixed() {
     require_e2e!();
     let (client, ns, _operator, _) = setup("at-clash").await;
-    let (url, _seen, server) = ndcg_server().await;
+    let server = ValueServer::start(0.45).await;
+    let url = server.url.clone();
     apply_yaml(&client, ns.name(), &template("shared", &url)).await;
     // The model also defines offline-ndcg itself.
     let clashing = model("ranker", "v1", "shared").replace(
@@ -251,6 +221,6 @@ async fn a_metric_defined_in_the_model_and_its_template_is_reported_until_fixed(
     // Fixed by dropping the model's own copy: it deploys.
     apply_yaml(&client, ns.name(), &model("ranker", "v1", "shared")).await;
     wait_for(&models, "ranker", stable_is("v1"), LONG).await;
-    server.abort();
+    drop(server);
     ns.finish().await;
 }

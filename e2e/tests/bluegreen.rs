@@ -10,66 +10,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Event, Service};
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
 use mlctl_e2e::operator::{setup, start_operator};
+use mlctl_e2e::web::ValueServer;
 use mlctl_e2e::{
-    TestNamespace, apply_yaml, events_with_reason, require_e2e, wait_for, wait_for_deletion,
+    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, require_e2e, wait_for, wait_for_deletion,
+    wait_for_events,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const LONG: Duration = Duration::from_secs(120);
-
-/// An HTTP endpoint on 127.0.0.1 answering `{"value": <v>}`; stopped when
-/// dropped.
-struct ValueServer {
-    url: String,
-    hits: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ValueServer {
-    async fn start(value: f64) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let url = format!("http://{}/value", listener.local_addr().unwrap());
-        let shared = Arc::new(AtomicU64::new(value.to_bits()));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (v, h) = (shared, hits.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    return;
-                };
-                h.fetch_add(1, Ordering::SeqCst);
-                let value = f64::from_bits(v.load(Ordering::SeqCst));
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = socket.read(&mut buf).await;
-                    let body = format!("{{\"value\": {value}}}");
-                    let _ = socket
-                        .write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes())
-                        .await;
-                });
-            }
-        });
-        Self { url, hits, task }
-    }
-}
-
-impl Drop for ValueServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// A two-replica blue-green model; `blue_green` and `extra` are YAML under
 /// `rollout:` (indented four spaces). Metric `ndcg` reads the test server.
@@ -192,12 +148,14 @@ async fn replicas(ns: &TestNamespace, revision: &str) -> Option<i32> {
 }
 
 /// The event messages of `reason` in the namespace.
-async fn event_messages(ns: &TestNamespace, reason: &str) -> Vec<String> {
-    events_with_reason(&ns.api(), reason)
-        .await
-        .into_iter()
-        .filter_map(|e| e.message)
-        .collect()
+/// Waits for an Event `reason` whose message contains `text` (Events are
+/// queued after the status write they follow).
+async fn wait_event(ns: &TestNamespace, reason: &str, text: &str) {
+    let has = |l: &[Event]| {
+        l.iter()
+            .any(|e| e.message.as_deref().is_some_and(|m| m.contains(text)))
+    };
+    wait_for_events(&ns.api(), reason, has, DEFAULT_TIMEOUT).await;
 }
 
 #[tokio::test]
@@ -257,7 +215,7 @@ async fn a_preview_is_analysed_promoted_by_request_and_switched_at_once() {
         ("ndcg", "Successful")
     );
     assert_eq!(pre.step, None);
-    assert!(server.hits.load(Ordering::SeqCst) >= 2, "measured twice");
+    assert!(server.hits() >= 2, "measured twice");
     assert_eq!(
         replicas(&ns, &v2).await,
         Some(2),
@@ -268,12 +226,7 @@ async fn a_preview_is_analysed_promoted_by_request_and_switched_at_once() {
         selector_revision(&ns, "ranker-preview").await,
         Some(v2.clone())
     );
-    assert!(
-        event_messages(&ns, "StepCompleted")
-            .await
-            .iter()
-            .any(|e| e.contains("prePromotionAnalysis (ndcg) passed")),
-    );
+    wait_event(&ns, "StepCompleted", "prePromotionAnalysis (ndcg) passed").await;
 
     // Promote: all traffic switches at once; v1 stays at full size while
     // the post-promotion analysis runs.
@@ -315,18 +268,13 @@ async fn a_preview_is_analysed_promoted_by_request_and_switched_at_once() {
         .cloned()
         .unwrap();
     assert_eq!(post.phase, "Successful");
-    assert!(
-        event_messages(&ns, "TrafficSwitched")
-            .await
-            .iter()
-            .any(|e| e.contains("v1 kept at full size"))
-    );
-    assert!(
-        event_messages(&ns, "StepCompleted")
-            .await
-            .iter()
-            .any(|e| e.contains("postPromotionAnalysis (ndcg-late) passed"))
-    );
+    wait_event(&ns, "TrafficSwitched", "v1 kept at full size").await;
+    wait_event(
+        &ns,
+        "StepCompleted",
+        "postPromotionAnalysis (ndcg-late) passed",
+    )
+    .await;
     wait_selects(&ns, "ranker-preview", &v2).await;
     // The previous revision goes after scaleDownDelaySeconds.
     let deployments: Api<Deployment> = ns.api();
@@ -459,7 +407,7 @@ spec:
     let r = routes.get("ranker").await.unwrap();
     assert_eq!(weights(&r), expect(100, 0));
     wait_selects(&ns, "ranker", &v1).await;
-    assert!(!event_messages(&ns, "AnalysisFailed").await.is_empty());
+    wait_event(&ns, "AnalysisFailed", "").await;
     drop(server);
     ns.finish().await;
 }
@@ -526,7 +474,13 @@ async fn a_killed_operator_resumes_a_switched_rollout_without_repeating_it() {
         !metrics.contains("step=\"prePromotionAnalysis\""),
         "the pre-promotion analysis was repeated: {metrics}"
     );
-    let switched = events_with_reason(&ns.api(), "TrafficSwitched").await;
+    let switched = wait_for_events(
+        &ns.api(),
+        "TrafficSwitched",
+        |l| !l.is_empty(),
+        DEFAULT_TIMEOUT,
+    )
+    .await;
     assert_eq!(switched.len(), 1, "{switched:?}");
     assert!(
         switched[0].series.is_none() && switched[0].count.unwrap_or(1) == 1,

@@ -26,8 +26,8 @@ use mlctl_e2e::operator::setup;
 use mlctl_e2e::scene::record_figures;
 
 use mlctl_e2e::{
-    DEFAULT_TIMEOUT, apply_yaml, events_with_reason, example, kubectl, phase_is, require_e2e,
-    stable_deployment, wait_for, wait_for_list,
+    DEFAULT_TIMEOUT, apply_yaml, example, kubectl, phase_is, require_e2e, stable_deployment,
+    wait_for, wait_for_events, wait_for_list,
 };
 
 const LONG: Duration = Duration::from_secs(120);
@@ -193,7 +193,19 @@ async fn hand_edits_of_children_are_written_back_within_one_reconcile() {
     figures.push(format!("HPA delete {:.1}s", t.elapsed().as_secs_f64()));
 
     let events: Api<Event> = ns.api();
-    let repaired = events_with_reason(&events, "DriftRepaired").await;
+    let fields = [".spec.replicas", ".image", ".spec.selector"];
+    let repaired = wait_for_events(
+        &events,
+        "DriftRepaired",
+        |l| {
+            fields.iter().all(|f| {
+                l.iter()
+                    .any(|e| e.message.as_deref().is_some_and(|m| m.contains(f)))
+            })
+        },
+        DEFAULT_TIMEOUT,
+    )
+    .await;
     let notes: Vec<String> = repaired.iter().filter_map(|e| e.message.clone()).collect();
     for field in [".spec.replicas", ".image", ".spec.selector"] {
         assert!(
@@ -294,11 +306,7 @@ async fn an_object_with_a_childs_name_is_never_taken_over() {
         "{message}"
     );
     let events: Api<Event> = ns.api();
-    assert!(
-        !events_with_reason(&events, "ChildConflict")
-            .await
-            .is_empty()
-    );
+    wait_for_events(&events, "ChildConflict", |l| !l.is_empty(), DEFAULT_TIMEOUT).await;
 
     // Theirs are untouched: no write of the operator to them, no owner added.
     let svc = services
@@ -420,11 +428,13 @@ async fn a_lost_status_is_rebuilt_without_touching_what_serves() {
     assert_eq!(stable.version, "2026-11-20.3");
     assert_eq!(stable_deployment(&after), serving);
     let events: Api<Event> = ns.api();
-    assert!(
-        !events_with_reason(&events, "StatusRecovered")
-            .await
-            .is_empty()
-    );
+    wait_for_events(
+        &events,
+        "StatusRecovered",
+        |l| !l.is_empty(),
+        DEFAULT_TIMEOUT,
+    )
+    .await;
 
     // Nothing that serves was touched: no delete, no Service or Deployment
     // write, the same pods, all endpoints ready.

@@ -15,7 +15,9 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use mlctl_crds::RankingModel;
 use mlctl_crds::rankingmodel::Phase;
-use mlctl_e2e::{apply_yaml, events_with_reason, require_e2e, wait_for};
+use mlctl_e2e::{
+    DEFAULT_TIMEOUT, apply_yaml, events_with_reason, require_e2e, wait_for, wait_for_events,
+};
 
 const MODEL: &str = r#"
 apiVersion: mlctl.io/v1alpha1
@@ -134,7 +136,13 @@ async fn a_failing_storage_initializer_is_told_in_conditions_events_and_the_abor
         "the stable revision serves: Ready stays about it"
     );
     let events: Api<Event> = Api::namespaced(client.clone(), &n);
-    let warnings = events_with_reason(&events, "StorageInitializerFailed").await;
+    let warnings = wait_for_events(
+        &events,
+        "StorageInitializerFailed",
+        |l| !l.is_empty(),
+        DEFAULT_TIMEOUT,
+    )
+    .await;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
     assert_eq!(warnings[0].message.as_deref(), Some(summary.as_str()));

@@ -32,11 +32,12 @@ use mlctl_crds::rankingmodel::Phase;
 use mlctl_e2e::audit::{Audit, Mark, Write, describe};
 use mlctl_e2e::metrics::MetricsEndpoint;
 use mlctl_e2e::scene::record_figures;
+use mlctl_e2e::web::{Answer, ValueServer};
 use mlctl_e2e::{
     DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, install_crds, node, phase_is, require_e2e,
-    wait_for, workspace_root,
+    wait_for, wait_for_events, workspace_root,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 const LONG: Duration = Duration::from_secs(180);
@@ -213,24 +214,31 @@ impl Scene {
     /// Each step completed exactly once and in order.
     async fn steps_once_in_order(&self, expected: usize) {
         let events: Api<Event> = self.ns.api();
-        let mut steps: Vec<(usize, i32, String)> = events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some("StepCompleted"))
-            .filter_map(|e| {
-                let m = e.message.clone()?;
-                if !m.contains("canary v2") {
-                    return None;
-                }
-                let n: usize = m.split("step ").nth(1)?.split('/').next()?.parse().ok()?;
-                let count =
-                    e.count.unwrap_or(1) + e.series.as_ref().and_then(|s| s.count).unwrap_or(0);
-                Some((n, count, m))
-            })
-            .collect();
+        // Events are queued after the status write: wait for the last one.
+        let of_v2 = |l: &[Event]| {
+            l.iter()
+                .filter(|e| {
+                    e.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("canary v2"))
+                })
+                .count()
+        };
+        let mut steps: Vec<(usize, i32, String)> =
+            wait_for_events(&events, "StepCompleted", |l| of_v2(l) >= expected, LONG)
+                .await
+                .into_iter()
+                .filter_map(|e| {
+                    let m = e.message.clone()?;
+                    if !m.contains("canary v2") {
+                        return None;
+                    }
+                    let n: usize = m.split("step ").nth(1)?.split('/').next()?.parse().ok()?;
+                    let count =
+                        e.count.unwrap_or(1) + e.series.as_ref().and_then(|s| s.count).unwrap_or(0);
+                    Some((n, count, m))
+                })
+                .collect();
         steps.sort();
         let numbers: Vec<usize> = steps.iter().map(|s| s.0).collect();
         assert_eq!(
@@ -434,46 +442,15 @@ async fn prometheus_down_longer_than_the_error_limit_never_promotes() {
     s.finish().await;
 }
 
-/// A server on the node test port (pods reach it at the node's address):
-/// `hang` accepts and never answers; otherwise it answers `{"value": 0.01}`
-/// after `delay`, counting requests.
-async fn test_server(
-    hang: bool,
-    delay: Duration,
-) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+/// A metric endpoint on the node test port (pods reach it at the node's
+/// address) answering `{"value": 0.01}`.
+fn test_server(answer: Answer) -> impl Future<Output = ValueServer> {
     let port: u16 = std::env::var("MLCTL_E2E_NODE_TEST_PORT")
         .expect("MLCTL_E2E_NODE_TEST_PORT (e2e/cluster env with the node)")
         .parse()
         .unwrap();
     let ip = std::env::var("MLCTL_E2E_NODE_IP").expect("MLCTL_E2E_NODE_IP");
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("bind the node test port");
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            counter.fetch_add(1, Ordering::SeqCst);
-            if hang {
-                held.push(socket);
-                continue;
-            }
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = socket.read(&mut buf).await;
-                tokio::time::sleep(delay).await;
-                let body = "{\"value\": 0.01}";
-                let _ = socket
-                    .write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes())
-                    .await;
-            });
-        }
-    });
-    (format!("http://{ip}:{port}/value"), seen, task)
+    async move { ValueServer::bind(port, &ip, 0.01, answer).await }
 }
 
 fn web_metric(name: &str, url: &str) -> String {
@@ -492,7 +469,8 @@ fn web_metric(name: &str, url: &str) -> String {
 async fn a_hanging_analysis_endpoint_aborts_the_canary_on_its_error_limit() {
     require_e2e!();
     let _serial = SERIAL.lock().await;
-    let (url, seen, server) = test_server(true, Duration::ZERO).await;
+    let server = test_server(Answer::Never).await;
+    let url = server.url.clone();
     let extra = web_metric("ndcg", &url);
     let s = scene("fault-hang", 1, "").await;
     let t = Instant::now();
@@ -516,15 +494,15 @@ async fn a_hanging_analysis_endpoint_aborts_the_canary_on_its_error_limit() {
     );
     let why = status.canary.unwrap().abort_reason.unwrap_or_default();
     assert!(why.contains("ndcg"), "{why}");
-    assert!(seen.load(Ordering::SeqCst) >= 1, "the endpoint was asked");
+    assert!(server.hits() >= 1, "the endpoint was asked");
     s.traffic_on_stable(&m).await;
     let writes = s.only_leaders_wrote();
     record_figures(&format!(
         "fault analysis endpoint hanging: aborted {:.1}s after the canary started ({why}); {} connections held; {writes} writes all by the leader",
         t.elapsed().as_secs_f64(),
-        seen.load(Ordering::SeqCst)
+        server.hits()
     ));
-    server.abort();
+    drop(server);
     s.finish().await;
 }
 
@@ -533,13 +511,14 @@ async fn the_operator_killed_during_a_measurement_resumes_without_repeating_a_st
     require_e2e!();
     let _serial = SERIAL.lock().await;
     // A slow metric (1.5 s per answer): the kill lands while one is in flight.
-    let (url, seen, server) = test_server(false, Duration::from_millis(1500)).await;
+    let server = test_server(Answer::After(Duration::from_millis(1500))).await;
+    let url = server.url.clone();
     let extra = web_metric("ndcg", &url);
     let s = scene("fault-sigkill", 1, &extra).await;
     s.mid_canary(&extra).await;
-    let before = seen.load(Ordering::SeqCst);
+    let before = server.hits();
     let deadline = Instant::now() + DEFAULT_TIMEOUT;
-    while seen.load(Ordering::SeqCst) == before {
+    while server.hits() == before {
         assert!(Instant::now() < deadline, "no measurement request arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -552,7 +531,7 @@ async fn the_operator_killed_during_a_measurement_resumes_without_repeating_a_st
         "fault operator SIGKILLed during a measurement: restarted and promoted {:.1}s later, each step once, {writes} writes all by the leader",
         t.elapsed().as_secs_f64()
     ));
-    server.abort();
+    drop(server);
     s.finish().await;
 }
 

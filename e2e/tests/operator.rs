@@ -24,8 +24,8 @@ use mlctl_e2e::audit::{Audit, describe};
 use mlctl_e2e::operator::{install_chart_rbac, service_account_kubeconfig, setup, start_operator};
 use mlctl_e2e::scene::record_figures;
 use mlctl_e2e::{
-    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, events_with_reason, example, install_crds,
-    kubectl, phase_is, require_e2e, stable_deployment, wait_for, wait_for_deletion, wait_for_list,
+    DEFAULT_TIMEOUT, TestNamespace, apply_yaml, client, example, install_crds, kubectl, phase_is,
+    require_e2e, stable_deployment, wait_for, wait_for_deletion, wait_for_events, wait_for_list,
 };
 
 const LONG: Duration = Duration::from_secs(120);
@@ -313,11 +313,7 @@ async fn a_steady_model_causes_no_writes() {
     // The transition's Events follow its status write: wait for them, so
     // that the window starts after everything the rollout had to say.
     let events: Api<Event> = ns.api();
-    let deadline = tokio::time::Instant::now() + DEFAULT_TIMEOUT;
-    while events_with_reason(&events, "Promoted").await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no Promoted event");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_events(&events, "Promoted", |l| !l.is_empty(), DEFAULT_TIMEOUT).await;
     let audit = Audit::open();
     let mark = audit.mark();
     let reconciles_before = reconciles(operator.metrics().await).expect("metrics are served");

@@ -48,18 +48,13 @@ async fn a_hundred_steady_models_cause_no_writes_in_ten_minutes() {
     // The window opens once every first deployment's Event has landed (they
     // follow the status writes).
     let events: Api<k8s_openapi::api::core::v1::Event> = ns.api();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while mlctl_e2e::events_with_reason(&events, "Promoted")
-        .await
-        .len()
-        < 100
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not every model has its Promoted event"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    mlctl_e2e::wait_for_events(
+        &events,
+        "Promoted",
+        |l| l.len() >= 100,
+        Duration::from_secs(120),
+    )
+    .await;
     let reconciles = |m: &str| -> Option<u64> {
         m.lines()
             .find(|l| l.starts_with("mlctl_reconciles_total{kind=\"rankingmodel\"}"))

@@ -89,6 +89,13 @@ fn stable_is(version: &'static str) -> impl Fn(Option<&RankingModel>) -> bool {
     }
 }
 
+/// Traffic has switched to the new revision.
+fn switched(m: Option<&RankingModel>) -> bool {
+    status(m)
+        .and_then(|s| s.canary.as_ref())
+        .is_some_and(|c| c.switched_at.is_some())
+}
+
 async fn set_version(models: &Api<RankingModel>, version: &str) {
     let patch = serde_json::json!({"spec": {"model": {
         "version": version,
@@ -231,17 +238,7 @@ async fn a_preview_is_analysed_promoted_by_request_and_switched_at_once() {
     // Promote: all traffic switches at once; v1 stays at full size while
     // the post-promotion analysis runs.
     annotate(&models, "mlctl.io/promote", "t1").await;
-    let m = wait_for(
-        &models,
-        "ranker",
-        |m: Option<&RankingModel>| {
-            status(m)
-                .and_then(|s| s.canary.as_ref())
-                .is_some_and(|c| c.switched_at.is_some())
-        },
-        LONG,
-    )
-    .await;
+    let m = wait_for(&models, "ranker", switched, LONG).await;
     let switched = m.status.unwrap();
     assert_eq!(switched.stable.as_ref().unwrap().version, "v1");
     assert_eq!(switched.canary.as_ref().unwrap().weight, 100);
@@ -429,17 +426,7 @@ async fn a_killed_operator_resumes_a_switched_rollout_without_repeating_it() {
     set_version(&models, "v2").await;
     // Killed after the automatic switch, while the post-promotion analysis
     // waits out its initial delay.
-    let before = wait_for(
-        &models,
-        "ranker",
-        |m: Option<&RankingModel>| {
-            status(m)
-                .and_then(|s| s.canary.as_ref())
-                .is_some_and(|c| c.switched_at.is_some())
-        },
-        LONG,
-    )
-    .await;
+    let before = wait_for(&models, "ranker", switched, LONG).await;
     // Events follow the status write: the killed process has published
     // the switch before it dies.
     let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();

@@ -111,6 +111,7 @@ pub fn model_children(
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
+            + serde::Serialize
             + serde::de::DeserializeOwned
             + std::fmt::Debug
             + Send
@@ -118,7 +119,9 @@ pub fn model_children(
             + 'static,
     {
         let checked = checked.clone();
-        let index = Index::new(MODEL_LABEL).on_delete(Arc::new(move |o: &K| checked.forget(o)));
+        let index = Index::new(MODEL_LABEL)
+            .packed()
+            .on_delete(Arc::new(move |o: &K| checked.forget(o)));
         let watch = index::watch(api(client, scope), config.clone(), index.clone(), trim).boxed();
         (index, watch)
     }

@@ -46,18 +46,25 @@ impl PipelineChildren {
     pub fn new(checked: &Arc<Checked>, run_gone: OnDelete<Job>) -> Self {
         fn forgetting<K>(checked: &Arc<Checked>) -> Index<K>
         where
-            K: Resource<DynamicType = ()> + 'static,
+            K: Resource<DynamicType = ()>
+                + serde::Serialize
+                + serde::de::DeserializeOwned
+                + 'static,
         {
             let checked = checked.clone();
-            Index::new(PIPELINE_LABEL).on_delete(Arc::new(move |o: &K| checked.forget(o)))
+            Index::new(PIPELINE_LABEL)
+                .packed()
+                .on_delete(Arc::new(move |o: &K| checked.forget(o)))
         }
         let jobs_checked = checked.clone();
         PipelineChildren {
-            jobs: Index::new(PIPELINE_LABEL).on_delete(Arc::new(move |j: &Job| {
-                jobs_checked.forget(j);
-                run_gone(j);
-            })),
-            pods: Index::new(PIPELINE_LABEL),
+            jobs: Index::new(PIPELINE_LABEL)
+                .packed()
+                .on_delete(Arc::new(move |j: &Job| {
+                    jobs_checked.forget(j);
+                    run_gone(j);
+                })),
+            pods: Index::new(PIPELINE_LABEL).packed(),
             cron_jobs: forgetting(checked),
             deployments: forgetting(checked),
             config_maps: forgetting(checked),

@@ -495,3 +495,46 @@ fn pods_carry_prometheus_scrape_annotations_that_pod_metadata_can_override() {
     assert_eq!(a["team"], "search");
     assert_eq!(a["prometheus.io/port"], "9000");
 }
+
+/// The operator's indexes hold thousands of these (controller/index.rs):
+/// packed against the first one, a sibling serving Deployment (another
+/// model, version and URI) must stay a few hundred bytes (as a struct it is
+/// 24 KB), and both read back exactly as they went in.
+#[test]
+fn a_sibling_serving_deployment_packs_to_a_few_hundred_bytes() {
+    use crate::controller::index::Index;
+    use kube::runtime::watcher::Event;
+    let first = deployment(
+        &model(),
+        &spec("s3://models/ranker/v3/model.json"),
+        &config(),
+        &plan(Some(2)),
+    );
+    let mut other = model();
+    other.name = "ranker-de-web".into();
+    other.owner.name = "ranker-de-web".into();
+    other.owner.uid = "uid-2".into();
+    let mut other_spec = spec("s3://models/ranker-de-web/v7/model.json");
+    other_spec.model.version = "2026-12-01.1".into();
+    other_spec.model.sha256 = Some("3f9a".repeat(16));
+    let mut other_plan = plan(Some(1));
+    other_plan.revision = "0f1e2d3c4b".into();
+    let sibling = deployment(&other, &other_spec, &config(), &other_plan);
+    let index = Index::<k8s_openapi::api::apps::v1::Deployment>::new(MODEL_LABEL).packed();
+    index.apply(&Event::Apply(first.clone()));
+    let dictionary = index.packed_bytes();
+    index.apply(&Event::Apply(sibling.clone()));
+    let packed = index.packed_bytes() - dictionary;
+    for d in [&first, &sibling] {
+        let (ns, name) = (d.metadata.namespace.clone(), d.metadata.name.clone());
+        let back = index.get(&ns.unwrap_or_default(), &name.unwrap_or_default());
+        assert_eq!(back.as_deref(), Some(d));
+    }
+    let json = serde_json::to_vec(&sibling)
+        .map(|v| v.len())
+        .unwrap_or_default();
+    assert!(
+        packed <= 600,
+        "packed {packed} bytes (JSON {json}): the 1,000-model memory budget (docs/performance.md) assumes a few hundred"
+    );
+}

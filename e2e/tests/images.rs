@@ -5,7 +5,7 @@
 //! user, entrypoint, command, working directory and OCI labels, and the base
 //! layer the three release images share.
 //!
-//! Needs root, buildah and containerd (scripts/install-debs images node); no
+//! Needs root; buildah and containerd are installed by scripts/images and images/verify (scripts/install-debs images, node); no
 //! cluster. Runs under `MLCTL_E2E=1` (e2e/run), `CI=true` or
 //! `MLCTL_E2E_IMAGES=1`; `MLCTL_E2E_IMAGES=0` skips it.
 

@@ -7,9 +7,7 @@
 //! metric of which analysis, due when) and the canary it was taken for, so it
 //! is folded only while status still asks for exactly that measurement.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -140,9 +138,7 @@ impl Task {
             }
             Task::Job(m) => serde_json::to_string(&(&m.provider, m.verdict_by_outcome)),
         };
-        let mut hasher = DefaultHasher::new();
-        text.unwrap_or_default().hash(&mut hasher);
-        hasher.finish()
+        crate::controller::digest(text.unwrap_or_default())
     }
 }
 

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::owned_by;
+use super::{digest, owned_by};
 use mlctl_crds::Conditions;
 
 use crate::error::{Error, Result};
@@ -53,12 +53,6 @@ pub enum ChildWrite {
 /// 1.3 KB per model.
 #[derive(Default)]
 pub struct Checked(Mutex<HashMap<u64, u64>>, Mutex<HashMap<u64, u64>>);
-
-fn digest(value: impl std::hash::Hash) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    // Fixed keys: the same value gives the same digest for the process's life.
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
-}
 
 /// Entries kept before the map is cleared (bounds memory at any scale; the
 /// cost of clearing is one comparison per child).

@@ -296,7 +296,9 @@ impl<K: Resource> Index<K> {
                         if let Some(g) = old.group {
                             remove_from_group(&mut state.groups, &key.0, g, &key.1);
                         }
-                        gone.push(Arc::new(o.clone()));
+                        if self.on_delete.is_some() {
+                            gone.push(Arc::new(o.clone()));
+                        }
                     }
                 }
             }

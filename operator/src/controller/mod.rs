@@ -35,6 +35,14 @@ pub fn now_seconds() -> Timestamp {
     Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
+/// A 64-bit digest of `value`, the same for the same value for the life of
+/// the process (fixed keys): for in-memory maps that compare values they
+/// need not keep.
+pub fn digest(value: impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
+}
+
 /// Whether `uid` is the controlling owner of the object.
 pub fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
     meta.owner_references

@@ -16,8 +16,9 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use mlctl_crds::rankingmodel::{FeatureDependency, FeatureGate};
-use mlctl_crds::{FeaturePipeline, RankingModel, parse_duration};
+use mlctl_crds::{FeaturePipeline, parse_duration};
 
+use crate::controller::stored::StoredModel;
 use crate::pipeline::{FreshnessReference, freshness_reference};
 
 /// Condition type written on the RankingModel.
@@ -328,14 +329,14 @@ fn human(d: SignedDuration) -> String {
 /// `(namespace, name)` of the models in `namespace` that read from the
 /// pipeline `pipeline`: the mapper of the FeaturePipeline watch.
 pub fn dependents<'a>(
-    models: impl IntoIterator<Item = &'a RankingModel>,
+    models: impl IntoIterator<Item = &'a StoredModel>,
     namespace: &str,
     pipeline: &str,
 ) -> Vec<(String, String)> {
     models
         .into_iter()
         .filter(|m| m.namespace().as_deref() == Some(namespace))
-        .filter(|m| m.spec.features.iter().any(|f| f.pipeline == pipeline))
+        .filter(|m| m.reads_pipeline(pipeline))
         .map(|m| (namespace.to_string(), m.name_any()))
         .collect()
 }
@@ -349,11 +350,11 @@ pub fn dependents<'a>(
 /// re-enqueues its dependents (which then see it as missing) and never
 /// breaks the watch.
 pub fn watch_pipelines(
-    controller: Controller<DeserializeGuard<RankingModel>>,
+    controller: Controller<StoredModel>,
     pipelines: impl futures::Stream<Item = Result<DeserializeGuard<FeaturePipeline>, watcher::Error>>
     + Send
     + 'static,
-) -> Controller<DeserializeGuard<RankingModel>> {
+) -> Controller<StoredModel> {
     let models = controller.store();
     controller.watches_stream(pipelines, move |pipeline| {
         let Some(namespace) = pipeline.namespace() else {
@@ -361,11 +362,7 @@ pub fn watch_pipelines(
         };
         let name = pipeline.name_any();
         let state = models.state();
-        let found = dependents(
-            state.iter().filter_map(|m| m.0.as_ref().ok()),
-            &namespace,
-            &name,
-        );
+        let found = dependents(state.iter().map(|m| &**m), &namespace, &name);
         found
             .into_iter()
             .map(|(ns, model)| ObjectRef::new(&model).within(&ns))
@@ -717,7 +714,7 @@ mod tests {
 
     #[test]
     fn dependents_are_models_of_the_namespace_reading_the_pipeline() {
-        let model = |ns: &str, name: &str, pipeline: &str| -> RankingModel {
+        let model = |ns: &str, name: &str, pipeline: &str| -> mlctl_crds::RankingModel {
             serde_json::from_value(json!({
                 "apiVersion": "mlctl.io/v1alpha1", "kind": "RankingModel",
                 "metadata": {"name": name, "namespace": ns},
@@ -733,7 +730,8 @@ mod tests {
             model("ns", "m1", "p"),
             model("ns", "m2", "q"),
             model("other", "m3", "p"),
-        ];
+        ]
+        .map(|m| StoredModel::new(DeserializeGuard(Ok(m))));
         assert_eq!(
             dependents(&models, "ns", "p"),
             vec![("ns".to_string(), "m1".to_string())]

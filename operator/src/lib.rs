@@ -297,12 +297,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .any_semantic()
             .labels(&config.instance_selector());
         // The models' own watch; a deleted model's per-object state
-        // (backoff, analysis jobs) goes with it.
+        // (backoff, analysis jobs) goes with it. The store holds them packed
+        // (controller/stored.rs).
         let forget = ctx.clone();
-        let (store, trigger) =
-            controller::index::parents(models, watched, ctx.seen.clone(), move |m| {
-                forget.forget(m)
-            });
+        let (store, trigger) = controller::index::parents(
+            models,
+            watched,
+            ctx.seen.clone(),
+            move |m| forget.forget(m),
+            controller::stored::StoredModel::new,
+        );
         // Every child kind is watched: a deleted or edited autoscaler,
         // disruption budget or peer ConfigMap is repaired at once, not at
         // the next resync; a changed FeaturePipeline re-enqueues the models

@@ -12,7 +12,9 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use mlctl_crds::rankingmodel::{AnalysisMetric, RolloutAnalysis};
-use mlctl_crds::{AnalysisTemplate, RankingModel, RankingModelSpec};
+use mlctl_crds::{AnalysisTemplate, RankingModelSpec};
+
+use crate::controller::stored::StoredModel;
 
 /// What looking a template up found.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,12 +197,13 @@ pub fn summary(problems: &[Problem]) -> (&'static str, String) {
     (reason, message)
 }
 
-/// Whether `spec` references the template `name`.
-pub fn references(spec: &RankingModelSpec, name: &str) -> bool {
+/// The names of the templates `spec` references.
+pub fn referenced(spec: &RankingModelSpec) -> impl Iterator<Item = &str> {
     spec.rollout
         .as_ref()
         .and_then(|r| r.analysis.as_ref())
-        .is_some_and(|a| a.template_refs.iter().any(|r| r.name == name))
+        .into_iter()
+        .flat_map(|a| a.template_refs.iter().map(|r| r.name.as_str()))
 }
 
 /// What the index holds for template `name`, as [`effective`] needs it.
@@ -216,11 +219,11 @@ pub fn found(template: Option<&DeserializeGuard<AnalysisTemplate>>) -> Found {
 /// edited or deleted template reconciles the models of its namespace that
 /// reference it (read from the controller's own store: no API call).
 pub fn watch_templates(
-    controller: Controller<DeserializeGuard<RankingModel>>,
+    controller: Controller<StoredModel>,
     templates: impl futures::Stream<Item = Result<DeserializeGuard<AnalysisTemplate>, watcher::Error>>
     + Send
     + 'static,
-) -> Controller<DeserializeGuard<RankingModel>> {
+) -> Controller<StoredModel> {
     let models = controller.store();
     controller.watches_stream(templates, move |template| {
         let (Some(namespace), name) = (template.namespace(), template.name_any()) else {
@@ -229,9 +232,8 @@ pub fn watch_templates(
         models
             .state()
             .iter()
-            .filter_map(|m| m.0.as_ref().ok())
             .filter(|m| m.namespace().as_deref() == Some(&namespace))
-            .filter(|m| references(&m.spec, &name))
+            .filter(|m| m.references_template(&name))
             .map(|m| ObjectRef::new(&m.name_any()).within(&namespace))
             .collect::<Vec<_>>()
     })

@@ -187,10 +187,12 @@ fn summary_keeps_the_first_reason_and_every_message() {
 }
 
 #[test]
-fn references_finds_a_template_by_name() {
-    let s = spec(json!({"templateRefs": [{"name": "shared"}]}), json!([]));
-    assert!(references(&s, "shared"));
-    assert!(!references(&s, "other"));
+fn referenced_lists_the_templates_by_name() {
+    let s = spec(
+        json!({"templateRefs": [{"name": "shared"}, {"name": "latency"}]}),
+        json!([]),
+    );
+    assert_eq!(referenced(&s).collect::<Vec<_>>(), ["shared", "latency"]);
     let plain = spec(json!({"templates": [metric("a")]}), json!([]));
-    assert!(!references(&plain, "shared"));
+    assert_eq!(referenced(&plain).count(), 0);
 }

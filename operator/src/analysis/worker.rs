@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use k8s_openapi::jiff::Timestamp;
-use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
-use mlctl_crds::RankingModel;
 use mlctl_crds::common::PodPlacement;
 use mlctl_crds::rankingmodel::{
     AnalysisMetric, InterleavePrometheus, MetricProvider, MetricStatus, RankingModelStatus,
@@ -27,6 +25,7 @@ use tokio::task::AbortHandle;
 
 use super::job::{self, JobMeasurement};
 use super::{Prober, Settings, Vars, provider};
+use crate::controller::stored::StoredModel;
 
 /// Finished results no reconcile asked for in this long are dropped (a
 /// deleted model, a canary that ended).
@@ -294,7 +293,7 @@ impl Worker {
 
     /// The RankingModels to reconcile because a measurement landed, for
     /// `Controller::reconcile_on` (one stream per controller).
-    pub fn landed(&self) -> impl Stream<Item = ObjectRef<DeserializeGuard<RankingModel>>> + use<> {
+    pub fn landed(&self) -> impl Stream<Item = ObjectRef<StoredModel>> + use<> {
         futures::stream::unfold(self.subscribe(), |mut rx| async move {
             loop {
                 match rx.recv().await {

@@ -600,9 +600,14 @@ pub async fn run(
         .labels(&instance_selector);
     // The pipelines' own watch; a deleted pipeline's backoff goes with it.
     let forget = ctx.clone();
-    let (store, trigger) = super::index::parents(pipelines, watched, Arc::default(), move |p| {
-        forget.forget(p)
-    });
+    // Kept whole: pipelines are few.
+    let (store, trigger) = super::index::parents(
+        pipelines,
+        watched,
+        Arc::default(),
+        move |p| forget.forget(p),
+        |p| p,
+    );
     let spark = super::spark::triggers(
         client.clone(),
         scope.clone(),

@@ -67,8 +67,9 @@ struct Entry<K> {
     group: Option<String>,
 }
 
-/// An object's JSON and back, for a packed index.
-struct Codec<K> {
+/// An object's JSON and back, LZ4-compressed against a dictionary: for a
+/// packed index, and the RankingModels' own store ([`super::stored`]).
+pub(super) struct Codec<K> {
     to_json: fn(&K) -> Option<Vec<u8>>,
     from_json: fn(&[u8]) -> Option<K>,
     /// The JSON of the first object packed: what the others are compressed
@@ -86,8 +87,19 @@ impl<K> Clone for Codec<K> {
     }
 }
 
+impl<K: Serialize + DeserializeOwned> Codec<K> {
+    /// Packs `K` as its serde JSON.
+    pub(super) fn json() -> Self {
+        Codec {
+            to_json: |o| serde_json::to_vec(o).ok(),
+            from_json: |json| serde_json::from_slice(json).ok(),
+            dictionary: Arc::default(),
+        }
+    }
+}
+
 impl<K> Codec<K> {
-    fn pack(&self, o: &K) -> Option<Box<[u8]>> {
+    pub(super) fn pack(&self, o: &K) -> Option<Box<[u8]>> {
         let json = (self.to_json)(o)?;
         let dictionary = self
             .dictionary
@@ -95,7 +107,7 @@ impl<K> Codec<K> {
         Some(lz4_flex::block::compress_prepend_size_with_dict(&json, dictionary).into_boxed_slice())
     }
 
-    fn unpack(&self, bytes: &[u8]) -> Option<K> {
+    pub(super) fn unpack(&self, bytes: &[u8]) -> Option<K> {
         let dictionary = self.dictionary.get()?;
         let json = lz4_flex::block::decompress_size_prepended_with_dict(bytes, dictionary).ok()?;
         (self.from_json)(&json)
@@ -166,11 +178,7 @@ impl<K: Resource> Index<K> {
     where
         K: Serialize + DeserializeOwned,
     {
-        self.codec = Some(Codec {
-            to_json: |o| serde_json::to_vec(o).ok(),
-            from_json: |json| serde_json::from_slice(json).ok(),
-            dictionary: Arc::default(),
-        });
+        self.codec = Some(Codec::json());
         self
     }
 
@@ -466,16 +474,19 @@ where
 
 /// The watch of a controller's own kind (read through `DeserializeGuard`):
 /// objects stored stripped of managed fields, `forget` called with each
-/// deleted one (to drop its per-object state), the controller's store and
-/// trigger for `Controller::for_stream`.
-pub fn parents<K>(
+/// deleted one (to drop its per-object state), then turned into what the
+/// store holds by `store_as` (the RankingModels: [`super::stored::StoredModel`],
+/// packed; the FeaturePipelines: as they are). Returns the controller's store
+/// and trigger for `Controller::for_stream`.
+pub fn parents<K, P>(
     api: Api<DeserializeGuard<K>>,
     config: watcher::Config,
     seen: Arc<Seen>,
     forget: impl Fn(&DeserializeGuard<K>) + Send + 'static,
+    store_as: fn(DeserializeGuard<K>) -> P,
 ) -> (
-    Store<DeserializeGuard<K>>,
-    impl Stream<Item = Result<DeserializeGuard<K>, watcher::Error>> + Send + 'static,
+    Store<P>,
+    impl Stream<Item = Result<P, watcher::Error>> + Send + 'static,
 )
 where
     K: Resource<DynamicType = ()>
@@ -485,6 +496,7 @@ where
         + Send
         + Sync
         + 'static,
+    P: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
     let trigger = watch_fn(api, config)
@@ -503,7 +515,13 @@ where
                 }
                 Event::Init | Event::InitDone => {}
             }
-            event
+            match event {
+                Event::Apply(o) => Event::Apply(store_as(o)),
+                Event::InitApply(o) => Event::InitApply(store_as(o)),
+                Event::Delete(o) => Event::Delete(store_as(o)),
+                Event::Init => Event::Init,
+                Event::InitDone => Event::InitDone,
+            }
         })
         .reflect(writer)
         .applied_objects();

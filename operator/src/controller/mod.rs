@@ -9,6 +9,7 @@ pub mod owned;
 pub mod pipeline_owned;
 pub mod rankingmodel;
 pub mod spark;
+pub mod stored;
 
 pub use backoff::{Backoff, backoff_ceiling, jittered};
 

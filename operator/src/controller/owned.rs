@@ -14,10 +14,11 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::DeserializeGuard;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
-use mlctl_crds::{AnalysisTemplate, FeaturePipeline, RankingModel};
+use mlctl_crds::{AnalysisTemplate, FeaturePipeline};
 
 use super::children::Checked;
 use super::index::{self, Index};
+use super::stored::StoredModel;
 use crate::render::MODEL_LABEL;
 
 /// The objects one scope's models own, grouped by model, and that scope's
@@ -172,10 +173,7 @@ impl ChildWatches {
     /// Makes every watch a trigger of `controller` (a changed child
     /// reconciles its model; a changed FeaturePipeline the models that read
     /// from it).
-    pub fn attach(
-        self,
-        controller: Controller<DeserializeGuard<RankingModel>>,
-    ) -> Controller<DeserializeGuard<RankingModel>> {
+    pub fn attach(self, controller: Controller<StoredModel>) -> Controller<StoredModel> {
         let controller = controller
             .owns_stream(self.deployments)
             .owns_stream(self.services)

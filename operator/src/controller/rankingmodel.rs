@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::children::{Checked, ChildLog, apply_child, delete_child};
 use super::index::{Index, Scopes, Seen};
 use super::owned::ModelChildren;
+use super::stored::StoredModel;
 use super::{Recorder, invalid_object, now_seconds, owned_by, publish};
 use crate::analysis;
 use crate::diagnose;
@@ -53,7 +54,7 @@ pub struct Context {
     /// reconcile reads instead of listing.
     pub children: Scopes<ModelChildren>,
     /// Consecutive failures per model (requeue backoff).
-    pub backoff: super::Backoff<DeserializeGuard<RankingModel>>,
+    pub backoff: super::Backoff<StoredModel>,
     /// The models' resourceVersions as their watch delivered them.
     pub seen: Arc<Seen>,
 }
@@ -90,8 +91,7 @@ impl Context {
     /// its analysis jobs): nothing the operator keeps grows with models
     /// that no longer exist.
     pub fn forget(&self, model: &DeserializeGuard<RankingModel>) {
-        self.backoff
-            .succeeded(&kube::runtime::reflector::ObjectRef::from_obj(model));
+        self.backoff.succeeded(&StoredModel::reference(model));
         if let Some(ns) = model.namespace() {
             self.analysis.forget(&ns, &model.name_any());
         }
@@ -103,12 +103,10 @@ const KIND: &str = "rankingmodel";
 /// Reconciles one RankingModel. An object that does not deserialize (schema
 /// drift, a hand-edited status) gets a Warning event and is left alone; the
 /// watch and every other object carry on.
-pub async fn reconcile(
-    guard: Arc<DeserializeGuard<RankingModel>>,
-    ctx: Arc<Context>,
-) -> Result<Action> {
+pub async fn reconcile(stored: Arc<StoredModel>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     ctx.metrics.reconciles(KIND);
+    let guard = stored.unpack();
     let model = match &guard.0 {
         Ok(model) => model,
         Err(invalid) => {
@@ -142,11 +140,7 @@ pub async fn reconcile(
 }
 
 /// The requeue policy on errors: back off, never hot-loop.
-pub fn error_policy(
-    model: Arc<DeserializeGuard<RankingModel>>,
-    error: &Error,
-    ctx: Arc<Context>,
-) -> Action {
+pub fn error_policy(model: Arc<StoredModel>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error(KIND, &error.metric_label());
     // Per object: one failing object backs off to minutes, the others keep
     // their pace; the count is cleared when the object reconciles.

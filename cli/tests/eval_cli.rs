@@ -10,12 +10,29 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval/golden/fixtures")
 }
 
-/// A fresh directory for one test's files.
-fn scratch(test: &str) -> PathBuf {
+/// A fresh directory for one test's files, removed when the test ends, also
+/// when it fails (they used to be left in the temp directory by every run).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn scratch(test: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("mlctl-eval-cli-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 fn mlctl_eval(args: &[&str]) -> Output {
@@ -222,7 +239,6 @@ fn the_gate_report_names_the_model_the_version_and_the_input_digests() {
     // The subject needs both flags and a gate.
     let o = gated(&qrels, &run, &run, &gate, &["--model", "search-ranker"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -26,7 +26,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::ListParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::Reporter;
-use kube::runtime::{Controller, controller as runtime_controller, watcher};
+use kube::runtime::{Controller, controller as runtime_controller};
 use kube::{Api, Client};
 use mlctl_crds::{FeaturePipeline, RankingModel};
 use tokio::sync::watch;
@@ -242,7 +242,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The children each scope's models own, indexed from the watches that
     // also trigger the controller: reconciles read them there, never LIST.
     let children_selector =
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=mlctl-operator");
+        controller::index::list_config().labels("app.kubernetes.io/managed-by=mlctl-operator");
     let checked = Arc::new(controller::children::Checked::default());
     let mut indexes = controller::index::Scopes::default();
     let mut child_watches = Vec::new();
@@ -293,9 +293,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
         let models = scoped::<DeserializeGuard<RankingModel>>(&client, &scope);
-        let watched = watcher::Config::default()
-            .any_semantic()
-            .labels(&config.instance_selector());
+        let watched = controller::index::list_config().labels(&config.instance_selector());
         // The models' own watch; a deleted model's per-object state
         // (backoff, analysis jobs) goes with it. The store holds them packed
         // (controller/stored.rs).

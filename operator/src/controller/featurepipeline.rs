@@ -588,16 +588,14 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::StreamExt;
-    use kube::runtime::{Controller, controller as runtime_controller, watcher};
+    use kube::runtime::{Controller, controller as runtime_controller};
 
     let client = ctx.client.clone();
     let pipelines: Api<DeserializeGuard<FeaturePipeline>> = match scope.as_deref() {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let watched = watcher::Config::default()
-        .any_semantic()
-        .labels(&instance_selector);
+    let watched = super::index::list_config().labels(&instance_selector);
     // The pipelines' own watch; a deleted pipeline's backoff goes with it.
     let forget = ctx.clone();
     // Kept whole: pipelines are few.
@@ -611,7 +609,7 @@ pub async fn run(
     let spark = super::spark::triggers(
         client.clone(),
         scope.clone(),
-        watcher::Config::default().labels(&format!(
+        super::index::list_config().labels(&format!(
             "app.kubernetes.io/managed-by={FIELD_MANAGER},{PIPELINE_LABEL}"
         )),
         ctx.spark.clone(),

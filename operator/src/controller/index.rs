@@ -446,6 +446,23 @@ pub fn strip(meta: &mut ObjectMeta) {
     }
 }
 
+/// Objects per page of a watch's initial list (and of a relist).
+pub const LIST_PAGE: u32 = 100;
+
+/// The watch configuration of every watch of the operator: initial lists of
+/// the most recent state, in pages of [`LIST_PAGE`]. A list "from any
+/// resourceVersion" (`resourceVersion=0`) is served by the API server's
+/// watch cache without pages: measured on 1.34, `limit=50` returned all 69
+/// Deployments of a namespace in one response. At a restart that was every
+/// object of a kind decoded at once — 1,000 models in one body, and a
+/// Deployment is about 10 KB of JSON and 24 KB as a struct — and most of the
+/// restart's 85 MiB RSS peak at 1,000 models, growing with N. A most-recent
+/// list honours the limit (from the watch cache too, on 1.34); the peak is a
+/// page per watch, whatever N is.
+pub fn list_config() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE)
+}
+
 /// A watch of `api` that keeps `index` current and yields the objects it
 /// saw change, for `Controller::owns_stream`/`watches_stream`. `trim` drops
 /// what the controller never reads (e.g. an autoscaler's status) after

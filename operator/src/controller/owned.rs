@@ -134,7 +134,7 @@ pub fn model_children(
     let pipelines = Index::by_name();
     let pipelines_watch = index::watch(
         api(client, scope),
-        watcher::Config::default().any_semantic(),
+        index::list_config(),
         pipelines.clone(),
         index::keep,
     )
@@ -142,7 +142,7 @@ pub fn model_children(
     let templates = Index::by_name();
     let templates_watch = index::watch(
         api(client, scope),
-        watcher::Config::default().any_semantic(),
+        index::list_config(),
         templates.clone(),
         index::keep,
     )

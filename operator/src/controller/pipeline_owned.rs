@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::DeserializeGuard;
+use kube::runtime::Controller;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource};
 use mlctl_crds::FeaturePipeline;
 
@@ -100,11 +100,11 @@ impl PipelineChildren {
             }
         }
         let managed = format!("app.kubernetes.io/managed-by={FIELD_MANAGER},{PIPELINE_LABEL}");
-        let children = watcher::Config::default().labels(&managed);
+        let children = index::list_config().labels(&managed);
         // Run pods carry the trigger label (the Job's, the CronJob's
         // template's, the SparkApplication's driver and executors); the
         // streaming workload's pods do not, and are not watched.
-        let runs = watcher::Config::default().labels(&format!("{managed},{TRIGGER_LABEL}"));
+        let runs = index::list_config().labels(&format!("{managed},{TRIGGER_LABEL}"));
         let jobs = index::watch(
             api(client, scope),
             children.clone(),

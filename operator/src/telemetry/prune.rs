@@ -87,7 +87,7 @@ pub async fn prune_deleted<K>(
 {
     let mut deletions = Deletions::new(scope.as_deref());
     let mut events =
-        std::pin::pin!(watcher(api, watcher::Config::default().any_semantic()).default_backoff());
+        std::pin::pin!(watcher(api, crate::controller::index::list_config()).default_backoff());
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {

@@ -31,11 +31,6 @@ PAUSE_IMAGE=localhost/mlctl-e2e/pause:3.10
 NODE_HOST_SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 NODE_COMPONENTS=(netns-holder netns-bridge containerd kubelet kube-proxy)
 
-# Whether the process started for component $1 is alive. Unlike `running`, also
-# true before it has exec'd (on a loaded machine, exec of the 140 MB multi-call
-# binary was seen taking over 5 s).
-node_alive() { [[ -f $PID_DIR/$1.pid ]] && alive "$(<"$PID_DIR/$1.pid")"; }
-
 in_node() { nsenter --target "$(pid_of netns-holder)" --net --mount -- "$@"; }
 
 # ------------------------------------------------------------ host snapshot --
@@ -163,7 +158,7 @@ start_holder() {
 		/bin/sh "$NODE_DIR/holder.sh" "$NODE_DIR" "$NODE_IP"
 	local deadline=$((SECONDS + 20))
 	until [[ -f $NODE_DIR/holder.ready ]]; do
-		node_alive netns-holder || {
+		started_alive netns-holder || {
 			cat "$LOG_DIR/netns-holder.log" >&2
 			die "the node's namespaces could not be set up (log above)"
 		}
@@ -186,7 +181,7 @@ start_bridge() {
 		--proxy-tcp="127.0.0.1:$NODE_PROXY_PORT"
 	local deadline=$((SECONDS + 10))
 	until [[ -S $NODE_DIR/egress.sock ]]; do
-		node_alive netns-bridge || die "netns-bridge exited: $(tail -5 "$LOG_DIR/netns-bridge.log")"
+		started_alive netns-bridge || die "netns-bridge exited: $(tail -5 "$LOG_DIR/netns-bridge.log")"
 		((SECONDS < deadline)) || die "netns-bridge did not come up in 10s"
 		sleep 0.1
 	done
@@ -252,7 +247,7 @@ EOF
 		containerd --config "$NODE_DIR/containerd.toml" --log-level warn
 	local deadline=$((SECONDS + 30))
 	until ctr_node version >/dev/null 2>&1; do
-		node_alive containerd || die "containerd exited: $(tail -20 "$LOG_DIR/containerd.log")"
+		started_alive containerd || die "containerd exited: $(tail -20 "$LOG_DIR/containerd.log")"
 		((SECONDS < deadline)) || die "containerd did not answer in 30s (log: $LOG_DIR/containerd.log)"
 		sleep 0.2
 	done
@@ -404,7 +399,7 @@ node_up() {
 	start_kube_proxy
 	local deadline=$((SECONDS + 90))
 	until [[ $(kctl get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]; do
-		node_alive kubelet || die "the kubelet exited: $(tail -20 "$LOG_DIR/kubelet.log")"
+		started_alive kubelet || die "the kubelet exited: $(tail -20 "$LOG_DIR/kubelet.log")"
 		if ((SECONDS >= deadline)); then
 			tail -n 30 "$LOG_DIR/kubelet.log" >&2
 			die "the real node did not become Ready in 90s (log: $LOG_DIR/kubelet.log)"
@@ -413,7 +408,7 @@ node_up() {
 	done
 	deadline=$((SECONDS + 30))
 	until node_healthy kube-proxy; do
-		node_alive kube-proxy || die "kube-proxy exited: $(tail -20 "$LOG_DIR/kube-proxy.log")"
+		started_alive kube-proxy || die "kube-proxy exited: $(tail -20 "$LOG_DIR/kube-proxy.log")"
 		((SECONDS < deadline)) || die "kube-proxy not healthy after 30s"
 		sleep 0.2
 	done
